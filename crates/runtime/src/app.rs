@@ -1,0 +1,308 @@
+//! [`App`]: subscribers plus layers, started on a transport.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tower::util::BoxCloneSyncService;
+
+use crate::subscriber::{discovered, BoxHandlerService};
+use crate::{BoxError, Error, Request, Subscriber, Transport};
+
+type LayerFn = Arc<dyn Fn(BoxHandlerService) -> BoxHandlerService + Send + Sync>;
+
+/// An application: a set of subscribers, the layers around them, and how
+/// long to wait for in-flight handlers on shutdown.
+///
+/// ```no_run
+/// # #[derive(serde::Serialize, serde::Deserialize, flowgate::Event)]
+/// # #[event(channel = "orders.placed")]
+/// # struct OrderPlaced { id: u64 }
+/// # #[derive(Debug, thiserror::Error)] #[error("x")] struct BillingError;
+/// #[flowgate::subscriber(durable = "billing", max_in_flight = 32)]
+/// async fn bill(order: OrderPlaced) -> Result<(), BillingError> {
+///     Ok(())
+/// }
+///
+/// # async fn run() -> Result<(), flowgate::Error> {
+/// let nats = flowgate::JetStream::connect("nats://127.0.0.1:4222").await?;
+/// flowgate::App::new()
+///     .subscriber(bill::subscriber()) // or .discover() for every #[subscriber]
+///     .run(nats)                      // until SIGINT or SIGTERM, then drains
+///     .await
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct App {
+    subscribers: Vec<Subscriber>,
+    layers: Vec<LayerFn>,
+    shutdown_timeout: Duration,
+}
+
+impl Default for App {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("subscribers", &self.subscribers)
+            .field("layers", &self.layers.len())
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .finish()
+    }
+}
+
+impl App {
+    /// How long shutdown waits for in-flight handlers unless told otherwise.
+    pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// An app with no subscribers.
+    pub fn new() -> Self {
+        Self {
+            subscribers: Vec::new(),
+            layers: Vec::new(),
+            shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
+        }
+    }
+
+    /// Adds one subscriber.
+    pub fn subscriber(mut self, subscriber: Subscriber) -> Self {
+        self.subscribers.push(subscriber);
+        self
+    }
+
+    /// Adds every `#[flowgate::subscriber]` linked into the binary that is not
+    /// registered already.
+    pub fn discover(mut self) -> Self {
+        for found in discovered() {
+            let known = self
+                .subscribers
+                .iter()
+                .any(|s| s.name() == found.name() && s.spec() == found.spec());
+            if !known {
+                self.subscribers.push(found);
+            }
+        }
+        self
+    }
+
+    /// Wraps every subscriber's handler in `layer` (outermost: the first layer
+    /// added sees a message first).
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: tower::Layer<BoxHandlerService> + Send + Sync + 'static,
+        L::Service: tower::Service<Request, Response = (), Error = BoxError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as tower::Service<Request>>::Future: Send + 'static,
+    {
+        self.layers.push(Arc::new(move |inner| {
+            BoxCloneSyncService::new(layer.layer(inner))
+        }));
+        self
+    }
+
+    /// How long shutdown waits for in-flight handlers before giving up on them
+    /// (their messages are redelivered after the ack wait).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// The registered subscribers.
+    pub fn subscribers(&self) -> &[Subscriber] {
+        &self.subscribers
+    }
+
+    /// Checks every subscriber, subscribes them all on `transport`, and starts
+    /// dispatching. Fails without starting anything when a check or a
+    /// subscription fails.
+    pub async fn start<T: Transport>(self, transport: T) -> Result<RunningApp, Error> {
+        self.check()?;
+        let stop = CancellationToken::new();
+        let mut subscriptions = Vec::with_capacity(self.subscribers.len());
+        for subscriber in self.subscribers {
+            let (name, spec, mut service) = subscriber.into_parts();
+            for layer in self.layers.iter().rev() {
+                service = layer(service);
+            }
+            let deliveries = transport.subscribe(&spec).await?;
+            tracing::info!(subscriber = %name, channel = %spec.channel, durable = ?spec.durable, queue = ?spec.queue, "subscribed");
+            subscriptions.push((name, spec, service, deliveries));
+        }
+        let mut tasks = Vec::with_capacity(subscriptions.len());
+        for (name, spec, service, deliveries) in subscriptions {
+            let in_flight = Arc::new(Semaphore::new(spec.max_in_flight));
+            let limit = spec.max_in_flight;
+            let task = tokio::spawn(crate::dispatch::dispatch(
+                name,
+                spec,
+                service,
+                deliveries,
+                stop.clone(),
+                in_flight.clone(),
+            ));
+            tasks.push(Dispatcher {
+                task,
+                in_flight,
+                limit,
+            });
+        }
+        let flush = {
+            let transport = transport.clone();
+            Box::new(move || -> FlushFuture {
+                let transport = transport.clone();
+                Box::pin(async move { transport.flush().await })
+            })
+        };
+        Ok(RunningApp {
+            stop,
+            dispatchers: tasks,
+            flush,
+            shutdown_timeout: self.shutdown_timeout,
+        })
+    }
+
+    /// Runs on `transport` until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run<T: Transport>(self, transport: T) -> Result<(), Error> {
+        self.run_until(transport, shutdown_signal()).await
+    }
+
+    /// Runs on `transport` until `signal` completes, then shuts down gracefully.
+    pub async fn run_until<T: Transport>(
+        self,
+        transport: T,
+        signal: impl Future<Output = ()>,
+    ) -> Result<(), Error> {
+        let running = self.start(transport).await?;
+        signal.await;
+        tracing::info!("shutting down: draining in-flight handlers");
+        running.shutdown().await
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        for (i, subscriber) in self.subscribers.iter().enumerate() {
+            subscriber.spec().validate()?;
+            let spec = subscriber.spec();
+            if spec.durable.is_none() {
+                continue;
+            }
+            let twin = self.subscribers[..i].iter().find(|other| {
+                other.spec().channel == spec.channel
+                    && other.spec().durable == spec.durable
+                    && other.spec().queue == spec.queue
+            });
+            if let Some(twin) = twin {
+                return Err(Error::Config(format!(
+                    "`{}` and `{}` both use durable {:?} on `{}`: give each subscriber its own durable name",
+                    twin.name(),
+                    subscriber.name(),
+                    spec.durable.as_deref().unwrap_or_default(),
+                    spec.channel
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+type FlushFuture = std::pin::Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>;
+
+struct Dispatcher {
+    task: JoinHandle<()>,
+    in_flight: Arc<Semaphore>,
+    limit: usize,
+}
+
+/// A started [`App`]. Stop it with [`shutdown`](RunningApp::shutdown); dropping
+/// it stops dispatching without waiting.
+pub struct RunningApp {
+    stop: CancellationToken,
+    dispatchers: Vec<Dispatcher>,
+    flush: Box<dyn Fn() -> FlushFuture + Send + Sync>,
+    shutdown_timeout: Duration,
+}
+
+impl std::fmt::Debug for RunningApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningApp")
+            .field("subscriptions", &self.dispatchers.len())
+            .field("in_flight", &self.in_flight())
+            .finish()
+    }
+}
+
+impl RunningApp {
+    /// Handlers running right now, over all subscribers.
+    pub fn in_flight(&self) -> usize {
+        self.dispatchers
+            .iter()
+            .map(|d| d.limit - d.in_flight.available_permits())
+            .sum()
+    }
+
+    /// Stops taking messages, waits up to the shutdown timeout for in-flight
+    /// handlers to finish and be settled, and flushes their acks to the broker.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        self.stop.cancel();
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        let mut remaining = 0;
+        for dispatcher in std::mem::take(&mut self.dispatchers) {
+            let _ = dispatcher.task.await;
+            let drained = tokio::time::timeout_at(
+                deadline,
+                dispatcher.in_flight.acquire_many(dispatcher.limit as u32),
+            )
+            .await;
+            if drained.is_err() {
+                remaining += dispatcher.limit - dispatcher.in_flight.available_permits();
+            }
+        }
+        (self.flush)().await?;
+        if remaining > 0 {
+            return Err(Error::ShutdownTimeout {
+                remaining,
+                deadline: self.shutdown_timeout,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RunningApp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

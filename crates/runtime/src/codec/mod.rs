@@ -1,0 +1,5 @@
+//! The codecs `#[derive(Event)]` can choose from. Generated code calls these
+//! through `flowgate::__private`.
+
+pub mod json;
+pub mod protobuf;

@@ -1,0 +1,96 @@
+//! # flowgate
+//!
+//! Typed event processing on NATS. Write plain async functions over typed
+//! payloads; flowgate subscribes, decodes, bounds concurrency, runs the tower
+//! middleware stack, acks on `Ok`, naks on `Err`, terminates what cannot
+//! decode, re-subscribes after connection loss and drains on shutdown.
+//!
+//! ```no_run
+//! #[derive(serde::Serialize, serde::Deserialize, flowgate::Event)]
+//! #[event(channel = "orders.placed")] // codec = "json" (default) | "protobuf"
+//! struct OrderPlaced {
+//!     id: u64,
+//!     total_cents: i64,
+//! }
+//!
+//! #[derive(Debug, thiserror::Error)]
+//! #[error("card declined")]
+//! struct BillingError;
+//!
+//! #[flowgate::subscriber(durable = "billing", max_in_flight = 32)]
+//! async fn bill(order: OrderPlaced) -> Result<(), BillingError> {
+//!     // Ok => acked; Err => nak'd and redelivered; a payload that does not
+//!     // decode => terminated, never redelivered.
+//!     Ok(())
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), flowgate::Error> {
+//!     let nats = flowgate::JetStream::connect("nats://127.0.0.1:4222").await?;
+//!     flowgate::Publisher::new(nats.clone())
+//!         .publish(&OrderPlaced { id: 1, total_cents: 1250 })
+//!         .await
+//!         .expect("published");
+//!     flowgate::App::new().discover().run(nats).await
+//! }
+//! ```
+//!
+//! ## The path of one message
+//!
+//! 1. A [`Transport`] ([`JetStream`], or the in-memory broker of
+//!    `flowgate-testkit`) yields a [`Delivery`] for a [`SubscriptionSpec`].
+//! 2. The dispatcher takes a permit from the subscriber's `max_in_flight`
+//!    semaphore and spawns one task for the message.
+//! 3. The task runs the [`Request`] through the tower stack: the app's layers,
+//!    the subscriber's layers, then the handler, which decodes the payload
+//!    ([`Event::decode`]) and calls the fn.
+//! 4. The outcome settles the message: `Ok` acks; an error or a panic naks
+//!    with a growing delay; a [`DecodeError`] terminates.
+//!
+//! Handlers that take [`Message<T>`] read the delivery metadata; with
+//! `ack = "manual"` they settle the message themselves.
+
+mod app;
+mod channel;
+pub mod codec;
+mod dispatch;
+mod error;
+mod event;
+mod handler;
+mod message;
+mod publisher;
+mod request;
+mod subscriber;
+pub mod transport;
+
+pub use app::{shutdown_signal, App, RunningApp};
+pub use channel::{validate_channel, validate_consumer_name, NameError};
+pub use error::{BoxError, Error, HandlerError, PublishError};
+pub use event::{DecodeError, EncodeError, Event};
+pub use flowgate_macros::{subscriber, Event};
+pub use handler::{FromRequest, Handler, HandlerService};
+pub use message::Message;
+pub use publisher::{PublishOptions, PublishWindow, Publisher};
+pub use request::{ManualAck, Request};
+pub use subscriber::{BoxHandlerService, Subscriber};
+pub use transport::jetstream::{JetStream, JetStreamSettings};
+pub use transport::{
+    AckError, AckMode, Acker, Delivery, Metadata, OutgoingMessage, PublishAck, StartPosition,
+    SubscriptionSpec, Transport,
+};
+
+/// Message headers (the NATS header map).
+pub type Headers = async_nats::HeaderMap;
+
+/// What generated code reaches for. Not a public API: it changes without notice.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::codec::{json, protobuf};
+    pub use crate::handler::FromRequest;
+    pub use crate::subscriber::SUBSCRIBERS;
+    pub use bytes::Bytes;
+    pub use linkme;
+
+    /// The event type a handler parameter carries (`T` or `Message<T>`).
+    pub type EventOf<P> = <P as FromRequest>::Event;
+}

@@ -1,0 +1,145 @@
+//! [`Subscriber`]: a handler with its subscription settings.
+
+use std::time::Duration;
+
+use tower::util::BoxCloneSyncService;
+
+use crate::handler::{FromRequest, Handler, HandlerService};
+use crate::{AckMode, BoxError, Request, StartPosition, SubscriptionSpec};
+
+/// The type-erased service every subscriber's stack is made into.
+pub type BoxHandlerService = BoxCloneSyncService<Request, (), BoxError>;
+
+/// A handler together with what it subscribes to.
+///
+/// `#[flowgate::subscriber]` makes one for each annotated fn, reachable as
+/// `<fn name>::subscriber()`; you can also build one by hand.
+///
+/// ```
+/// # #[derive(serde::Serialize, serde::Deserialize, flowgate::Event)]
+/// # #[event(channel = "orders.placed")]
+/// # struct OrderPlaced { id: u64 }
+/// async fn bill(order: OrderPlaced) -> Result<(), std::io::Error> { Ok(()) }
+///
+/// let sub = flowgate::Subscriber::new("orders.placed", bill)
+///     .durable("billing")
+///     .max_in_flight(32);
+/// assert_eq!(sub.spec().max_in_flight, 32);
+/// ```
+#[derive(Clone)]
+pub struct Subscriber {
+    name: String,
+    spec: SubscriptionSpec,
+    service: BoxHandlerService,
+}
+
+impl std::fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriber")
+            .field("name", &self.name)
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscriber {
+    /// A subscriber of `channel` calling `handler`, all settings at their defaults.
+    pub fn new<P, H>(channel: impl Into<String>, handler: H) -> Self
+    where
+        H: Handler<P>,
+        P: FromRequest,
+    {
+        Self {
+            name: std::any::type_name::<H>().to_owned(),
+            spec: SubscriptionSpec::new(channel),
+            service: BoxCloneSyncService::new(HandlerService::new(handler)),
+        }
+    }
+
+    /// Names the subscriber in logs and errors (the fn name, for `#[subscriber]`).
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Makes the subscription durable under `name`.
+    pub fn durable(mut self, name: impl Into<String>) -> Self {
+        self.spec.durable = Some(name.into());
+        self
+    }
+
+    /// Joins the queue group `name`: members share the work.
+    pub fn queue(mut self, name: impl Into<String>) -> Self {
+        self.spec.queue = Some(name.into());
+        self
+    }
+
+    /// Where a new subscription starts.
+    pub fn start(mut self, start: StartPosition) -> Self {
+        self.spec.start = start;
+        self
+    }
+
+    /// How long the broker waits for a settlement before redelivering.
+    pub fn ack_wait(mut self, ack_wait: Duration) -> Self {
+        self.spec.ack_wait = ack_wait;
+        self
+    }
+
+    /// The most deliveries of one message.
+    pub fn max_deliver(mut self, max_deliver: u32) -> Self {
+        self.spec.max_deliver = Some(max_deliver);
+        self
+    }
+
+    /// The most handlers running at once.
+    pub fn max_in_flight(mut self, max_in_flight: usize) -> Self {
+        self.spec.max_in_flight = max_in_flight;
+        self
+    }
+
+    /// The handler settles messages itself through [`Message`](crate::Message).
+    pub fn manual_ack(mut self) -> Self {
+        self.spec.ack = AckMode::Manual;
+        self
+    }
+
+    /// Wraps this subscriber's handler in a tower layer (inside the app's layers).
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: tower::Layer<BoxHandlerService>,
+        L::Service: tower::Service<Request, Response = (), Error = BoxError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as tower::Service<Request>>::Future: Send + 'static,
+    {
+        self.service = BoxCloneSyncService::new(layer.layer(self.service));
+        self
+    }
+
+    /// The subscriber's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What it subscribes to.
+    pub fn spec(&self) -> &SubscriptionSpec {
+        &self.spec
+    }
+
+    pub(crate) fn into_parts(self) -> (String, SubscriptionSpec, BoxHandlerService) {
+        (self.name, self.spec, self.service)
+    }
+}
+
+/// Every `#[subscriber]` linked into the binary registers itself here.
+#[doc(hidden)]
+#[linkme::distributed_slice]
+pub static SUBSCRIBERS: [fn() -> Subscriber];
+
+/// Every subscriber that `#[flowgate::subscriber]` declared in the binary.
+pub(crate) fn discovered() -> impl Iterator<Item = Subscriber> {
+    SUBSCRIBERS.iter().map(|make| make())
+}

@@ -1,0 +1,233 @@
+//! Making sure the stream and the consumer a subscriber needs exist, with the
+//! settings it asks for.
+
+use std::time::{Duration, SystemTime};
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::context::GetStreamByNameErrorKind;
+use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::stream::ConsumerErrorKind;
+use async_nats::jetstream::{self, consumer::PullConsumer};
+
+use super::JetStreamSettings;
+use crate::{Error, StartPosition, SubscriptionSpec};
+
+/// How long an ephemeral consumer outlives a lost connection.
+const EPHEMERAL_INACTIVE_THRESHOLD: Duration = Duration::from_secs(60);
+
+/// The name flowgate gives the stream it creates for `channel`.
+pub(crate) fn stream_name_for(channel: &str) -> String {
+    channel.replace('.', "_")
+}
+
+pub(crate) async fn ensure_stream(
+    context: &jetstream::Context,
+    settings: &JetStreamSettings,
+    channel: &str,
+) -> Result<String, Error> {
+    match context.stream_by_subject(channel).await {
+        Ok(name) => return Ok(name),
+        Err(err) if err.kind() == GetStreamByNameErrorKind::NotFound => {}
+        Err(err) => return Err(broker(channel, err)),
+    }
+    let config = jetstream::stream::Config {
+        name: stream_name_for(channel),
+        subjects: vec![channel.to_owned()],
+        storage: settings.storage,
+        num_replicas: settings.replicas,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    match context.get_or_create_stream(config).await {
+        Ok(stream) => Ok(stream.cached_info().config.name.clone()),
+        Err(err) => Err(Error::Subscribe {
+            channel: channel.to_owned(),
+            source: format!(
+                "no stream holds `{channel}` and creating stream `{}` failed ({err}); create a stream with that subject yourself",
+                stream_name_for(channel)
+            )
+            .into(),
+        }),
+    }
+}
+
+/// The consumer name of a subscription: its durable, else its queue group.
+pub(crate) fn consumer_name(spec: &SubscriptionSpec) -> Option<&str> {
+    spec.durable.as_deref().or(spec.queue.as_deref())
+}
+
+pub(crate) fn consumer_config(spec: &SubscriptionSpec, resume_after: Option<u64>) -> pull::Config {
+    let name = consumer_name(spec).map(str::to_owned);
+    let deliver_policy = match resume_after {
+        Some(sequence) => DeliverPolicy::ByStartSequence {
+            start_sequence: sequence + 1,
+        },
+        None => deliver_policy(spec.start),
+    };
+    pull::Config {
+        durable_name: name.clone(),
+        name,
+        deliver_policy,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: spec.ack_wait,
+        max_deliver: spec.max_deliver.map_or(-1, i64::from),
+        filter_subject: spec.channel.clone(),
+        max_ack_pending: i64::try_from(spec.max_in_flight).unwrap_or(i64::MAX),
+        inactive_threshold: if consumer_name(spec).is_none() {
+            EPHEMERAL_INACTIVE_THRESHOLD
+        } else {
+            Duration::ZERO
+        },
+        ..Default::default()
+    }
+}
+
+fn deliver_policy(start: StartPosition) -> DeliverPolicy {
+    match start {
+        StartPosition::New => DeliverPolicy::New,
+        StartPosition::All => DeliverPolicy::All,
+        StartPosition::Last => DeliverPolicy::Last,
+        StartPosition::Sequence(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
+        StartPosition::Time(at) => {
+            let since_epoch = at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
+            let start_time = time::OffsetDateTime::UNIX_EPOCH + since_epoch;
+            DeliverPolicy::ByStartTime { start_time }
+        }
+    }
+}
+
+/// Binds the durable consumer of `spec` on `stream`, creating it when it does
+/// not exist, refusing one whose settings differ.
+pub(crate) async fn bind(
+    context: &jetstream::Context,
+    stream: &str,
+    spec: &SubscriptionSpec,
+    resume_after: Option<u64>,
+) -> Result<PullConsumer, Error> {
+    let wanted = consumer_config(spec, resume_after);
+    if let Some(name) = consumer_name(spec) {
+        match context
+            .get_consumer_from_stream::<pull::Config, _, _>(name, stream)
+            .await
+        {
+            Ok(existing) => {
+                check_unchanged(stream, name, &existing.cached_info().config, &wanted)?;
+                return Ok(existing);
+            }
+            Err(err) if is_not_found(&err) => {}
+            Err(err) => return Err(broker(&spec.channel, err)),
+        }
+    }
+    context
+        .create_consumer_on_stream(wanted, stream)
+        .await
+        .map_err(|e| broker(&spec.channel, e))
+}
+
+fn is_not_found(err: &async_nats::jetstream::stream::ConsumerError) -> bool {
+    matches!(err.kind(), ConsumerErrorKind::JetStream(e) if e.error_code() == ErrorCode::CONSUMER_NOT_FOUND)
+}
+
+fn check_unchanged(
+    stream: &str,
+    durable: &str,
+    existing: &jetstream::consumer::Config,
+    wanted: &pull::Config,
+) -> Result<(), Error> {
+    let mismatch = |field: &'static str, existing: String, wanted: String| {
+        Err(Error::ConsumerMismatch {
+            stream: stream.to_owned(),
+            durable: durable.to_owned(),
+            field,
+            existing,
+            wanted,
+        })
+    };
+    if existing.filter_subject != wanted.filter_subject {
+        return mismatch(
+            "filter subject",
+            existing.filter_subject.clone(),
+            wanted.filter_subject.clone(),
+        );
+    }
+    if existing.deliver_policy != wanted.deliver_policy {
+        return mismatch(
+            "deliver policy (start)",
+            format!("{:?}", existing.deliver_policy),
+            format!("{:?}", wanted.deliver_policy),
+        );
+    }
+    if existing.ack_policy != wanted.ack_policy {
+        return mismatch(
+            "ack policy",
+            format!("{:?}", existing.ack_policy),
+            format!("{:?}", wanted.ack_policy),
+        );
+    }
+    if existing.ack_wait != wanted.ack_wait {
+        return mismatch(
+            "ack_wait",
+            format!("{:?}", existing.ack_wait),
+            format!("{:?}", wanted.ack_wait),
+        );
+    }
+    if existing.max_deliver != wanted.max_deliver {
+        return mismatch(
+            "max_deliver",
+            existing.max_deliver.to_string(),
+            wanted.max_deliver.to_string(),
+        );
+    }
+    if existing.max_ack_pending != wanted.max_ack_pending {
+        return mismatch(
+            "max_ack_pending (max_in_flight)",
+            existing.max_ack_pending.to_string(),
+            wanted.max_ack_pending.to_string(),
+        );
+    }
+    Ok(())
+}
+
+fn broker(channel: &str, err: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::Subscribe {
+        channel: channel.to_owned(),
+        source: Box::new(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durable_spec_maps_to_an_explicit_ack_pull_consumer() {
+        let mut spec = SubscriptionSpec::new("orders.placed").with_durable("billing");
+        spec.max_in_flight = 32;
+        spec.max_deliver = Some(5);
+        spec.start = StartPosition::Sequence(10);
+        let config = consumer_config(&spec, None);
+        assert_eq!(config.durable_name.as_deref(), Some("billing"));
+        assert_eq!(config.max_ack_pending, 32);
+        assert_eq!(config.max_deliver, 5);
+        assert_eq!(config.ack_policy, AckPolicy::Explicit);
+        assert_eq!(
+            config.deliver_policy,
+            DeliverPolicy::ByStartSequence { start_sequence: 10 }
+        );
+        assert_eq!(stream_name_for("orders.placed"), "orders_placed");
+    }
+
+    #[test]
+    fn ephemeral_resumes_after_the_last_sequence_it_saw() {
+        let spec = SubscriptionSpec::new("orders.placed");
+        let config = consumer_config(&spec, Some(41));
+        assert_eq!(config.durable_name, None);
+        assert_eq!(
+            config.deliver_policy,
+            DeliverPolicy::ByStartSequence { start_sequence: 42 }
+        );
+        assert_eq!(config.max_deliver, -1);
+    }
+}

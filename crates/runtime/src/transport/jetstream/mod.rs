@@ -1,0 +1,201 @@
+//! The JetStream transport: a channel is a stream, a subscriber a pull consumer.
+//!
+//! | flowgate | JetStream |
+//! | --- | --- |
+//! | channel `orders.placed` | the stream holding that subject (created as `orders_placed` when none does) |
+//! | `durable` / `queue` | a durable pull consumer of that name; every app bound to it shares its work |
+//! | `max_in_flight` | `max_ack_pending`, and the local bound on running handlers |
+//! | `ack_wait`, `max_deliver` | the consumer's `ack_wait`, `max_deliver` |
+//! | `start` | the consumer's deliver policy |
+
+mod acker;
+mod consumer;
+mod subscription;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_nats::jetstream::{self, stream::StorageType};
+
+pub use acker::JetStreamAcker;
+pub use subscription::JetStreamSubscription;
+
+use crate::{Error, OutgoingMessage, PublishAck, PublishError, SubscriptionSpec, Transport};
+
+/// How the streams flowgate creates are stored.
+///
+/// ```
+/// let settings = flowgate::JetStreamSettings::default().memory_storage().replicas(3);
+/// ```
+#[derive(Debug, Clone)]
+pub struct JetStreamSettings {
+    storage: StorageType,
+    replicas: usize,
+}
+
+impl Default for JetStreamSettings {
+    fn default() -> Self {
+        Self {
+            storage: StorageType::File,
+            replicas: 1,
+        }
+    }
+}
+
+impl JetStreamSettings {
+    /// Keep created streams in memory instead of on disk.
+    pub fn memory_storage(mut self) -> Self {
+        self.storage = StorageType::Memory;
+        self
+    }
+
+    /// Replicate created streams over `replicas` servers of a cluster.
+    pub fn replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas.max(1);
+        self
+    }
+}
+
+/// A connection to a NATS server with JetStream enabled.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), flowgate::Error> {
+/// // Plain URL...
+/// let nats = flowgate::JetStream::connect("nats://127.0.0.1:4222").await?;
+/// // ...or any async-nats option: TLS, token, user/password, nkey, credentials file.
+/// let options = async_nats::ConnectOptions::new().token("s3cr3t".into());
+/// let nats = flowgate::JetStream::connect_with_options("nats://127.0.0.1:4222", options).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct JetStream {
+    client: async_nats::Client,
+    context: jetstream::Context,
+    settings: Arc<JetStreamSettings>,
+    streams: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl JetStream {
+    /// Connects to `url` with async-nats' default options.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        Self::connect_with_options(url, async_nats::ConnectOptions::new()).await
+    }
+
+    /// Connects to `url` with `options` (TLS, credentials, reconnect policy...).
+    pub async fn connect_with_options(
+        url: &str,
+        options: async_nats::ConnectOptions,
+    ) -> Result<Self, Error> {
+        let client = options
+            .connect(url)
+            .await
+            .map_err(|source| Error::Connect {
+                url: url.to_owned(),
+                source: Box::new(source),
+            })?;
+        Ok(Self::from_client(client))
+    }
+
+    /// Uses a client you connected yourself.
+    pub fn from_client(client: async_nats::Client) -> Self {
+        let context = jetstream::new(client.clone());
+        Self {
+            client,
+            context,
+            settings: Arc::new(JetStreamSettings::default()),
+            streams: Arc::default(),
+        }
+    }
+
+    /// Sets how created streams are stored.
+    pub fn with_settings(mut self, settings: JetStreamSettings) -> Self {
+        self.settings = Arc::new(settings);
+        self
+    }
+
+    /// The underlying client.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The underlying JetStream context.
+    pub fn context(&self) -> &jetstream::Context {
+        &self.context
+    }
+
+    /// The name of the stream that holds `channel`, creating it when no stream does.
+    pub async fn ensure_stream(&self, channel: &str) -> Result<String, Error> {
+        if let Some(name) = self.cached_stream(channel) {
+            return Ok(name);
+        }
+        let name = consumer::ensure_stream(&self.context, &self.settings, channel).await?;
+        if let Ok(mut streams) = self.streams.lock() {
+            streams.insert(channel.to_owned(), name.clone());
+        }
+        Ok(name)
+    }
+
+    fn cached_stream(&self, channel: &str) -> Option<String> {
+        self.streams.lock().ok()?.get(channel).cloned()
+    }
+}
+
+/// Resolves to the broker's ack of one JetStream publish.
+pub type JetStreamPendingAck = futures::future::BoxFuture<'static, Result<PublishAck, PublishError>>;
+
+impl Transport for JetStream {
+    type Acker = JetStreamAcker;
+    type Subscription = JetStreamSubscription;
+    type PendingAck = JetStreamPendingAck;
+
+    async fn subscribe(&self, spec: &SubscriptionSpec) -> Result<Self::Subscription, Error> {
+        spec.validate()?;
+        let stream = self.ensure_stream(&spec.channel).await?;
+        JetStreamSubscription::open(self.context.clone(), stream, spec.clone()).await
+    }
+
+    async fn publish(&self, message: OutgoingMessage) -> Result<Self::PendingAck, PublishError> {
+        let subject = message.subject;
+        if self.cached_stream(&subject).is_none() {
+            self.ensure_stream(&subject)
+                .await
+                .map_err(|e| PublishError::Broker {
+                    subject: subject.clone(),
+                    source: Box::new(e),
+                })?;
+        }
+        let mut publish = jetstream::message::PublishMessage::build().payload(message.payload);
+        if let Some(headers) = message.headers {
+            publish = publish.headers(headers);
+        }
+        if let Some(id) = message.message_id {
+            publish = publish.message_id(id);
+        }
+        let pending = self
+            .context
+            .send_publish(subject.clone(), publish)
+            .await
+            .map_err(|e| PublishError::Broker {
+                subject: subject.clone(),
+                source: Box::new(e),
+            })?;
+        Ok(Box::pin(async move {
+            let ack = pending.await.map_err(|e| PublishError::Broker {
+                subject,
+                source: Box::new(e),
+            })?;
+            Ok(PublishAck {
+                stream: ack.stream,
+                sequence: ack.sequence,
+                duplicate: ack.duplicate,
+            })
+        }))
+    }
+
+    async fn flush(&self) -> Result<(), Error> {
+        self.client
+            .flush()
+            .await
+            .map_err(|e| Error::Broker(Box::new(e)))
+    }
+}

@@ -1,0 +1,160 @@
+//! A JetStream subscription: a pull consumer's message stream that reopens
+//! itself after a missed heartbeat, a lost connection or a server restart.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use async_nats::jetstream::{self, consumer::pull};
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+
+use super::{consumer, JetStreamAcker};
+use crate::{Delivery, Error, Metadata, SubscriptionSpec};
+
+const REOPEN_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// The most messages one pull request asks for.
+const MAX_BATCH: usize = 1000;
+
+/// The deliveries of one JetStream subscriber. It never ends on its own: on
+/// an error it logs, waits a little, rebinds the consumer and pulls again.
+pub struct JetStreamSubscription {
+    inner: BoxStream<'static, Delivery<JetStreamAcker>>,
+}
+
+impl std::fmt::Debug for JetStreamSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamSubscription").finish_non_exhaustive()
+    }
+}
+
+struct State {
+    context: jetstream::Context,
+    stream: String,
+    spec: SubscriptionSpec,
+    messages: Option<pull::Stream>,
+    /// The last stream sequence seen, so an ephemeral consumer recreated after
+    /// a loss starts right after it.
+    last_sequence: Option<u64>,
+    backoff: Duration,
+}
+
+impl JetStreamSubscription {
+    pub(crate) async fn open(
+        context: jetstream::Context,
+        stream: String,
+        spec: SubscriptionSpec,
+    ) -> Result<Self, Error> {
+        let mut state = State {
+            context,
+            stream,
+            spec,
+            messages: None,
+            last_sequence: None,
+            backoff: REOPEN_BACKOFF_MIN,
+        };
+        // The first bind reports its errors (a mismatched durable, a refused
+        // name) to the caller; later ones are retried.
+        state.messages = Some(state.pull().await?);
+        let inner = futures::stream::unfold(state, |mut state| async move {
+            let delivery = state.next_delivery().await;
+            Some((delivery, state))
+        })
+        .boxed();
+        Ok(Self { inner })
+    }
+}
+
+impl State {
+    async fn pull(&self) -> Result<pull::Stream, Error> {
+        let resume_after = if consumer::consumer_name(&self.spec).is_none() {
+            self.last_sequence
+        } else {
+            None
+        };
+        let consumer =
+            consumer::bind(&self.context, &self.stream, &self.spec, resume_after).await?;
+        consumer
+            .stream()
+            .max_messages_per_batch(self.spec.max_in_flight.clamp(1, MAX_BATCH))
+            .messages()
+            .await
+            .map_err(|e| Error::Subscribe {
+                channel: self.spec.channel.clone(),
+                source: Box::new(e),
+            })
+    }
+
+    async fn next_delivery(&mut self) -> Delivery<JetStreamAcker> {
+        loop {
+            let Some(messages) = self.messages.as_mut() else {
+                match self.pull().await {
+                    Ok(messages) => {
+                        tracing::info!(channel = %self.spec.channel, "subscription reopened");
+                        self.messages = Some(messages);
+                        self.backoff = REOPEN_BACKOFF_MIN;
+                    }
+                    Err(err) => {
+                        tracing::warn!(channel = %self.spec.channel, error = %err, retry_in = ?self.backoff, "cannot reopen subscription");
+                        tokio::time::sleep(self.backoff).await;
+                        self.backoff = (self.backoff * 2).min(REOPEN_BACKOFF_MAX);
+                    }
+                }
+                continue;
+            };
+            match messages.next().await {
+                Some(Ok(message)) => match into_delivery(message) {
+                    Some(delivery) => {
+                        self.last_sequence = Some(delivery.metadata.stream_sequence());
+                        return delivery;
+                    }
+                    None => {
+                        tracing::warn!(channel = %self.spec.channel, "skipped a message without JetStream metadata")
+                    }
+                },
+                Some(Err(err)) => {
+                    tracing::warn!(channel = %self.spec.channel, error = %err, "pull stream failed; reopening");
+                    self.messages = None;
+                }
+                None => {
+                    tracing::warn!(channel = %self.spec.channel, "pull stream ended; reopening");
+                    self.messages = None;
+                }
+            }
+        }
+    }
+}
+
+fn into_delivery(message: jetstream::Message) -> Option<Delivery<JetStreamAcker>> {
+    let (stream_sequence, delivered, published) = {
+        let info = message.info().ok()?;
+        (
+            info.stream_sequence,
+            u32::try_from(info.delivered).unwrap_or(u32::MAX),
+            SystemTime::from(info.published),
+        )
+    };
+    let (message, acker) = message.split();
+    let acker = JetStreamAcker::new(acker, message.subject.clone(), stream_sequence);
+    let metadata = Metadata::new(
+        message.subject,
+        stream_sequence,
+        delivered,
+        published,
+        message.headers,
+    );
+    Some(Delivery {
+        payload: message.payload,
+        metadata,
+        acker,
+    })
+}
+
+impl Stream for JetStreamSubscription {
+    type Item = Delivery<JetStreamAcker>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.poll_next_unpin(cx)
+    }
+}

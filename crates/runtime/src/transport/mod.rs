@@ -1,0 +1,101 @@
+//! The transport contract: the one trait every broker binding implements.
+//!
+//! flowgate ships [`JetStream`](crate::JetStream); `flowgate-testkit` ships an
+//! in-memory broker behind the same trait. Handlers never see the difference.
+
+mod delivery;
+pub mod jetstream;
+mod spec;
+
+use std::future::Future;
+
+use bytes::Bytes;
+use futures::Stream;
+
+pub use delivery::{AckError, Acker, Delivery, Metadata};
+pub use spec::{AckMode, StartPosition, SubscriptionSpec};
+
+use crate::{Error, Headers};
+
+/// A message to publish: subject, payload, headers and an optional id the
+/// broker uses to drop duplicates.
+///
+/// ```
+/// let msg = flowgate::OutgoingMessage::new("orders.placed", "{}").with_message_id("order-7");
+/// assert_eq!(msg.message_id.as_deref(), Some("order-7"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct OutgoingMessage {
+    /// The subject (channel) to publish on.
+    pub subject: String,
+    /// The encoded payload.
+    pub payload: Bytes,
+    /// Headers to send along.
+    pub headers: Option<Headers>,
+    /// An id for server-side de-duplication (`Nats-Msg-Id` on JetStream).
+    pub message_id: Option<String>,
+}
+
+impl OutgoingMessage {
+    /// A message with no headers and no id.
+    pub fn new(subject: impl Into<String>, payload: impl Into<Bytes>) -> Self {
+        Self {
+            subject: subject.into(),
+            payload: payload.into(),
+            headers: None,
+            message_id: None,
+        }
+    }
+
+    /// Sets the de-duplication id.
+    pub fn with_message_id(mut self, id: impl Into<String>) -> Self {
+        self.message_id = Some(id.into());
+        self
+    }
+
+    /// Sets the headers.
+    pub fn with_headers(mut self, headers: Headers) -> Self {
+        self.headers = Some(headers);
+        self
+    }
+}
+
+/// The broker's receipt for a published message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishAck {
+    /// The stream that stored the message.
+    pub stream: String,
+    /// Its sequence in that stream.
+    pub sequence: u64,
+    /// True when the broker had the message id already and dropped this copy.
+    pub duplicate: bool,
+}
+
+/// A broker binding: subscribe with a spec, publish bytes, flush and close.
+///
+/// Implemented by [`JetStream`](crate::JetStream) and by the in-memory broker of
+/// `flowgate-testkit`. The same conformance tests run against every implementation.
+pub trait Transport: Clone + Send + Sync + 'static {
+    /// Settles deliveries of this transport.
+    type Acker: Acker;
+    /// A live subscription: deliveries until it is dropped. It re-subscribes
+    /// on its own after connection loss.
+    type Subscription: Stream<Item = Delivery<Self::Acker>> + Send + Unpin + 'static;
+    /// Resolves to the broker's receipt of one publish.
+    type PendingAck: Future<Output = Result<PublishAck, crate::PublishError>> + Send + 'static;
+
+    /// Subscribes according to `spec`, creating or binding what the broker needs.
+    fn subscribe(
+        &self,
+        spec: &SubscriptionSpec,
+    ) -> impl Future<Output = Result<Self::Subscription, Error>> + Send;
+
+    /// Sends `message`; the returned future resolves when the broker has stored it.
+    fn publish(
+        &self,
+        message: OutgoingMessage,
+    ) -> impl Future<Output = Result<Self::PendingAck, crate::PublishError>> + Send;
+
+    /// Waits until everything sent so far (acks included) has left the client.
+    fn flush(&self) -> impl Future<Output = Result<(), Error>> + Send;
+}

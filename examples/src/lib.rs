@@ -1,0 +1,1 @@
+//! Runnable flowgate applications; see `src/bin/`.
