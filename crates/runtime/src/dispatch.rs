@@ -93,7 +93,21 @@ pub(crate) async fn dispatch<S, A>(
             .instrument(span),
         );
     }
-    drop(deliveries);
+    release_buffered(&mut deliveries).await;
+}
+
+/// Hands back deliveries the transport already buffered but no handler took,
+/// so the broker redelivers them at once instead of after the ack wait.
+async fn release_buffered<S, A>(deliveries: &mut S)
+where
+    S: futures::Stream<Item = Delivery<A>> + Unpin,
+    A: Acker,
+{
+    while let Some(Some(delivery)) = deliveries.next().now_or_never() {
+        if let Err(err) = delivery.acker.nak(None).await {
+            tracing::debug!(error = %err, "could not release a buffered delivery; it is redelivered after the ack wait");
+        }
+    }
 }
 
 enum Settler<A> {

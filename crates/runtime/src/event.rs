@@ -20,6 +20,10 @@ use bytes::Bytes;
 /// assert_eq!(OrderPlaced::decode(&bytes).unwrap().id, 7);
 /// assert_eq!(OrderPlaced::CHANNEL, Some("orders.placed"));
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a flowgate event",
+    label = "add #[derive(flowgate::Event)] (and serde or prost derives) to this type"
+)]
 pub trait Event: Sized + Send + 'static {
     /// The channel this type is published on, when the type declares one.
     const CHANNEL: Option<&'static str>;

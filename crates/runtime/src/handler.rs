@@ -9,6 +9,10 @@ use crate::{BoxError, DecodeError, Event, HandlerError, Message, Request};
 
 /// A handler parameter built from a [`Request`]: any [`Event`], or a
 /// [`Message`] wrapping one.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a handler parameter: it is not a flowgate event",
+    label = "add #[derive(flowgate::Event)] to this type, or take flowgate::Message<YourEvent>"
+)]
 pub trait FromRequest: Sized + Send + 'static {
     /// The event type inside.
     type Event: Event;

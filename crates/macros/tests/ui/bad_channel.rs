@@ -1,0 +1,19 @@
+#[derive(serde::Serialize, serde::Deserialize, flowgate::Event)]
+#[event(channel = "orders.placed")]
+struct OrderPlaced {
+    id: u64,
+}
+
+#[flowgate::subscriber(channel = "orders.*")]
+async fn bill(order: OrderPlaced) -> Result<(), std::io::Error> {
+    let _ = order;
+    Ok(())
+}
+
+#[flowgate::subscriber(channel = "orders..placed")]
+async fn audit(order: OrderPlaced) -> Result<(), std::io::Error> {
+    let _ = order;
+    Ok(())
+}
+
+fn main() {}

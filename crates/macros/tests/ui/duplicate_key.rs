@@ -1,0 +1,13 @@
+#[derive(serde::Serialize, serde::Deserialize, flowgate::Event)]
+#[event(channel = "orders.placed")]
+struct OrderPlaced {
+    id: u64,
+}
+
+#[flowgate::subscriber(durable = "billing", max_in_flight = 4, durable = "billing-v2")]
+async fn bill(order: OrderPlaced) -> Result<(), std::io::Error> {
+    let _ = order;
+    Ok(())
+}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[flowgate::subscriber(channel = "orders.placed")]
+struct Bill;
+
+fn main() {}
