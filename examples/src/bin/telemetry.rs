@@ -1,0 +1,91 @@
+//! Protobuf payloads on JetStream.
+//!
+//! ```text
+//! nats-server -js &
+//! NATS_URL=nats://127.0.0.1:4222 cargo run -p flowgate-examples --bin telemetry
+//! ```
+//!
+//! The `Reading` type is generated from `proto/telemetry.proto` at build time
+//! (prost-build + protox, no `protoc` needed) and derives `flowgate::Event`
+//! with `codec = "protobuf"`. The example publishes readings through a window
+//! of outstanding acks, averages them per sensor in a subscriber, and exits.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use flowgate::{App, Publisher};
+use flowgate_examples::telemetry::Reading;
+
+const READINGS: usize = 1_000;
+
+static RECEIVED: AtomicUsize = AtomicUsize::new(0);
+
+fn sums() -> &'static Mutex<HashMap<String, (f64, u32)>> {
+    static SUMS: OnceLock<Mutex<HashMap<String, (f64, u32)>>> = OnceLock::new();
+    SUMS.get_or_init(Mutex::default)
+}
+
+/// Adds each reading to its sensor's running average.
+#[flowgate::subscriber(max_in_flight = 256)]
+async fn record(reading: Reading) -> Result<(), std::convert::Infallible> {
+    if let Ok(mut sums) = sums().lock() {
+        let entry = sums.entry(reading.sensor_id).or_default();
+        entry.0 += reading.value;
+        entry.1 += 1;
+    }
+    RECEIVED.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+    let nats = flowgate::JetStream::connect(&url).await?;
+    println!("connected to {url}");
+
+    let app = App::new()
+        .subscriber(record::subscriber())
+        .start(nats.clone())
+        .await?;
+
+    let publisher = Publisher::new(nats);
+    let mut window = publisher.window(128);
+    let now_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)?
+        .as_millis() as i64;
+    for i in 0..READINGS {
+        let reading = Reading {
+            sensor_id: format!("sensor-{}", i % 4),
+            value: 20.0 + (i % 10) as f64 / 10.0,
+            taken_at_unix_ms: now_ms + i as i64,
+        };
+        window.publish(&reading).await?;
+    }
+    window.flush().await?;
+    println!("published {READINGS} readings");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while RECEIVED.load(Ordering::Relaxed) < READINGS {
+        if tokio::time::Instant::now() > deadline {
+            return Err("readings were not all received within 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    app.shutdown().await?;
+
+    let sums = sums().lock().map_err(|_| "lock poisoned")?;
+    let mut sensors: Vec<_> = sums.iter().collect();
+    sensors.sort_by(|a, b| a.0.cmp(b.0));
+    for (sensor, (sum, count)) in sensors {
+        println!("{sensor}: {count} readings, average {:.2}", sum / f64::from(*count));
+    }
+    Ok(())
+}
