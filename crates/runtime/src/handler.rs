@@ -2,8 +2,9 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
-use std::pin::Pin;
 use std::task::{Context, Poll};
+
+use futures::future::{ready, Either, Ready};
 
 use crate::{BoxError, DecodeError, Event, HandlerError, Message, Request};
 
@@ -99,7 +100,7 @@ where
 {
     type Response = ();
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+    type Future = Either<Ready<Result<(), BoxError>>, H::Future>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
@@ -107,10 +108,8 @@ where
 
     fn call(&mut self, request: Request) -> Self::Future {
         match P::from_request(request) {
-            Ok(param) => Box::pin(self.handler.call(param)),
-            Err(err) => Box::pin(futures::future::ready(Err(
-                Box::new(HandlerError::Decode(err)) as BoxError
-            ))),
+            Ok(param) => Either::Right(self.handler.call(param)),
+            Err(err) => Either::Left(ready(Err(Box::new(HandlerError::Decode(err)) as BoxError))),
         }
     }
 }

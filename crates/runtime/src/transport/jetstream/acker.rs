@@ -23,7 +23,11 @@ impl std::fmt::Debug for JetStreamAcker {
 }
 
 impl JetStreamAcker {
-    pub(crate) fn new(acker: NatsAcker, subject: async_nats::Subject, stream_sequence: u64) -> Self {
+    pub(crate) fn new(
+        acker: NatsAcker,
+        subject: async_nats::Subject,
+        stream_sequence: u64,
+    ) -> Self {
         Self {
             acker,
             subject,

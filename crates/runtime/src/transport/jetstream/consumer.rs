@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::context::GetStreamByNameErrorKind;
-use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::stream::ConsumerErrorKind;
+use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::{self, consumer::PullConsumer};
 
 use super::JetStreamSettings;
@@ -87,7 +87,9 @@ fn deliver_policy(start: StartPosition) -> DeliverPolicy {
         StartPosition::New => DeliverPolicy::New,
         StartPosition::All => DeliverPolicy::All,
         StartPosition::Last => DeliverPolicy::Last,
-        StartPosition::Sequence(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
+        StartPosition::Sequence(start_sequence) => {
+            DeliverPolicy::ByStartSequence { start_sequence }
+        }
         StartPosition::Time(at) => {
             let since_epoch = at
                 .duration_since(SystemTime::UNIX_EPOCH)

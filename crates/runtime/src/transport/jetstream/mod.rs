@@ -141,7 +141,8 @@ impl JetStream {
 }
 
 /// Resolves to the broker's ack of one JetStream publish.
-pub type JetStreamPendingAck = futures::future::BoxFuture<'static, Result<PublishAck, PublishError>>;
+pub type JetStreamPendingAck =
+    futures::future::BoxFuture<'static, Result<PublishAck, PublishError>>;
 
 impl Transport for JetStream {
     type Acker = JetStreamAcker;

@@ -25,7 +25,8 @@ pub struct JetStreamSubscription {
 
 impl std::fmt::Debug for JetStreamSubscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JetStreamSubscription").finish_non_exhaustive()
+        f.debug_struct("JetStreamSubscription")
+            .finish_non_exhaustive()
     }
 }
 
