@@ -4,11 +4,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower::util::BoxCloneSyncService;
 
+use crate::in_flight::InFlight;
 use crate::subscriber::{discovered, BoxHandlerService};
 use crate::{BoxError, Error, Request, Subscriber, Transport};
 
@@ -140,8 +140,7 @@ impl App {
         }
         let mut tasks = Vec::with_capacity(subscriptions.len());
         for (name, spec, service, deliveries) in subscriptions {
-            let in_flight = Arc::new(Semaphore::new(spec.max_in_flight));
-            let limit = spec.max_in_flight;
+            let in_flight = InFlight::new(spec.max_in_flight);
             let task = tokio::spawn(crate::dispatch::dispatch(
                 name,
                 spec,
@@ -150,11 +149,7 @@ impl App {
                 stop.clone(),
                 in_flight.clone(),
             ));
-            tasks.push(Dispatcher {
-                task,
-                in_flight,
-                limit,
-            });
+            tasks.push(Dispatcher { task, in_flight });
         }
         let flush = {
             let transport = transport.clone();
@@ -218,8 +213,7 @@ type FlushFuture = std::pin::Pin<Box<dyn Future<Output = Result<(), Error>> + Se
 
 struct Dispatcher {
     task: JoinHandle<()>,
-    in_flight: Arc<Semaphore>,
-    limit: usize,
+    in_flight: Arc<InFlight>,
 }
 
 /// A started [`App`]. Stop it with [`shutdown`](RunningApp::shutdown); dropping
@@ -243,10 +237,7 @@ impl std::fmt::Debug for RunningApp {
 impl RunningApp {
     /// Handlers running right now, over all subscribers.
     pub fn in_flight(&self) -> usize {
-        self.dispatchers
-            .iter()
-            .map(|d| d.limit - d.in_flight.available_permits())
-            .sum()
+        self.dispatchers.iter().map(|d| d.in_flight.running()).sum()
     }
 
     /// Stops taking messages, waits up to the shutdown timeout for in-flight
@@ -257,13 +248,9 @@ impl RunningApp {
         let mut remaining = 0;
         for dispatcher in std::mem::take(&mut self.dispatchers) {
             let _ = dispatcher.task.await;
-            let drained = tokio::time::timeout_at(
-                deadline,
-                dispatcher.in_flight.acquire_many(dispatcher.limit as u32),
-            )
-            .await;
+            let drained = tokio::time::timeout_at(deadline, dispatcher.in_flight.drained()).await;
             if drained.is_err() {
-                remaining += dispatcher.limit - dispatcher.in_flight.available_permits();
+                remaining += dispatcher.in_flight.running();
             }
         }
         (self.flush)().await?;

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt};
 use tracing::Instrument;
 
+use crate::in_flight::InFlight;
 use crate::request::{ManualAck, Settlement};
 use crate::subscriber::BoxHandlerService;
 use crate::{AckMode, Acker, BoxError, Delivery, HandlerError, Request, SubscriptionSpec};
@@ -31,7 +31,7 @@ pub(crate) async fn dispatch<S, A>(
     mut service: BoxHandlerService,
     mut deliveries: S,
     stop: CancellationToken,
-    in_flight: Arc<Semaphore>,
+    in_flight: Arc<InFlight>,
 ) where
     S: futures::Stream<Item = Delivery<A>> + Unpin,
     A: Acker,
@@ -41,9 +41,9 @@ pub(crate) async fn dispatch<S, A>(
         let permit = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
-            permit = in_flight.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
+            permit = in_flight.reserve() => match permit {
+                Some(permit) => permit,
+                None => break,
             },
         };
         let delivery = tokio::select! {
@@ -81,6 +81,7 @@ pub(crate) async fn dispatch<S, A>(
             Ok(ready) => ready.call(request),
             Err(err) => Box::pin(futures::future::ready(Err(err))),
         };
+        let running = in_flight.start(permit);
         tokio::spawn(
             async move {
                 let outcome = AssertUnwindSafe(handled).catch_unwind().await;
@@ -88,7 +89,7 @@ pub(crate) async fn dispatch<S, A>(
                     Err(Box::new(HandlerError::Panicked(panic_message(&panic))) as BoxError)
                 });
                 settler.settle(outcome, delivery_count).await;
-                drop(permit);
+                drop(running);
             }
             .instrument(span),
         );

@@ -57,6 +57,7 @@ mod dispatch;
 mod error;
 mod event;
 mod handler;
+mod in_flight;
 mod message;
 mod publisher;
 mod request;
