@@ -25,6 +25,7 @@ pub struct NatsServer {
     dir: tempfile::TempDir,
     child: Option<Child>,
     starts: usize,
+    token: Option<String>,
 }
 
 impl NatsServer {
@@ -33,6 +34,16 @@ impl NatsServer {
     ///
     /// Panics when `nats-server` is not installed or does not come up.
     pub async fn start() -> Self {
+        Self::start_configured(None).await
+    }
+
+    /// Starts a server like [`start`](Self::start) that only lets in clients
+    /// presenting `token` (`nats-server --auth`).
+    pub async fn start_with_token(token: &str) -> Self {
+        Self::start_configured(Some(token.to_owned())).await
+    }
+
+    async fn start_configured(token: Option<String>) -> Self {
         let binary = find_binary().unwrap_or_else(|| panic!("{NOT_FOUND}"));
         let dir = tempfile::Builder::new()
             .prefix("flowgate-e2e-")
@@ -44,6 +55,7 @@ impl NatsServer {
             dir,
             child: None,
             starts: 0,
+            token,
         };
         let mut last_failure = String::new();
         for _ in 0..PORT_ATTEMPTS {
@@ -122,6 +134,11 @@ impl NatsServer {
             .arg("-sd")
             .arg(self.store_dir())
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(
+                self.token
+                    .iter()
+                    .flat_map(|token| ["--auth", token.as_str()]),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
@@ -143,7 +160,7 @@ impl NatsServer {
                     ));
                 }
             }
-            let last_error = match jetstream_answers(&self.url()).await {
+            let last_error = match jetstream_answers(&self.url(), self.token.as_deref()).await {
                 Ok(()) => return Ok(()),
                 Err(err) => err,
             };
@@ -173,8 +190,12 @@ impl Drop for NatsServer {
 }
 
 /// Connects and asks JetStream for the account info: both must work.
-async fn jetstream_answers(url: &str) -> Result<(), String> {
-    let options = async_nats::ConnectOptions::new()
+async fn jetstream_answers(url: &str, token: Option<&str>) -> Result<(), String> {
+    let options = match token {
+        Some(token) => async_nats::ConnectOptions::with_token(token.to_owned()),
+        None => async_nats::ConnectOptions::new(),
+    };
+    let options = options
         .connection_timeout(Duration::from_millis(500))
         .request_timeout(Some(Duration::from_secs(1)));
     let client = options
