@@ -24,7 +24,8 @@ pub(crate) fn nak_delay(delivery_count: u32) -> Duration {
 }
 
 /// Runs one subscription until `stop` is cancelled or the stream ends, then
-/// waits for the handlers it started.
+/// hands back the deliveries the transport buffered. Waiting for the handlers
+/// it started is [`RunningApp::shutdown`](crate::RunningApp::shutdown)'s job.
 pub(crate) async fn dispatch<S, A>(
     name: String,
     spec: SubscriptionSpec,

@@ -43,8 +43,7 @@ async fn record(reading: Reading) -> Result<(), std::convert::Infallible> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
     let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
@@ -85,7 +84,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut sensors: Vec<_> = sums.iter().collect();
     sensors.sort_by(|a, b| a.0.cmp(b.0));
     for (sensor, (sum, count)) in sensors {
-        println!("{sensor}: {count} readings, average {:.2}", sum / f64::from(*count));
+        println!(
+            "{sensor}: {count} readings, average {:.2}",
+            sum / f64::from(*count)
+        );
     }
     Ok(())
 }

@@ -4,7 +4,9 @@ use std::time::{Duration, SystemTime};
 
 /// Where a new subscription starts reading its channel.
 ///
-/// A durable that already exists resumes where it was, whatever its start says.
+/// A durable that already exists resumes where it was; it keeps the start it
+/// was created with, and asking for another one is a startup error
+/// ([`Error::ConsumerMismatch`](crate::Error::ConsumerMismatch)), never silent drift.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StartPosition {
     /// Only messages published after the subscription is made (the default).
@@ -48,6 +50,8 @@ pub struct SubscriptionSpec {
     /// The durable name: the broker keeps the position across restarts.
     pub durable: Option<String>,
     /// A queue group: members share the work, each message goes to one of them.
+    /// With a durable too, the group is identified by the durable (as a durable
+    /// queue group of NATS Streaming): members must use the same durable name.
     pub queue: Option<String>,
     /// Where a new subscription starts.
     pub start: StartPosition,

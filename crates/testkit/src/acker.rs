@@ -1,0 +1,87 @@
+//! Settling in-memory deliveries.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flowgate::{AckError, Acker, Metadata};
+
+use crate::broker::{Binding, Broker, Settle};
+
+/// Settles one delivery of an [`InMemory`](crate::InMemory) subscription.
+///
+/// Settlements reach the broker at once and never fail. As on JetStream,
+/// settling a message that is no longer pending (acked already, or
+/// redelivered to the limit) is ignored, and so is settling a delivery of an
+/// ephemeral consumer whose subscription has ended.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use flowgate::{Acker, OutgoingMessage, StartPosition, SubscriptionSpec, Transport};
+/// use futures::StreamExt;
+///
+/// let broker = flowgate_testkit::InMemory::new();
+/// broker.publish(OutgoingMessage::new("jobs", "1")).await?.await?;
+/// let mut spec = SubscriptionSpec::new("jobs").with_durable("worker");
+/// spec.start = StartPosition::All;
+/// let mut jobs = broker.subscribe(&spec).await?;
+///
+/// let first = jobs.next().await.expect("delivered");
+/// first.acker.nak(None).await?; // redeliver at once
+/// let again = jobs.next().await.expect("redelivered");
+/// assert_eq!(again.metadata.delivery_count(), 2);
+/// again.acker.term().await?;
+/// let worker = broker.consumer_info("jobs", "worker").expect("durable");
+/// assert_eq!(worker.terminated, vec![1]);
+/// # Ok(()) }
+/// ```
+pub struct InMemoryAcker {
+    broker: Arc<Broker>,
+    binding: Binding,
+    metadata: Metadata,
+}
+
+impl std::fmt::Debug for InMemoryAcker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InMemoryAcker")
+            .field("channel", &self.binding.channel)
+            .field("stream_sequence", &self.metadata.stream_sequence())
+            .field("delivery_count", &self.metadata.delivery_count())
+            .finish()
+    }
+}
+
+impl InMemoryAcker {
+    pub(crate) fn new(broker: Arc<Broker>, binding: Binding, metadata: Metadata) -> Self {
+        Self {
+            broker,
+            binding,
+            metadata,
+        }
+    }
+
+    fn send(&self, how: Settle) -> Result<(), AckError> {
+        self.broker
+            .settle(&self.binding, self.metadata.stream_sequence(), how);
+        Ok(())
+    }
+}
+
+impl Acker for InMemoryAcker {
+    async fn ack(&self) -> Result<(), AckError> {
+        self.send(Settle::Ack)
+    }
+
+    async fn nak(&self, delay: Option<Duration>) -> Result<(), AckError> {
+        self.send(Settle::Nak(delay))
+    }
+
+    async fn term(&self) -> Result<(), AckError> {
+        self.send(Settle::Term)
+    }
+
+    async fn in_progress(&self) -> Result<(), AckError> {
+        self.send(Settle::InProgress)
+    }
+}

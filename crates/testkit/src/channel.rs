@@ -1,0 +1,168 @@
+//! A channel's storage: the in-memory counterpart of a JetStream stream.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use flowgate::{Headers, OutgoingMessage, PublishAck};
+
+/// The header JetStream stores a message's de-duplication id under.
+pub const MESSAGE_ID_HEADER: &str = "Nats-Msg-Id";
+
+/// One message as the broker stored it.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use flowgate::{OutgoingMessage, Transport};
+///
+/// let broker = flowgate_testkit::InMemory::new();
+/// broker.publish(OutgoingMessage::new("orders.placed", "{}")).await.unwrap().await.unwrap();
+/// let stored = &broker.channel_messages("orders.placed")[0];
+/// assert_eq!(stored.sequence, 1);
+/// assert_eq!(stored.subject, "orders.placed");
+/// assert_eq!(&stored.payload[..], b"{}");
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct StoredMessage {
+    /// Its sequence in the channel, from 1.
+    pub sequence: u64,
+    /// The subject it was published on (the channel).
+    pub subject: String,
+    /// When the broker stored it. Strictly increasing within a channel.
+    pub timestamp: SystemTime,
+    /// Its headers; a message id is stored as `Nats-Msg-Id`, as JetStream does.
+    pub headers: Option<Headers>,
+    /// The de-duplication id it was published with.
+    pub message_id: Option<String>,
+    /// The raw payload.
+    pub payload: Bytes,
+}
+
+/// The name of the stream that holds `channel`, as the JetStream transport
+/// creates it: dots become underscores.
+///
+/// ```
+/// assert_eq!(flowgate_testkit::stream_name("orders.placed"), "orders_placed");
+/// ```
+pub fn stream_name(channel: &str) -> String {
+    channel.replace('.', "_")
+}
+
+/// The stored messages of one channel and the ids it has seen.
+#[derive(Debug)]
+pub(crate) struct Channel {
+    name: String,
+    messages: Vec<StoredMessage>,
+    /// Message id → the sequence of the message first published with it.
+    ids: HashMap<String, u64>,
+}
+
+impl Channel {
+    pub(crate) fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            messages: Vec::new(),
+            ids: HashMap::new(),
+        }
+    }
+
+    /// The sequence of the newest message; 0 when the channel is empty.
+    pub(crate) fn last_sequence(&self) -> u64 {
+        self.messages.len() as u64
+    }
+
+    /// The message at `sequence`, if the channel holds it.
+    pub(crate) fn get(&self, sequence: u64) -> Option<&StoredMessage> {
+        let index = usize::try_from(sequence.checked_sub(1)?).ok()?;
+        self.messages.get(index)
+    }
+
+    pub(crate) fn messages(&self) -> &[StoredMessage] {
+        &self.messages
+    }
+
+    /// Stores `message` unless its id was seen before; returns the receipt and
+    /// whether a new message was stored.
+    pub(crate) fn store(&mut self, message: OutgoingMessage) -> (PublishAck, bool) {
+        let stream = stream_name(&self.name);
+        if let Some(id) = &message.message_id {
+            if let Some(&sequence) = self.ids.get(id) {
+                let ack = PublishAck {
+                    stream,
+                    sequence,
+                    duplicate: true,
+                };
+                return (ack, false);
+            }
+        }
+        let sequence = self.last_sequence() + 1;
+        let mut headers = message.headers;
+        if let Some(id) = &message.message_id {
+            self.ids.insert(id.clone(), sequence);
+            headers
+                .get_or_insert_with(Headers::new)
+                .insert(MESSAGE_ID_HEADER, id.as_str());
+        }
+        self.messages.push(StoredMessage {
+            sequence,
+            subject: message.subject,
+            timestamp: self.next_timestamp(),
+            headers,
+            message_id: message.message_id,
+            payload: message.payload,
+        });
+        let ack = PublishAck {
+            stream,
+            sequence,
+            duplicate: false,
+        };
+        (ack, true)
+    }
+
+    /// Now, or just after the newest message when the clock has not moved on,
+    /// so start-by-time positions are exact.
+    fn next_timestamp(&self) -> SystemTime {
+        let now = SystemTime::now();
+        match self.messages.last() {
+            Some(last) if now <= last.timestamp => last.timestamp + Duration::from_nanos(1),
+            _ => now,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequences_start_at_one_and_ids_deduplicate() {
+        let mut channel = Channel::new("orders.placed");
+        let (first, stored) =
+            channel.store(OutgoingMessage::new("orders.placed", "a").with_message_id("x"));
+        assert!(stored);
+        assert_eq!(first.sequence, 1);
+        assert_eq!(first.stream, "orders_placed");
+        let (again, stored) =
+            channel.store(OutgoingMessage::new("orders.placed", "b").with_message_id("x"));
+        assert!(!stored);
+        assert_eq!(again.sequence, 1);
+        assert!(again.duplicate);
+        let (second, _) = channel.store(OutgoingMessage::new("orders.placed", "c"));
+        assert_eq!(second.sequence, 2);
+        assert_eq!(channel.last_sequence(), 2);
+        assert_eq!(&channel.get(2).expect("stored").payload[..], b"c");
+        assert!(channel.get(0).is_none());
+        assert!(channel.get(3).is_none());
+        let headers = channel.get(1).and_then(|m| m.headers.as_ref());
+        assert_eq!(
+            headers
+                .and_then(|h| h.get(MESSAGE_ID_HEADER))
+                .map(|v| v.as_str()),
+            Some("x")
+        );
+        assert!(channel.messages()[0].timestamp < channel.messages()[1].timestamp);
+    }
+}

@@ -1,0 +1,225 @@
+//! Looking inside the broker from a test: stored messages, consumer state,
+//! and waiting until every live consumer has settled everything.
+
+use std::collections::BTreeMap;
+
+use tokio::time::Instant;
+
+use crate::channel::StoredMessage;
+use crate::InMemory;
+
+/// A snapshot of one consumer's delivery state.
+///
+/// Sequences are stream sequences of the consumer's channel, in ascending order.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use flowgate::{Acker, OutgoingMessage, StartPosition, SubscriptionSpec, Transport};
+/// use futures::StreamExt;
+///
+/// let broker = flowgate_testkit::InMemory::new();
+/// for _ in 0..3 {
+///     broker.publish(OutgoingMessage::new("jobs", "x")).await?.await?;
+/// }
+/// let mut spec = SubscriptionSpec::new("jobs").with_durable("worker");
+/// spec.start = StartPosition::All;
+/// let mut jobs = broker.subscribe(&spec).await?;
+/// let first = jobs.next().await.expect("delivered");
+/// let _second = jobs.next().await.expect("delivered");
+/// first.acker.ack().await?;
+///
+/// let worker = broker.consumer_info("jobs", "worker").expect("durable");
+/// assert_eq!(worker.ack_floor, 1);
+/// assert_eq!(worker.acked, vec![1]);
+/// assert_eq!(worker.pending, vec![2]);
+/// assert_eq!(worker.delivery_counts.get(&2), Some(&1));
+/// assert_eq!(worker.next_sequence, 3);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsumerInfo {
+    /// The channel it reads.
+    pub channel: String,
+    /// Its durable or queue name; `None` for an ephemeral consumer.
+    pub name: Option<String>,
+    /// Subscriptions bound to it now.
+    pub live_subscriptions: usize,
+    /// The next sequence it delivers for the first time.
+    pub next_sequence: u64,
+    /// The highest sequence at or below which nothing is pending (JetStream's
+    /// ack floor).
+    pub ack_floor: u64,
+    /// Sequences acked.
+    pub acked: Vec<u64>,
+    /// Sequences delivered and not settled: in flight, or waiting for
+    /// redelivery after a nak or an expired ack wait.
+    pub pending: Vec<u64>,
+    /// How many times each delivered sequence was delivered.
+    pub delivery_counts: BTreeMap<u64, u32>,
+    /// Sequences terminated: never delivered again.
+    pub terminated: Vec<u64>,
+    /// Sequences dropped after `max_deliver` deliveries without an ack.
+    pub exhausted: Vec<u64>,
+    /// The most messages ever pending at once (never above `max_in_flight`).
+    pub pending_high_water: usize,
+}
+
+impl ConsumerInfo {
+    /// How many times `sequence` was delivered (0 when never).
+    pub fn delivery_count(&self, sequence: u64) -> u32 {
+        self.delivery_counts.get(&sequence).copied().unwrap_or(0)
+    }
+}
+
+impl InMemory {
+    /// Every message stored on `channel`, oldest first (empty for an unknown channel).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use flowgate::{OutgoingMessage, Transport};
+    ///
+    /// let broker = flowgate_testkit::InMemory::new();
+    /// broker.publish(OutgoingMessage::new("a.b", "1")).await?.await?;
+    /// broker.publish(OutgoingMessage::new("a.b", "2")).await?.await?;
+    /// let stored = broker.channel_messages("a.b");
+    /// assert_eq!(stored.iter().map(|m| m.sequence).collect::<Vec<_>>(), vec![1, 2]);
+    /// assert!(broker.channel_messages("a.c").is_empty());
+    /// # Ok(()) }
+    /// ```
+    pub fn channel_messages(&self, channel: &str) -> Vec<StoredMessage> {
+        let state = self.broker.lock();
+        state
+            .channels
+            .get(channel)
+            .map(|c| c.stream.messages().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// The durable or queue consumer `name` of `channel`, if it exists.
+    /// (See [`ConsumerInfo`] for an example.)
+    pub fn consumer_info(&self, channel: &str, name: &str) -> Option<ConsumerInfo> {
+        let now = Instant::now();
+        let mut state = self.broker.lock();
+        let channel_state = state.channels.get_mut(channel)?;
+        let id = *channel_state.named.get(name)?;
+        let consumer = channel_state.consumers.get_mut(&id)?;
+        consumer.expire(now);
+        Some(consumer.info(channel))
+    }
+
+    /// Every consumer of `channel`, ephemeral ones included, durables first by
+    /// name, then ephemerals in creation order.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use flowgate::{SubscriptionSpec, Transport};
+    ///
+    /// let broker = flowgate_testkit::InMemory::new();
+    /// let live = broker.subscribe(&SubscriptionSpec::new("pings")).await?;
+    /// assert_eq!(broker.consumers("pings").len(), 1);
+    /// drop(live); // an ephemeral consumer ends with its subscription
+    /// assert!(broker.consumers("pings").is_empty());
+    /// # Ok(()) }
+    /// ```
+    pub fn consumers(&self, channel: &str) -> Vec<ConsumerInfo> {
+        let now = Instant::now();
+        let mut state = self.broker.lock();
+        let Some(channel_state) = state.channels.get_mut(channel) else {
+            return Vec::new();
+        };
+        let mut consumers: Vec<_> = channel_state.consumers.iter_mut().collect();
+        consumers.sort_by(|(a_id, a), (b_id, b)| {
+            (a.name.is_none(), &a.name, *a_id).cmp(&(b.name.is_none(), &b.name, *b_id))
+        });
+        consumers
+            .into_iter()
+            .map(|(_, consumer)| {
+                consumer.expire(now);
+                consumer.info(channel)
+            })
+            .collect()
+    }
+
+    /// Whether every consumer with a live subscription has delivered every
+    /// message of its channel and has none pending (in flight, or waiting for
+    /// redelivery). Consumers without a subscription are not counted.
+    pub fn is_idle(&self) -> bool {
+        self.idle_check().0
+    }
+
+    /// Waits until [`is_idle`](Self::is_idle) holds: every message a live
+    /// consumer can deliver was delivered and settled for good, and nothing
+    /// waits for a redelivery. Redeliveries after naks and expired ack waits
+    /// are waited for (they take [`tokio::time`], so paused time skips them).
+    ///
+    /// The usual test: publish, start the app, `wait_idle`, assert. The app
+    /// must be subscribed first (`App::start` returns once it is) and its
+    /// consumers must reach the messages: a new consumer with the default
+    /// `StartPosition::New` does not see messages published before it.
+    /// A handler that never returns keeps the broker busy forever, so bound
+    /// the wait with `tokio::time::timeout` when that can happen.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use flowgate::{Acker, OutgoingMessage, SubscriptionSpec, Transport};
+    /// use futures::StreamExt;
+    ///
+    /// let broker = flowgate_testkit::InMemory::new();
+    /// let mut pings = broker.subscribe(&SubscriptionSpec::new("pings")).await?;
+    /// tokio::spawn(async move {
+    ///     while let Some(ping) = pings.next().await {
+    ///         let _ = ping.acker.ack().await;
+    ///     }
+    /// });
+    /// broker.publish(OutgoingMessage::new("pings", "1")).await?.await?;
+    /// broker.wait_idle().await;
+    /// assert_eq!(broker.consumers("pings")[0].acked, vec![1]);
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.broker.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.idle_check() {
+                (true, _) => return,
+                (false, Some(at)) => {
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                (false, None) => notified.await,
+            }
+        }
+    }
+
+    /// Whether the broker is idle, and when the next timer of a live consumer fires.
+    fn idle_check(&self) -> (bool, Option<Instant>) {
+        let now = Instant::now();
+        let mut state = self.broker.lock();
+        let mut idle = true;
+        let mut wake: Option<Instant> = None;
+        for channel in state.channels.values_mut() {
+            let last = channel.stream.last_sequence();
+            for consumer in channel.consumers.values_mut() {
+                if consumer.subscriptions == 0 {
+                    continue;
+                }
+                if consumer.expire(now) {
+                    consumer.notify.notify_waiters();
+                }
+                idle &= consumer.is_idle(last);
+                if let Some(at) = consumer.next_wake() {
+                    wake = Some(wake.map_or(at, |w| w.min(at)));
+                }
+            }
+        }
+        (idle, wake)
+    }
+}

@@ -1,0 +1,325 @@
+//! Delivery and settlement through an `App` on the in-memory broker: acks,
+//! naks, terms, ack-wait expiry, `max_deliver` and `max_in_flight`.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{failure, publish_orders, settle, within, Log, Order, Outcome, CHANNEL};
+use flowgate::{Acker, App, Message, OutgoingMessage, StartPosition, Subscriber, Transport};
+use flowgate_testkit::InMemory;
+use futures::StreamExt;
+use tokio::time::Instant;
+
+/// A subscriber of every order on `CHANNEL` under the durable `name`.
+fn durable(name: &str, subscriber: Subscriber) -> Subscriber {
+    subscriber.durable(name).start(StartPosition::All)
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_published_message_is_handled_once_and_acked() {
+    let broker = InMemory::new();
+    publish_orders(&broker, 1..=50).await;
+    let seen = Log::new();
+    let log = seen.clone();
+    let handler = move |order: Order| {
+        let log = log.clone();
+        async move {
+            log.push(order.id);
+            Outcome::Ok(())
+        }
+    };
+    let app = App::new()
+        .subscriber(durable("billing", Subscriber::new(CHANNEL, handler)))
+        .start(broker.clone())
+        .await
+        .expect("app starts");
+
+    settle(&broker).await;
+    let mut ids = seen.items();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=50).collect::<Vec<_>>());
+    let billing = broker.consumer_info(CHANNEL, "billing").expect("durable");
+    assert_eq!(billing.acked, (1..=50).collect::<Vec<_>>());
+    assert_eq!(billing.ack_floor, 50);
+    assert!(billing.pending.is_empty());
+    assert!(billing.delivery_counts.values().all(|&count| count == 1));
+    app.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_message_is_redelivered_with_count_two_then_acked() {
+    let broker = InMemory::new();
+    let attempts = Log::new();
+    let log = attempts.clone();
+    let handler = move |order: Message<Order>| {
+        let log = log.clone();
+        async move {
+            log.push((
+                order.stream_sequence(),
+                order.delivery_count(),
+                Instant::now(),
+            ));
+            if order.delivery_count() == 1 {
+                return failure("first attempt fails");
+            }
+            Ok(())
+        }
+    };
+    let app = App::new()
+        .subscriber(durable("billing", Subscriber::new(CHANNEL, handler)))
+        .start(broker.clone())
+        .await
+        .expect("app starts");
+    publish_orders(&broker, [7]).await;
+
+    settle(&broker).await;
+    let attempts = attempts.items();
+    assert_eq!(
+        attempts
+            .iter()
+            .map(|&(seq, n, _)| (seq, n))
+            .collect::<Vec<_>>(),
+        vec![(1, 1), (1, 2)]
+    );
+    // The runtime naks the first failure with a 100 ms delay.
+    assert!(attempts[1].2 - attempts[0].2 >= Duration::from_millis(100));
+    let billing = broker.consumer_info(CHANNEL, "billing").expect("durable");
+    assert_eq!(billing.acked, vec![1]);
+    assert_eq!(billing.delivery_count(1), 2);
+    app.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_terminated_message_is_never_redelivered() {
+    let broker = InMemory::new();
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let count = attempts.clone();
+    let handler = move |order: Order| {
+        count.fetch_add(1, Ordering::SeqCst);
+        async move { failure(&format!("order {} is never reached", order.id)) }
+    };
+    let manual_seen = Log::new();
+    let log = manual_seen.clone();
+    let terminating = move |order: Message<Order>| {
+        let log = log.clone();
+        async move {
+            log.push(order.delivery_count());
+            order.term().await.map_err(std::io::Error::other)
+        }
+    };
+    let app = App::new()
+        .subscriber(
+            durable("decoder", Subscriber::new(CHANNEL, handler)).ack_wait(Duration::from_secs(5)),
+        )
+        .subscriber(
+            durable("manual", Subscriber::new(CHANNEL, terminating))
+                .manual_ack()
+                .ack_wait(Duration::from_secs(5)),
+        )
+        .start(broker.clone())
+        .await
+        .expect("app starts");
+    // Not an order: the first subscriber cannot decode it, so the runtime terminates it.
+    broker
+        .publish(OutgoingMessage::new(CHANNEL, "not json"))
+        .await
+        .expect("published")
+        .await
+        .expect("stored");
+
+    settle(&broker).await;
+    // Long past every ack wait: nothing comes back.
+    tokio::time::advance(Duration::from_secs(60)).await;
+    settle(&broker).await;
+    assert_eq!(attempts.load(Ordering::SeqCst), 0, "the handler never runs");
+    for name in ["decoder", "manual"] {
+        let consumer = broker.consumer_info(CHANNEL, name).expect("durable");
+        assert_eq!(consumer.terminated, vec![1], "{name}");
+        assert_eq!(consumer.delivery_count(1), 1, "{name}");
+        assert!(consumer.acked.is_empty(), "{name}");
+        assert!(consumer.pending.is_empty(), "{name}");
+    }
+    app.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_ack_wait_redelivers() {
+    let broker = InMemory::new();
+    let attempts = Log::new();
+    let log = attempts.clone();
+    let started = Instant::now();
+    let handler = move |order: Message<Order>| {
+        let log = log.clone();
+        async move {
+            log.push((order.delivery_count(), Instant::now() - started));
+            if order.delivery_count() == 1 {
+                // Longer than the ack wait: the broker gives up on this delivery.
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            Ok::<_, std::io::Error>(())
+        }
+    };
+    let app = App::new()
+        .subscriber(
+            durable("slow", Subscriber::new(CHANNEL, handler)).ack_wait(Duration::from_secs(2)),
+        )
+        .start(broker.clone())
+        .await
+        .expect("app starts");
+    publish_orders(&broker, [1]).await;
+
+    settle(&broker).await;
+    let attempts = attempts.items();
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert_eq!(attempts[1].0, 2);
+    // Redelivered when the ack wait ended, while the first handler still ran.
+    assert!(attempts[1].1 >= Duration::from_secs(2), "{attempts:?}");
+    assert!(attempts[1].1 < Duration::from_secs(5), "{attempts:?}");
+    let slow = broker.consumer_info(CHANNEL, "slow").expect("durable");
+    assert_eq!(slow.acked, vec![1]);
+    assert_eq!(slow.delivery_count(1), 2);
+    app.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_progress_restarts_the_ack_wait() {
+    let broker = InMemory::new();
+    let deliveries = Log::new();
+    let log = deliveries.clone();
+    let handler = move |order: Message<Order>| {
+        let log = log.clone();
+        async move {
+            log.push(order.delivery_count());
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                order.in_progress().await.map_err(std::io::Error::other)?;
+            }
+            order.ack().await.map_err(std::io::Error::other)
+        }
+    };
+    let app = App::new()
+        .subscriber(
+            durable("long", Subscriber::new(CHANNEL, handler))
+                .manual_ack()
+                .ack_wait(Duration::from_secs(2)),
+        )
+        .start(broker.clone())
+        .await
+        .expect("app starts");
+    publish_orders(&broker, [1]).await;
+
+    settle(&broker).await;
+    assert_eq!(
+        deliveries.items(),
+        vec![1],
+        "5 s of work, 2 s ack wait, no redelivery"
+    );
+    let long = broker.consumer_info(CHANNEL, "long").expect("durable");
+    assert_eq!(long.acked, vec![1]);
+    app.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_deliver_stops_redelivery() {
+    let broker = InMemory::new();
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let count = attempts.clone();
+    let handler = move |_: Order| {
+        count.fetch_add(1, Ordering::SeqCst);
+        async { failure("always fails") }
+    };
+    let app = App::new()
+        .subscriber(durable("flaky", Subscriber::new(CHANNEL, handler)).max_deliver(3))
+        .start(broker.clone())
+        .await
+        .expect("app starts");
+    publish_orders(&broker, [1, 2]).await;
+
+    settle(&broker).await;
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        6,
+        "3 deliveries of each of 2 messages"
+    );
+    let flaky = broker.consumer_info(CHANNEL, "flaky").expect("durable");
+    assert_eq!(flaky.exhausted, vec![1, 2]);
+    assert_eq!(flaky.delivery_count(1), 3);
+    assert!(flaky.pending.is_empty() && flaky.acked.is_empty());
+    app.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_in_flight_bounds_running_handlers() {
+    const LIMIT: usize = 4;
+    let broker = InMemory::new();
+    publish_orders(&broker, 1..=20).await;
+    let running = Arc::new(AtomicUsize::new(0));
+    let high_water = Arc::new(AtomicUsize::new(0));
+    let (now, peak) = (running.clone(), high_water.clone());
+    let handler = move |_: Order| {
+        let (now, peak) = (now.clone(), peak.clone());
+        async move {
+            let current = now.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(current, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            now.fetch_sub(1, Ordering::SeqCst);
+            Outcome::Ok(())
+        }
+    };
+    let app = App::new()
+        .subscriber(durable("bounded", Subscriber::new(CHANNEL, handler)).max_in_flight(LIMIT))
+        .start(broker.clone())
+        .await
+        .expect("app starts");
+
+    settle(&broker).await;
+    assert_eq!(high_water.load(Ordering::SeqCst), LIMIT);
+    let bounded = broker.consumer_info(CHANNEL, "bounded").expect("durable");
+    assert_eq!(bounded.acked.len(), 20);
+    assert_eq!(bounded.pending_high_water, LIMIT);
+    app.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_broker_holds_back_new_messages_at_max_in_flight() {
+    let broker = InMemory::new();
+    publish_orders(&broker, 1..=5).await;
+    let mut spec = flowgate::SubscriptionSpec::new(CHANNEL).with_durable("raw");
+    spec.start = StartPosition::All;
+    spec.max_in_flight = 2;
+    let mut deliveries = broker.subscribe(&spec).await.expect("subscribed");
+
+    let first = within(deliveries.next()).await.expect("delivery");
+    let second = within(deliveries.next()).await.expect("delivery");
+    assert_eq!(
+        (
+            first.metadata.stream_sequence(),
+            second.metadata.stream_sequence()
+        ),
+        (1, 2)
+    );
+    // Two unsettled: the third waits (here for less than the ack wait).
+    let held = tokio::time::timeout(Duration::from_secs(10), deliveries.next()).await;
+    assert!(
+        held.is_err(),
+        "a third message was delivered with two pending"
+    );
+
+    first.acker.ack().await.expect("acked");
+    let third = within(deliveries.next()).await.expect("delivery");
+    assert_eq!(third.metadata.stream_sequence(), 3);
+
+    // A redelivery is not held back: the nak'd message comes first.
+    second.acker.nak(None).await.expect("nak'd");
+    let again = within(deliveries.next()).await.expect("delivery");
+    assert_eq!(
+        (
+            again.metadata.stream_sequence(),
+            again.metadata.delivery_count()
+        ),
+        (2, 2)
+    );
+}
