@@ -19,6 +19,7 @@
 
 mod consumer;
 mod server;
+pub mod stan_double;
 mod wait;
 
 pub use consumer::{consumer_state, stream_messages, ConsumerState};

@@ -114,8 +114,13 @@ async fn err_outcome_naks_and_the_redelivery_is_acked() {
     let server = NatsServer::start().await;
     let nats = server.jetstream().await;
     let channel = channel_of::<FlakyJob>();
+    // Broker-only retries: every failure goes back to the broker as a nak, so
+    // the retry is a redelivery (in-process retries are tested elsewhere).
     let app = App::new()
-        .subscriber(fail_first_delivery::subscriber())
+        .subscriber(
+            fail_first_delivery::subscriber()
+                .retry(flowgate::middleware::retry::RetryPolicy::broker_only()),
+        )
         .start(nats.clone())
         .await
         .expect("app starts");

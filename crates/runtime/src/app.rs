@@ -4,15 +4,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::attempts::AttemptLedger;
+use crate::dispatch::SubscriberContext;
+use crate::in_flight::InFlight;
+use crate::middleware::metrics::SubscriberMetrics;
+use crate::subscriber::{discovered, layer_fn, BoxHandlerService, LayerFn};
+use crate::{BoxError, Error, Request, Subscriber, Transport};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tower::util::BoxCloneSyncService;
-
-use crate::in_flight::InFlight;
-use crate::subscriber::{discovered, BoxHandlerService};
-use crate::{BoxError, Error, Request, Subscriber, Transport};
-
-type LayerFn = Arc<dyn Fn(BoxHandlerService) -> BoxHandlerService + Send + Sync>;
 
 /// An application: a set of subscribers, the layers around them, and how
 /// long to wait for in-flight handlers on shutdown.
@@ -104,9 +103,7 @@ impl App {
             + 'static,
         <L::Service as tower::Service<Request>>::Future: Send + 'static,
     {
-        self.layers.push(Arc::new(move |inner| {
-            BoxCloneSyncService::new(layer.layer(inner))
-        }));
+        self.layers.push(layer_fn(layer));
         self
     }
 
@@ -127,26 +124,51 @@ impl App {
     /// subscription fails.
     pub async fn start<T: Transport>(self, transport: T) -> Result<RunningApp, Error> {
         self.check()?;
+        for subscriber in &self.subscribers {
+            crate::startup::check_fits_ack_wait(subscriber, transport.supports_progress())?;
+        }
         let stop = CancellationToken::new();
+        let abandon = CancellationToken::new();
         let mut subscriptions = Vec::with_capacity(self.subscribers.len());
         for subscriber in self.subscribers {
-            let (name, spec, mut service) = subscriber.into_parts();
-            for layer in self.layers.iter().rev() {
-                service = layer(service);
-            }
+            let dead_letter = subscriber.dead_letter_subject();
+            let (name, spec, handler, failure, layers) = subscriber.into_parts();
+            let metrics = Arc::new(SubscriberMetrics::new(&spec));
+            let service = crate::stack::build(
+                handler,
+                &spec,
+                &failure,
+                metrics.clone(),
+                &layers,
+                &self.layers,
+            );
             let deliveries = transport.subscribe(&spec).await?;
             tracing::info!(subscriber = %name, channel = %spec.channel, durable = ?spec.durable, queue = ?spec.queue, "subscribed");
-            subscriptions.push((name, spec, service, deliveries));
+            let context = Arc::new(SubscriberContext {
+                name,
+                durable_label: spec
+                    .durable
+                    .clone()
+                    .or_else(|| spec.queue.clone())
+                    .unwrap_or_else(|| "ephemeral".to_owned()),
+                spec,
+                dead_letter,
+                backoff: *failure.retry.backoff(),
+                metrics,
+                ledger: AttemptLedger::default(),
+                transport: transport.clone(),
+            });
+            subscriptions.push((context, service, deliveries));
         }
         let mut tasks = Vec::with_capacity(subscriptions.len());
-        for (name, spec, service, deliveries) in subscriptions {
-            let in_flight = InFlight::new(spec.max_in_flight);
+        for (context, service, deliveries) in subscriptions {
+            let in_flight = InFlight::new(context.spec.max_in_flight);
             let task = tokio::spawn(crate::dispatch::dispatch(
-                name,
-                spec,
+                context,
                 service,
                 deliveries,
                 stop.clone(),
+                abandon.clone(),
                 in_flight.clone(),
             ));
             tasks.push(Dispatcher { task, in_flight });
@@ -160,6 +182,7 @@ impl App {
         };
         Ok(RunningApp {
             stop,
+            abandon,
             dispatchers: tasks,
             flush,
             shutdown_timeout: self.shutdown_timeout,
@@ -185,7 +208,7 @@ impl App {
 
     fn check(&self) -> Result<(), Error> {
         for (i, subscriber) in self.subscribers.iter().enumerate() {
-            subscriber.spec().validate()?;
+            crate::startup::check_subscriber(subscriber)?;
             let spec = subscriber.spec();
             if spec.durable.is_none() {
                 continue;
@@ -220,6 +243,7 @@ struct Dispatcher {
 /// it stops dispatching without waiting.
 pub struct RunningApp {
     stop: CancellationToken,
+    abandon: CancellationToken,
     dispatchers: Vec<Dispatcher>,
     flush: Box<dyn Fn() -> FlushFuture + Send + Sync>,
     shutdown_timeout: Duration,
@@ -242,6 +266,8 @@ impl RunningApp {
 
     /// Stops taking messages, waits up to the shutdown timeout for in-flight
     /// handlers to finish and be settled, and flushes their acks to the broker.
+    /// Handlers still running at the deadline are abandoned (their progress
+    /// acks stop, so the broker redelivers their messages after the ack wait).
     pub async fn shutdown(mut self) -> Result<(), Error> {
         self.stop.cancel();
         let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
@@ -252,6 +278,9 @@ impl RunningApp {
             if drained.is_err() {
                 remaining += dispatcher.in_flight.running();
             }
+        }
+        if remaining > 0 {
+            self.abandon.cancel();
         }
         (self.flush)().await?;
         if remaining > 0 {

@@ -1,9 +1,13 @@
 //! The dispatcher: one loop per subscription that takes a permit from the
-//! `max_in_flight` semaphore, takes the next delivery, runs it through the
-//! stack on a task of its own, and settles it from the outcome.
+//! `max_in_flight` bound, takes the next delivery, and runs it through the
+//! stack on a task of its own, sending progress acks while it runs; the
+//! outcome settles it (see [`settle`](crate::settle)).
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
@@ -11,33 +15,41 @@ use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt};
 use tracing::Instrument;
 
+use crate::attempts::AttemptLedger;
 use crate::in_flight::InFlight;
-use crate::request::{ManualAck, Settlement};
+use crate::middleware::metrics::SubscriberMetrics;
+use crate::middleware::retry::Backoff;
+use crate::request::ManualAck;
+use crate::settle::{Settler, Unsettled};
 use crate::subscriber::BoxHandlerService;
-use crate::{AckMode, Acker, BoxError, Delivery, HandlerError, Request, SubscriptionSpec};
+use crate::{AckMode, Acker, BoxError, Delivery, Request, SubscriptionSpec, Transport};
 
-/// The delay before a failed message is delivered again: 100 ms, doubling
-/// with each delivery, at most 10 s.
-pub(crate) fn nak_delay(delivery_count: u32) -> Duration {
-    let exponent = delivery_count.saturating_sub(1).min(7);
-    Duration::from_millis(100 << exponent).min(Duration::from_secs(10))
+/// What every message of one subscriber shares.
+pub(crate) struct SubscriberContext<T> {
+    pub(crate) name: String,
+    pub(crate) spec: SubscriptionSpec,
+    /// The durable, the queue, or `ephemeral`: names the subscriber in dead letters.
+    pub(crate) durable_label: String,
+    pub(crate) dead_letter: Option<String>,
+    pub(crate) backoff: Backoff,
+    pub(crate) metrics: Arc<SubscriberMetrics>,
+    pub(crate) ledger: AttemptLedger,
+    pub(crate) transport: T,
 }
 
 /// Runs one subscription until `stop` is cancelled or the stream ends, then
 /// hands back the deliveries the transport buffered. Waiting for the handlers
 /// it started is [`RunningApp::shutdown`](crate::RunningApp::shutdown)'s job.
-pub(crate) async fn dispatch<S, A>(
-    name: String,
-    spec: SubscriptionSpec,
+pub(crate) async fn dispatch<T: Transport>(
+    context: Arc<SubscriberContext<T>>,
     mut service: BoxHandlerService,
-    mut deliveries: S,
+    mut deliveries: T::Subscription,
     stop: CancellationToken,
+    abandon: CancellationToken,
     in_flight: Arc<InFlight>,
-) where
-    S: futures::Stream<Item = Delivery<A>> + Unpin,
-    A: Acker,
-{
-    let channel: Arc<str> = Arc::from(spec.channel.as_str());
+) {
+    let channel: Arc<str> = Arc::from(context.spec.channel.as_str());
+    let progress_every = context.spec.ack_wait / 2;
     loop {
         let permit = tokio::select! {
             biased;
@@ -55,6 +67,7 @@ pub(crate) async fn dispatch<S, A>(
                 None => break,
             },
         };
+        context.metrics.received.increment(1);
         let Delivery {
             payload,
             metadata,
@@ -62,40 +75,82 @@ pub(crate) async fn dispatch<S, A>(
         } = delivery;
         let span = tracing::info_span!(
             "flowgate.message",
-            subscriber = %name,
+            subscriber = %context.name,
             channel = %channel,
             subject = metadata.subject(),
             seq = metadata.stream_sequence(),
             delivery = metadata.delivery_count(),
         );
-        let delivery_count = metadata.delivery_count();
-        let request = Request::new(payload, metadata);
-        let settler = match spec.ack {
-            AckMode::Auto => Settler::Auto(acker),
-            AckMode::Manual => Settler::Manual(ManualAck::new(acker)),
+        let first_attempt = context
+            .ledger
+            .first_attempt(metadata.stream_sequence(), metadata.delivery_count());
+        let unsettled = Unsettled {
+            payload: payload.clone(),
+            metadata: metadata.clone(),
+            first_attempt,
         };
-        let request = match &settler {
-            Settler::Manual(handle) => request.with_manual_ack(handle.clone()),
-            Settler::Auto(_) => request,
+        let request = Request::new(payload, metadata).with_attempt(first_attempt);
+        let (settler, request) = match context.spec.ack {
+            AckMode::Auto => (Settler::Auto(acker), request),
+            AckMode::Manual => {
+                let handle = ManualAck::new(acker);
+                (
+                    Settler::Manual(handle.clone()),
+                    request.with_manual_ack(handle),
+                )
+            }
         };
         let handled = match service.ready().await {
             Ok(ready) => ready.call(request),
             Err(err) => Box::pin(futures::future::ready(Err(err))),
         };
         let running = in_flight.start(permit);
+        let context = context.clone();
+        let abandon = abandon.clone();
         tokio::spawn(
             async move {
-                let outcome = AssertUnwindSafe(handled).catch_unwind().await;
-                let outcome = outcome.unwrap_or_else(|panic| {
-                    Err(Box::new(HandlerError::Panicked(panic_message(&panic))) as BoxError)
+                let handled = AssertUnwindSafe(handled).catch_unwind().map(|outcome| {
+                    outcome.unwrap_or_else(|panic| Err(crate::handler::panicked(&*panic)))
                 });
-                settler.settle(outcome, delivery_count).await;
+                let outcome = tokio::select! {
+                    biased;
+                    outcome = with_progress(handled, &settler, progress_every) => outcome,
+                    _ = abandon.cancelled() => {
+                        tracing::warn!("handler abandoned at the shutdown deadline; the broker redelivers the message after the ack wait");
+                        return;
+                    }
+                };
+                settler.settle(&context, outcome, unsettled).await;
                 drop(running);
             }
             .instrument(span),
         );
     }
     release_buffered(&mut deliveries).await;
+}
+
+/// Runs `handled`; when it is still running after `every`, tells the broker
+/// work is ongoing, and again each `every`, so the message is not redelivered
+/// mid-work. A handler that finishes at once costs no timer.
+async fn with_progress<A: Acker>(
+    handled: impl Future<Output = Result<(), BoxError>>,
+    settler: &Settler<A>,
+    every: Duration,
+) -> Result<(), BoxError> {
+    let mut handled = pin!(handled);
+    if let Poll::Ready(outcome) = futures::poll!(handled.as_mut()) {
+        return outcome;
+    }
+    if every.is_zero() {
+        return handled.await;
+    }
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            outcome = handled.as_mut() => return outcome,
+            _ = ticks.tick() => settler.in_progress().await,
+        }
+    }
 }
 
 /// Hands back deliveries the transport already buffered but no handler took,
@@ -109,100 +164,5 @@ where
         if let Err(err) = delivery.acker.nak(None).await {
             tracing::debug!(error = %err, "could not release a buffered delivery; it is redelivered after the ack wait");
         }
-    }
-}
-
-enum Settler<A> {
-    Auto(A),
-    Manual(ManualAck),
-}
-
-impl<A: Acker> Settler<A> {
-    async fn settle(self, outcome: Result<(), BoxError>, delivery_count: u32) {
-        let settlement = settlement_for(&outcome, delivery_count);
-        let result = match self {
-            Settler::Auto(acker) => match settlement {
-                Settlement::Ack => acker.ack().await,
-                Settlement::Nak(delay) => acker.nak(delay).await,
-                Settlement::Term => acker.term().await,
-                Settlement::InProgress => acker.in_progress().await,
-            },
-            Settler::Manual(handle) if handle.is_settled() => Ok(()),
-            Settler::Manual(handle) => match settlement {
-                // A manual handler that returned Ok without acking asked for nothing:
-                // the message is nak'd so it is not left to the ack wait.
-                Settlement::Ack => {
-                    tracing::warn!("manual-ack handler returned Ok without settling; nak'd");
-                    handle.settle(Settlement::Nak(None)).await
-                }
-                other => handle.settle(other).await,
-            },
-        };
-        if let Err(err) = result {
-            tracing::warn!(error = %err, "settling the message failed; the broker redelivers it after the ack wait");
-        }
-    }
-}
-
-fn settlement_for(outcome: &Result<(), BoxError>, delivery_count: u32) -> Settlement {
-    match outcome {
-        Ok(()) => Settlement::Ack,
-        Err(err) => match err.downcast_ref::<HandlerError>() {
-            Some(HandlerError::Decode(decode)) => {
-                tracing::error!(error = %decode, "payload does not decode; message terminated");
-                Settlement::Term
-            }
-            Some(HandlerError::Panicked(message)) => {
-                tracing::error!(panic = %message, "handler panicked; message nak'd");
-                Settlement::Nak(Some(nak_delay(delivery_count)))
-            }
-            _ => {
-                tracing::warn!(error = %err, "handler failed; message nak'd");
-                Settlement::Nak(Some(nak_delay(delivery_count)))
-            }
-        },
-    }
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nak_delay_grows_and_is_capped() {
-        assert_eq!(nak_delay(1), Duration::from_millis(100));
-        assert_eq!(nak_delay(2), Duration::from_millis(200));
-        assert_eq!(nak_delay(100), Duration::from_secs(10));
-    }
-
-    #[test]
-    fn decode_failure_terminates_and_handler_failure_naks() {
-        let decode: BoxError = Box::new(HandlerError::Decode(crate::DecodeError::new(
-            "json",
-            "T",
-            "bad".into(),
-        )));
-        assert!(matches!(settlement_for(&Err(decode), 1), Settlement::Term));
-        let failed: BoxError = Box::new(HandlerError::Failed("down".into()));
-        assert!(matches!(
-            settlement_for(&Err(failed), 3),
-            Settlement::Nak(Some(d)) if d == Duration::from_millis(400)
-        ));
-        let foreign: BoxError = "timed out".into();
-        assert!(matches!(
-            settlement_for(&Err(foreign), 1),
-            Settlement::Nak(_)
-        ));
-        assert!(matches!(settlement_for(&Ok(()), 1), Settlement::Ack));
     }
 }

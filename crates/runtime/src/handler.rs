@@ -1,10 +1,13 @@
 //! How an async fn becomes a tower `Service` over [`Request`].
 
 use std::future::Future;
-use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures::future::{ready, Either, Ready};
+use futures::future::ready;
+use futures::FutureExt;
 
 use crate::{BoxError, DecodeError, Event, HandlerError, Message, Request};
 
@@ -34,9 +37,9 @@ impl<E: Event> FromRequest for Message<E> {
     type Event = E;
 
     fn from_request(request: Request) -> Result<Self, DecodeError> {
-        let (payload, metadata, manual_ack) = request.into_parts();
+        let (payload, metadata, attempt, manual_ack) = request.into_message_parts();
         let event = E::decode(&payload)?;
-        Ok(Message::new(event, metadata).with_manual_ack(manual_ack))
+        Ok(Message::new(event, metadata).with_delivery_state(attempt, manual_ack))
     }
 }
 
@@ -68,48 +71,72 @@ fn into_handler_failure<E: Into<BoxError>>(err: E) -> BoxError {
     Box::new(HandlerError::Failed(err.into()))
 }
 
-/// The innermost service of every stack: decodes the payload and calls the handler.
-pub struct HandlerService<H, P> {
-    handler: H,
-    _param: PhantomData<fn(P)>,
+type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+
+/// The innermost service of every stack: decodes the payload, calls the
+/// handler, and turns a panic into [`HandlerError::Panicked`]. Cloning it is
+/// cheap (a reference count), so retries and stacks share one handler.
+#[derive(Clone)]
+pub struct HandlerService {
+    call: Arc<dyn Fn(Request) -> HandlerFuture + Send + Sync>,
 }
 
-impl<H: Clone, P> Clone for HandlerService<H, P> {
-    fn clone(&self) -> Self {
+impl std::fmt::Debug for HandlerService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandlerService").finish_non_exhaustive()
+    }
+}
+
+impl HandlerService {
+    /// Wraps `handler`, whose parameter is `P`.
+    ///
+    /// ```
+    /// # #[derive(serde::Serialize, serde::Deserialize, flowgate::Event)]
+    /// # #[event(channel = "orders.placed")]
+    /// # struct OrderPlaced { id: u64 }
+    /// async fn bill(order: OrderPlaced) -> Result<(), std::io::Error> { Ok(()) }
+    /// let service = flowgate::HandlerService::new::<OrderPlaced, _>(bill);
+    /// ```
+    pub fn new<P, H>(handler: H) -> Self
+    where
+        H: Handler<P>,
+        P: FromRequest,
+    {
         Self {
-            handler: self.handler.clone(),
-            _param: PhantomData,
+            call: Arc::new(move |request| match P::from_request(request) {
+                Ok(param) => Box::pin(
+                    AssertUnwindSafe(handler.call(param))
+                        .catch_unwind()
+                        .map(|outcome| outcome.unwrap_or_else(|panic| Err(panicked(&*panic)))),
+                ),
+                Err(err) => Box::pin(ready(Err(Box::new(HandlerError::Decode(err)) as BoxError))),
+            }),
         }
     }
 }
 
-impl<H, P> HandlerService<H, P> {
-    /// Wraps `handler`.
-    pub fn new(handler: H) -> Self {
-        Self {
-            handler,
-            _param: PhantomData,
-        }
-    }
-}
-
-impl<H, P> tower::Service<Request> for HandlerService<H, P>
-where
-    H: Handler<P>,
-    P: FromRequest,
-{
+impl tower::Service<Request> for HandlerService {
     type Response = ();
     type Error = BoxError;
-    type Future = Either<Ready<Result<(), BoxError>>, H::Future>;
+    type Future = HandlerFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
-        match P::from_request(request) {
-            Ok(param) => Either::Right(self.handler.call(param)),
-            Err(err) => Either::Left(ready(Err(Box::new(HandlerError::Decode(err)) as BoxError))),
-        }
+    fn call(&mut self, request: Request) -> HandlerFuture {
+        (self.call)(request)
     }
+}
+
+/// A panic turned into an error.
+pub(crate) fn panicked(panic: &(dyn std::any::Any + Send)) -> BoxError {
+    let message = if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    };
+    Box::new(HandlerError::Panicked(message))
 }

@@ -51,23 +51,32 @@
 //! `ack = "manual"` they settle the message themselves.
 
 mod app;
+mod attempts;
 mod channel;
 pub mod codec;
+pub mod dead_letter;
 mod dispatch;
 mod error;
 mod event;
+mod failure;
 mod handler;
 mod in_flight;
 mod message;
+pub mod middleware;
 mod publisher;
 mod request;
+mod settle;
+mod stack;
+mod startup;
 mod subscriber;
 pub mod transport;
 
 pub use app::{shutdown_signal, App, RunningApp};
 pub use channel::{validate_channel, validate_consumer_name, NameError};
+pub use dead_letter::DeadLetter;
 pub use error::{BoxError, Error, HandlerError, PublishError};
 pub use event::{DecodeError, EncodeError, Event};
+pub use failure::{Failure, FailureKind};
 pub use flowgate_macros::{subscriber, Event};
 pub use handler::{FromRequest, Handler, HandlerService};
 pub use message::Message;
@@ -75,6 +84,7 @@ pub use publisher::{PublishOptions, PublishWindow, Publisher};
 pub use request::{ManualAck, Request};
 pub use subscriber::{BoxHandlerService, Subscriber};
 pub use transport::jetstream::{JetStream, JetStreamSettings};
+pub use transport::stan::{NatsStreaming, StanOptions};
 pub use transport::{
     AckError, AckMode, Acker, Delivery, Metadata, OutgoingMessage, PublishAck, StartPosition,
     SubscriptionSpec, Transport,

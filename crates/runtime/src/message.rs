@@ -36,6 +36,7 @@ use crate::{AckError, Metadata};
 pub struct Message<T> {
     payload: T,
     metadata: Metadata,
+    attempt: u32,
     manual_ack: Option<ManualAck>,
 }
 
@@ -43,15 +44,23 @@ impl<T> Message<T> {
     /// A message as a handler would receive it; for calling handlers in tests.
     pub fn new(payload: T, metadata: Metadata) -> Self {
         Self {
+            attempt: metadata.delivery_count().max(1),
             payload,
             metadata,
             manual_ack: None,
         }
     }
 
-    pub(crate) fn with_manual_ack(mut self, ack: Option<ManualAck>) -> Self {
+    pub(crate) fn with_delivery_state(mut self, attempt: u32, ack: Option<ManualAck>) -> Self {
+        self.attempt = attempt;
         self.manual_ack = ack;
         self
+    }
+
+    /// Which attempt this is within the failure budget, counting in-process
+    /// retries and broker redeliveries together (1 for the very first try).
+    pub fn attempt(&self) -> u32 {
+        self.attempt
     }
 
     /// The decoded payload.

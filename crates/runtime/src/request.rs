@@ -24,10 +24,11 @@ use crate::{AckError, Acker, Metadata};
 /// assert_eq!(request.metadata().subject(), "orders.placed");
 /// assert_eq!(&request.payload()[..], b"{}");
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Request {
     payload: Bytes,
     metadata: Metadata,
+    attempt: u32,
     manual_ack: Option<ManualAck>,
 }
 
@@ -35,10 +36,23 @@ impl Request {
     /// A request for a delivery the runtime settles itself.
     pub fn new(payload: Bytes, metadata: Metadata) -> Self {
         Self {
+            attempt: metadata.delivery_count().max(1),
             payload,
             metadata,
             manual_ack: None,
         }
+    }
+
+    /// The same request as attempt number `attempt` of its failure budget.
+    pub fn with_attempt(mut self, attempt: u32) -> Self {
+        self.attempt = attempt;
+        self
+    }
+
+    /// Which attempt this is, counting in-process retries and broker
+    /// redeliveries together (1 for the first try of the first delivery).
+    pub fn attempt(&self) -> u32 {
+        self.attempt
     }
 
     pub(crate) fn with_manual_ack(mut self, ack: ManualAck) -> Self {
@@ -59,6 +73,10 @@ impl Request {
     /// Takes the parts apart.
     pub fn into_parts(self) -> (Bytes, Metadata, Option<ManualAck>) {
         (self.payload, self.metadata, self.manual_ack)
+    }
+
+    pub(crate) fn into_message_parts(self) -> (Bytes, Metadata, u32, Option<ManualAck>) {
+        (self.payload, self.metadata, self.attempt, self.manual_ack)
     }
 }
 

@@ -2,13 +2,39 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use tower::util::BoxCloneSyncService;
 
+use crate::dead_letter::DeadLetter;
 use crate::handler::{FromRequest, Handler, HandlerService};
+use crate::middleware::retry::RetryPolicy;
 use crate::{AckMode, BoxError, Request, StartPosition, SubscriptionSpec};
 
 /// The type-erased service every subscriber's stack is made into.
 pub type BoxHandlerService = BoxCloneSyncService<Request, (), BoxError>;
+
+/// A tower layer over [`BoxHandlerService`], type-erased.
+pub(crate) type LayerFn = Arc<dyn Fn(BoxHandlerService) -> BoxHandlerService + Send + Sync>;
+
+/// Type-erases `layer`.
+pub(crate) fn layer_fn<L>(layer: L) -> LayerFn
+where
+    L: tower::Layer<BoxHandlerService> + Send + Sync + 'static,
+    L::Service:
+        tower::Service<Request, Response = (), Error = BoxError> + Clone + Send + Sync + 'static,
+    <L::Service as tower::Service<Request>>::Future: Send + 'static,
+{
+    Arc::new(move |inner| BoxCloneSyncService::new(layer.layer(inner)))
+}
+
+/// What happens when a handler fails: retries, timeout, dead letters.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FailurePolicy {
+    pub(crate) retry: RetryPolicy,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) dead_letter: DeadLetter,
+}
 
 /// A handler together with what it subscribes to.
 ///
@@ -30,7 +56,9 @@ pub type BoxHandlerService = BoxCloneSyncService<Request, (), BoxError>;
 pub struct Subscriber {
     name: String,
     spec: SubscriptionSpec,
-    service: BoxHandlerService,
+    handler: HandlerService,
+    failure: FailurePolicy,
+    layers: Vec<LayerFn>,
 }
 
 impl std::fmt::Debug for Subscriber {
@@ -38,6 +66,8 @@ impl std::fmt::Debug for Subscriber {
         f.debug_struct("Subscriber")
             .field("name", &self.name)
             .field("spec", &self.spec)
+            .field("failure", &self.failure)
+            .field("layers", &self.layers.len())
             .finish_non_exhaustive()
     }
 }
@@ -52,7 +82,9 @@ impl Subscriber {
         Self {
             name: std::any::type_name::<H>().to_owned(),
             spec: SubscriptionSpec::new(channel),
-            service: BoxCloneSyncService::new(HandlerService::new(handler)),
+            handler: HandlerService::new::<P, H>(handler),
+            failure: FailurePolicy::default(),
+            layers: Vec::new(),
         }
     }
 
@@ -86,9 +118,35 @@ impl Subscriber {
         self
     }
 
-    /// The most deliveries of one message.
+    /// The failure budget: the most attempts of one message, in-process
+    /// retries and broker redeliveries together. When it is spent the message
+    /// goes to the dead letters.
     pub fn max_deliver(mut self, max_deliver: u32) -> Self {
         self.spec.max_deliver = Some(max_deliver);
+        self
+    }
+
+    /// No failure budget: failing messages are retried until they succeed.
+    pub fn unlimited_deliveries(mut self) -> Self {
+        self.spec.max_deliver = None;
+        self
+    }
+
+    /// How failed attempts are retried.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.failure.retry = policy;
+        self
+    }
+
+    /// Bounds each handler attempt; a timed-out attempt is a retryable failure.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.failure.timeout = Some(timeout);
+        self
+    }
+
+    /// Where messages go when they cannot be handled.
+    pub fn dead_letter(mut self, dead_letter: DeadLetter) -> Self {
+        self.failure.dead_letter = dead_letter;
         self
     }
 
@@ -104,10 +162,11 @@ impl Subscriber {
         self
     }
 
-    /// Wraps this subscriber's handler in a tower layer (inside the app's layers).
+    /// Wraps this subscriber's stack in a tower layer: outside flowgate's
+    /// retry, timeout and metrics, inside the app's layers.
     pub fn layer<L>(mut self, layer: L) -> Self
     where
-        L: tower::Layer<BoxHandlerService>,
+        L: tower::Layer<BoxHandlerService> + Send + Sync + 'static,
         L::Service: tower::Service<Request, Response = (), Error = BoxError>
             + Clone
             + Send
@@ -115,7 +174,7 @@ impl Subscriber {
             + 'static,
         <L::Service as tower::Service<Request>>::Future: Send + 'static,
     {
-        self.service = BoxCloneSyncService::new(layer.layer(self.service));
+        self.layers.push(layer_fn(layer));
         self
     }
 
@@ -129,8 +188,31 @@ impl Subscriber {
         &self.spec
     }
 
-    pub(crate) fn into_parts(self) -> (String, SubscriptionSpec, BoxHandlerService) {
-        (self.name, self.spec, self.service)
+    /// The dead-letter subject, if dead letters are on.
+    pub fn dead_letter_subject(&self) -> Option<String> {
+        self.failure.dead_letter.subject_for(&self.spec.channel)
+    }
+
+    pub(crate) fn failure(&self) -> &FailurePolicy {
+        &self.failure
+    }
+
+    pub(crate) fn into_parts(
+        self,
+    ) -> (
+        String,
+        SubscriptionSpec,
+        HandlerService,
+        FailurePolicy,
+        Vec<LayerFn>,
+    ) {
+        (
+            self.name,
+            self.spec,
+            self.handler,
+            self.failure,
+            self.layers,
+        )
     }
 }
 

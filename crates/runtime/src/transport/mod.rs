@@ -6,6 +6,7 @@
 mod delivery;
 pub mod jetstream;
 mod spec;
+pub mod stan;
 
 use std::future::Future;
 
@@ -98,4 +99,11 @@ pub trait Transport: Clone + Send + Sync + 'static {
 
     /// Waits until everything sent so far (acks included) has left the client.
     fn flush(&self) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Whether [`Acker::in_progress`] restarts the broker's ack wait. Where it
+    /// does not, a handler's retries must fit in one ack wait, and the app
+    /// refuses to start when they cannot.
+    fn supports_progress(&self) -> bool {
+        true
+    }
 }

@@ -57,7 +57,8 @@ pub struct SubscriptionSpec {
     pub start: StartPosition,
     /// How long the broker waits for a settlement before it redelivers.
     pub ack_wait: Duration,
-    /// The most deliveries of one message; `None` is unlimited.
+    /// The failure budget: the most attempts of one message, in-process
+    /// retries and redeliveries together; `None` is unlimited.
     pub max_deliver: Option<u32>,
     /// The most handlers running at once (and unacked messages held).
     pub max_in_flight: usize,
@@ -70,6 +71,8 @@ impl SubscriptionSpec {
     pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
     /// The default bound on concurrent handlers, as in the NATS Streaming client.
     pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+    /// The default failure budget.
+    pub const DEFAULT_MAX_DELIVER: u32 = 10;
 
     /// A spec for `channel` with every other setting at its default.
     pub fn new(channel: impl Into<String>) -> Self {
@@ -79,7 +82,7 @@ impl SubscriptionSpec {
             queue: None,
             start: StartPosition::New,
             ack_wait: Self::DEFAULT_ACK_WAIT,
-            max_deliver: None,
+            max_deliver: Some(Self::DEFAULT_MAX_DELIVER),
             max_in_flight: Self::DEFAULT_MAX_IN_FLIGHT,
             ack: AckMode::Auto,
         }

@@ -230,6 +230,6 @@ mod tests {
             config.deliver_policy,
             DeliverPolicy::ByStartSequence { start_sequence: 42 }
         );
-        assert_eq!(config.max_deliver, -1);
+        assert_eq!(config.max_deliver, 10, "the default failure budget");
     }
 }

@@ -1,0 +1,143 @@
+//! Dead letters: where a message goes when its failure budget is spent, its
+//! error is permanent, or its payload does not decode.
+//!
+//! The runtime publishes the original payload to the dead-letter subject with
+//! headers that say where it came from and why it failed, waits for the
+//! broker's ack, and only then terminates the original: a crash between the
+//! two redelivers the original, and the dead letter's message id lets the
+//! broker drop the second copy.
+
+use std::time::SystemTime;
+
+use crate::{Headers, Metadata, OutgoingMessage};
+
+/// Header: the subject the message was first published on.
+pub const ORIGINAL_SUBJECT: &str = "Flowgate-Original-Subject";
+/// Header: its sequence in the original stream.
+pub const ORIGINAL_SEQUENCE: &str = "Flowgate-Original-Sequence";
+/// Header: the attempts made.
+pub const ATTEMPTS: &str = "Flowgate-Attempts";
+/// Header: the last error, as text.
+pub const LAST_ERROR: &str = "Flowgate-Last-Error";
+/// Header: when it was dead-lettered (RFC 3339, UTC).
+pub const FAILED_AT: &str = "Flowgate-Failed-At";
+/// Header: the durable (or queue) that gave up on it.
+pub const DURABLE: &str = "Flowgate-Durable";
+
+/// Where a subscriber's dead letters go.
+///
+/// ```
+/// use flowgate::DeadLetter;
+/// assert_eq!(DeadLetter::default().subject_for("orders.placed").as_deref(), Some("dlq.orders.placed"));
+/// assert_eq!(DeadLetter::Subject("orders.failed".into()).subject_for("orders.placed").as_deref(), Some("orders.failed"));
+/// assert_eq!(DeadLetter::Disabled.subject_for("orders.placed"), None);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum DeadLetter {
+    /// `dlq.<channel>` (the default).
+    #[default]
+    PerChannel,
+    /// This subject.
+    Subject(String),
+    /// No dead letters: such messages are terminated, with an error log.
+    Disabled,
+}
+
+impl DeadLetter {
+    /// The dead-letter subject for messages of `channel`.
+    pub fn subject_for(&self, channel: &str) -> Option<String> {
+        match self {
+            DeadLetter::PerChannel => Some(format!("dlq.{channel}")),
+            DeadLetter::Subject(subject) => Some(subject.clone()),
+            DeadLetter::Disabled => None,
+        }
+    }
+}
+
+/// The dead letter for one message.
+pub(crate) fn dead_letter_message(
+    subject: String,
+    durable: &str,
+    payload: bytes::Bytes,
+    metadata: &Metadata,
+    attempts: u32,
+    last_error: &str,
+) -> OutgoingMessage {
+    let mut headers = Headers::new();
+    headers.insert(ORIGINAL_SUBJECT, metadata.subject());
+    headers.insert(
+        ORIGINAL_SEQUENCE,
+        metadata.stream_sequence().to_string().as_str(),
+    );
+    headers.insert(ATTEMPTS, attempts.to_string().as_str());
+    headers.insert(LAST_ERROR, header_safe(last_error).as_str());
+    headers.insert(FAILED_AT, rfc3339(SystemTime::now()).as_str());
+    headers.insert(DURABLE, durable);
+    let id = format!(
+        "flowgate-dlq-{}-{}-{}",
+        metadata.subject(),
+        durable,
+        metadata.stream_sequence()
+    );
+    OutgoingMessage::new(subject, payload)
+        .with_headers(headers)
+        .with_message_id(id)
+}
+
+/// Header values are one line of at most a few hundred bytes.
+fn header_safe(text: &str) -> String {
+    let one_line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    match one_line.char_indices().nth(512) {
+        Some((cut, _)) => format!("{}...", &one_line[..cut]),
+        None => one_line,
+    }
+}
+
+fn rfc3339(at: SystemTime) -> String {
+    let since = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let time = time::OffsetDateTime::UNIX_EPOCH + since;
+    time.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| since.as_secs().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_carries_where_and_why() {
+        let meta = Metadata::new("orders.placed", 42, 3, SystemTime::UNIX_EPOCH, None);
+        let message = dead_letter_message(
+            "dlq.orders.placed".into(),
+            "billing",
+            "{}".into(),
+            &meta,
+            3,
+            "card declined\nretry later",
+        );
+        let headers = message.headers.expect("headers");
+        assert_eq!(
+            headers.get(ORIGINAL_SUBJECT).map(|v| v.as_str()),
+            Some("orders.placed")
+        );
+        assert_eq!(
+            headers.get(ORIGINAL_SEQUENCE).map(|v| v.as_str()),
+            Some("42")
+        );
+        assert_eq!(headers.get(ATTEMPTS).map(|v| v.as_str()), Some("3"));
+        assert_eq!(
+            headers.get(LAST_ERROR).map(|v| v.as_str()),
+            Some("card declined retry later")
+        );
+        assert!(headers.get(FAILED_AT).is_some());
+        assert_eq!(
+            message.message_id.as_deref(),
+            Some("flowgate-dlq-orders.placed-billing-42")
+        );
+    }
+}

@@ -1,0 +1,268 @@
+//! Settling a message from its outcome: `Ok` acks; a retryable failure naks
+//! with the backoff delay while the failure budget lasts; a spent budget, a
+//! permanent failure or a payload that does not decode goes to the dead
+//! letters, and only once the broker has the dead letter is the original
+//! terminated.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::dead_letter::dead_letter_message;
+use crate::dispatch::SubscriberContext;
+use crate::failure::{attempts_reported, classify, Class};
+use crate::request::{ManualAck, Settlement};
+use crate::{Acker, BoxError, Metadata, Transport};
+
+/// Who settles: the runtime through the transport's acker, or a manual-ack
+/// handler through its handle (the runtime settles only what it left).
+pub(crate) enum Settler<A> {
+    Auto(A),
+    Manual(ManualAck),
+}
+
+/// What a message needs for its dead letter, kept aside while it is handled.
+pub(crate) struct Unsettled {
+    pub(crate) payload: Bytes,
+    pub(crate) metadata: Metadata,
+    pub(crate) first_attempt: u32,
+}
+
+/// What the outcome asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Decision {
+    Ack,
+    Nak { delay: Duration, attempts: u32 },
+    DeadLetter { attempts: u32, reason: &'static str },
+}
+
+/// Decides the settlement of an outcome.
+pub(crate) fn decide(
+    outcome: &Result<(), BoxError>,
+    first_attempt: u32,
+    budget: Option<u32>,
+    backoff: &crate::middleware::retry::Backoff,
+) -> Decision {
+    let err = match outcome {
+        Ok(()) => return Decision::Ack,
+        Err(err) => err,
+    };
+    let attempts = attempts_reported(err).unwrap_or(first_attempt);
+    match classify(err) {
+        Class::Undecodable => Decision::DeadLetter {
+            attempts,
+            reason: "payload does not decode",
+        },
+        Class::Permanent => Decision::DeadLetter {
+            attempts,
+            reason: "permanent failure",
+        },
+        Class::Retry(_) if budget.is_some_and(|budget| attempts >= budget) => {
+            Decision::DeadLetter {
+                attempts,
+                reason: "failure budget spent",
+            }
+        }
+        Class::Retry(hint) => Decision::Nak {
+            delay: hint.unwrap_or_else(|| backoff.delay(attempts)),
+            attempts,
+        },
+    }
+}
+
+impl<A: Acker> Settler<A> {
+    /// Tells the broker the handler is still working.
+    pub(crate) async fn in_progress(&self) {
+        if let Err(err) = self.apply(Settlement::InProgress).await {
+            tracing::debug!(error = %err, "progress ack failed");
+        }
+    }
+
+    async fn apply(&self, how: Settlement) -> Result<(), crate::AckError> {
+        match self {
+            Settler::Auto(acker) => match how {
+                Settlement::Ack => acker.ack().await,
+                Settlement::Nak(delay) => acker.nak(delay).await,
+                Settlement::Term => acker.term().await,
+                Settlement::InProgress => acker.in_progress().await,
+            },
+            Settler::Manual(handle) => handle.settle(how).await,
+        }
+    }
+
+    /// Settles the message from the handler's outcome.
+    pub(crate) async fn settle<T: Transport>(
+        self,
+        context: &SubscriberContext<T>,
+        outcome: Result<(), BoxError>,
+        unsettled: Unsettled,
+    ) {
+        if let Settler::Manual(handle) = &self {
+            if handle.is_settled() {
+                return;
+            }
+            if outcome.is_ok() {
+                tracing::warn!("manual-ack handler returned Ok without settling; nak'd");
+            }
+        }
+        let mut decision = decide(
+            &outcome,
+            unsettled.first_attempt,
+            context.spec.max_deliver,
+            &context.backoff,
+        );
+        if matches!(self, Settler::Manual(_)) && decision == Decision::Ack {
+            decision = Decision::Nak {
+                delay: context.backoff.delay(unsettled.first_attempt),
+                attempts: unsettled.first_attempt,
+            };
+        }
+        let metrics = &context.metrics;
+        let result = match decision {
+            Decision::Ack => {
+                metrics.acked.increment(1);
+                self.apply(Settlement::Ack).await
+            }
+            Decision::Nak { delay, attempts } => {
+                if let Err(err) = &outcome {
+                    tracing::warn!(error = %err, attempts, retry_in = ?delay, "handler failed; nak'd");
+                }
+                self.nak(context, &unsettled, attempts, delay).await
+            }
+            Decision::DeadLetter { attempts, reason } => {
+                let error = outcome.err().map(|e| e.to_string()).unwrap_or_default();
+                self.dead_letter(context, unsettled, attempts, reason, &error)
+                    .await
+            }
+        };
+        if let Err(err) = result {
+            tracing::warn!(error = %err, "settling the message failed; the broker redelivers it after the ack wait");
+        }
+    }
+
+    async fn nak<T: Transport>(
+        &self,
+        context: &SubscriberContext<T>,
+        unsettled: &Unsettled,
+        attempts: u32,
+        delay: Duration,
+    ) -> Result<(), crate::AckError> {
+        context
+            .ledger
+            .record(unsettled.metadata.stream_sequence(), attempts);
+        context.metrics.nakd.increment(1);
+        self.apply(Settlement::Nak(Some(delay))).await
+    }
+
+    async fn dead_letter<T: Transport>(
+        &self,
+        context: &SubscriberContext<T>,
+        unsettled: Unsettled,
+        attempts: u32,
+        reason: &'static str,
+        error: &str,
+    ) -> Result<(), crate::AckError> {
+        let Some(subject) = context.dead_letter.clone() else {
+            tracing::error!(
+                reason,
+                attempts,
+                error,
+                "message terminated (dead letters are disabled)"
+            );
+            context.metrics.terminated.increment(1);
+            return self.apply(Settlement::Term).await;
+        };
+        let message = dead_letter_message(
+            subject.clone(),
+            &context.durable_label,
+            unsettled.payload.clone(),
+            &unsettled.metadata,
+            attempts,
+            error,
+        );
+        let stored = match context.transport.publish(message).await {
+            Ok(pending) => pending.await,
+            Err(err) => Err(err),
+        };
+        match stored {
+            Ok(_) => {
+                tracing::error!(reason, attempts, error, dead_letter = %subject, "message dead-lettered");
+                context.metrics.dead_lettered.increment(1);
+                context.metrics.terminated.increment(1);
+                self.apply(Settlement::Term).await
+            }
+            Err(publish_error) => {
+                let delay = context.backoff.delay(attempts);
+                tracing::error!(reason, error = %publish_error, retry_in = ?delay, dead_letter = %subject, "could not publish the dead letter; the message is nak'd and tried again");
+                self.nak(context, &unsettled, attempts, delay).await
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::middleware::retry::Backoff;
+    use crate::{Failure, HandlerError};
+
+    fn failed(err: BoxError) -> Result<(), BoxError> {
+        Err(Box::new(HandlerError::Failed(err)))
+    }
+
+    #[test]
+    fn outcomes_map_to_settlements() {
+        let backoff = Backoff::default().without_jitter();
+        assert_eq!(decide(&Ok(()), 1, Some(3), &backoff), Decision::Ack);
+        assert_eq!(
+            decide(&failed("down".into()), 2, Some(3), &backoff),
+            Decision::Nak {
+                delay: Duration::from_millis(200),
+                attempts: 2
+            }
+        );
+        assert_eq!(
+            decide(&failed("down".into()), 3, Some(3), &backoff),
+            Decision::DeadLetter {
+                attempts: 3,
+                reason: "failure budget spent"
+            }
+        );
+        assert_eq!(
+            decide(
+                &failed(Failure::permanent("no").into()),
+                1,
+                Some(3),
+                &backoff
+            ),
+            Decision::DeadLetter {
+                attempts: 1,
+                reason: "permanent failure"
+            }
+        );
+        assert_eq!(
+            decide(
+                &failed(Failure::retry_after(Duration::from_secs(9), "later").into()),
+                1,
+                None,
+                &backoff
+            ),
+            Decision::Nak {
+                delay: Duration::from_secs(9),
+                attempts: 1
+            }
+        );
+        let decode: BoxError = Box::new(HandlerError::Decode(crate::DecodeError::new(
+            "json",
+            "T",
+            "bad".into(),
+        )));
+        assert!(matches!(
+            decide(&Err(decode), 1, None, &backoff),
+            Decision::DeadLetter {
+                reason: "payload does not decode",
+                ..
+            }
+        ));
+    }
+}

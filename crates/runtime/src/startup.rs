@@ -1,0 +1,123 @@
+//! Checks that refuse a configuration that cannot work, before anything
+//! reaches the broker, with an error that says what to change.
+
+use std::time::Duration;
+
+use crate::{Error, Subscriber};
+
+/// Names, limits and the dead-letter subject of one subscriber.
+pub(crate) fn check_subscriber(subscriber: &Subscriber) -> Result<(), Error> {
+    let spec = subscriber.spec();
+    spec.validate()?;
+    if let Some(dead_letter) = subscriber.dead_letter_subject() {
+        crate::validate_channel(&dead_letter)?;
+        if dead_letter == spec.channel {
+            return Err(Error::Config(format!(
+                "`{}` dead-letters into its own channel `{}`: failed messages would loop; choose another dead-letter subject",
+                subscriber.name(),
+                spec.channel
+            )));
+        }
+    }
+    if let Some(timeout) = subscriber.failure().timeout {
+        if timeout.is_zero() {
+            return Err(Error::Config(format!(
+                "`{}` has a timeout of 0: every attempt would time out; set a positive timeout or none",
+                subscriber.name()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Where progress acks cannot hold a message, every in-process attempt of one
+/// delivery (timeout × attempts + the backoff between them) must end within
+/// the ack wait, or the broker redelivers a message that is still being tried.
+pub(crate) fn check_fits_ack_wait(
+    subscriber: &Subscriber,
+    supports_progress: bool,
+) -> Result<(), Error> {
+    if supports_progress {
+        return Ok(());
+    }
+    let spec = subscriber.spec();
+    let failure = subscriber.failure();
+    let Some(timeout) = failure.timeout else {
+        tracing::warn!(
+            subscriber = subscriber.name(),
+            ack_wait = ?spec.ack_wait,
+            "no handler timeout, and this transport cannot extend the ack wait: a handler running past it sees its message redelivered; set a timeout below the ack wait"
+        );
+        return Ok(());
+    };
+    let (attempts, waits) = in_process_attempts(subscriber);
+    let worst = timeout * attempts + waits;
+    if worst >= spec.ack_wait {
+        return Err(Error::Config(format!(
+            "`{}` may spend {worst:?} on one delivery ({attempts} attempt(s) × timeout {timeout:?} + {waits:?} backoff), but the ack wait is {:?} and this transport cannot extend it: raise ack_wait, lower the timeout, or lower the retry policy's in-process limit",
+            subscriber.name(),
+            spec.ack_wait
+        )));
+    }
+    Ok(())
+}
+
+/// The most attempts one delivery makes in-process, and the longest total
+/// backoff between them.
+fn in_process_attempts(subscriber: &Subscriber) -> (u32, Duration) {
+    let policy = &subscriber.failure().retry;
+    let backoff = policy.backoff();
+    let budget = subscriber.spec().max_deliver.unwrap_or(u32::MAX);
+    let mut attempts = 1;
+    let mut waits = Duration::ZERO;
+    while attempts < budget && attempts < 64 {
+        let longest = backoff.delay_ceiling(attempts);
+        if longest > policy.in_process_wait_limit() {
+            break;
+        }
+        waits += longest;
+        attempts += 1;
+    }
+    (attempts, waits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Ping;
+
+    impl crate::Event for Ping {
+        const CHANNEL: Option<&'static str> = Some("pings");
+        fn encode(&self) -> Result<bytes::Bytes, crate::EncodeError> {
+            crate::codec::json::encode(self)
+        }
+        fn decode(payload: &[u8]) -> Result<Self, crate::DecodeError> {
+            crate::codec::json::decode(payload)
+        }
+    }
+
+    async fn handle(_ping: Ping) -> Result<(), std::io::Error> {
+        Ok(())
+    }
+
+    #[test]
+    fn retries_that_outlast_the_ack_wait_are_refused_without_progress_acks() {
+        let subscriber = Subscriber::new("pings", handle)
+            .ack_wait(Duration::from_secs(2))
+            .timeout(Duration::from_secs(1));
+        assert!(check_fits_ack_wait(&subscriber, true).is_ok());
+        let err = check_fits_ack_wait(&subscriber, false).expect_err("5 × 1 s > 2 s");
+        assert!(err.to_string().contains("raise ack_wait"), "{err}");
+        let fits = subscriber.ack_wait(Duration::from_secs(30));
+        assert!(check_fits_ack_wait(&fits, false).is_ok());
+    }
+
+    #[test]
+    fn dead_letters_into_the_own_channel_are_refused() {
+        let subscriber = Subscriber::new("pings", handle)
+            .dead_letter(crate::DeadLetter::Subject("pings".into()));
+        assert!(check_subscriber(&subscriber).is_err());
+    }
+}

@@ -1,0 +1,96 @@
+//! Settling NATS Streaming deliveries. The protocol has one settlement, the
+//! `Ack` to the subscription's ack inbox; everything else is mapped onto it
+//! or onto the server's ack-wait redelivery.
+//!
+//! | flowgate | NATS Streaming |
+//! | --- | --- |
+//! | `ack` | `Ack{subject, sequence}` to the ack inbox |
+//! | `nak(delay)` | nothing: the server redelivers after the subscription's ack wait (a shorter delay cannot be honoured) |
+//! | `term` | `Ack` (so it is never redelivered), with a warning |
+//! | `in_progress` | nothing: the protocol cannot extend the ack wait |
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use prost::Message as _;
+
+use super::proto::Ack;
+use crate::{AckError, Acker, Metadata};
+
+/// Settles one NATS Streaming delivery.
+pub struct StanAcker {
+    nats: async_nats::Client,
+    ack_inbox: Arc<str>,
+    subject: Arc<str>,
+    sequence: u64,
+}
+
+impl std::fmt::Debug for StanAcker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StanAcker")
+            .field("subject", &self.subject)
+            .field("sequence", &self.sequence)
+            .finish()
+    }
+}
+
+impl StanAcker {
+    pub(crate) fn new(
+        nats: async_nats::Client,
+        ack_inbox: Arc<str>,
+        subject: Arc<str>,
+        sequence: u64,
+    ) -> Self {
+        Self {
+            nats,
+            ack_inbox,
+            subject,
+            sequence,
+        }
+    }
+
+    async fn send_ack(&self, action: &'static str) -> Result<(), AckError> {
+        let ack = Ack {
+            subject: self.subject.to_string(),
+            sequence: self.sequence,
+        };
+        self.nats
+            .publish(self.ack_inbox.to_string(), ack.encode_to_vec().into())
+            .await
+            .map_err(|source| {
+                let metadata = Metadata::new(
+                    self.subject.to_string(),
+                    self.sequence,
+                    0,
+                    SystemTime::UNIX_EPOCH,
+                    None,
+                );
+                AckError::new(action, &metadata, Box::new(source))
+            })
+    }
+}
+
+impl Acker for StanAcker {
+    async fn ack(&self) -> Result<(), AckError> {
+        self.send_ack("ack").await
+    }
+
+    /// NATS Streaming has no nak: the message is left unacked and the server
+    /// redelivers it once the subscription's ack wait has passed, whatever
+    /// `delay` asks for.
+    async fn nak(&self, delay: Option<Duration>) -> Result<(), AckError> {
+        tracing::debug!(subject = %self.subject, sequence = self.sequence, ?delay, "NATS Streaming has no nak: redelivered after the ack wait");
+        Ok(())
+    }
+
+    /// Acks, so the message is never delivered again.
+    async fn term(&self) -> Result<(), AckError> {
+        tracing::warn!(subject = %self.subject, sequence = self.sequence, "terminating a NATS Streaming message: acked so it is never redelivered");
+        self.send_ack("term").await
+    }
+
+    /// Does nothing: the protocol cannot restart the ack wait.
+    async fn in_progress(&self) -> Result<(), AckError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,57 @@
+//! What can go wrong between the client and a NATS Streaming server.
+
+use std::time::Duration;
+
+/// A NATS Streaming protocol failure. Carried as the source of the runtime's
+/// [`Error`](crate::Error) and [`PublishError`](crate::PublishError) values.
+///
+/// ```
+/// let err = flowgate::transport::stan::StanError::InvalidClientId("a.b".into());
+/// assert!(err.to_string().contains("letters, digits"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StanError {
+    /// The client id has characters the server refuses.
+    #[error("client id `{0}` is not valid: use letters, digits, `-` and `_` only (no dots, no spaces), and at least one character")]
+    InvalidClientId(String),
+    /// No streaming server answered the connect request.
+    #[error("no NATS Streaming server answered on `{subject}` within {wait:?}: check the cluster id and that nats-streaming-server runs")]
+    ConnectTimeout {
+        /// The discover subject the request went to.
+        subject: String,
+        /// How long the client waited.
+        wait: Duration,
+    },
+    /// The server refused the connection (for example: client id in use).
+    #[error("the NATS Streaming server refused client `{client_id}`: {reason}")]
+    ConnectRefused {
+        /// The client id.
+        client_id: String,
+        /// The server's error string.
+        reason: String,
+    },
+    /// The client is not registered with the server right now.
+    #[error("not registered with the NATS Streaming server (the connection was lost or closed); retry once it re-registers")]
+    NotRegistered,
+    /// The server refused or did not answer a subscription request.
+    #[error("subscription request refused: {0}")]
+    SubscribeRefused(String),
+    /// The server did not acknowledge a published message in time.
+    #[error("no publish ack within {0:?}: the message may or may not be stored")]
+    PubAckTimeout(Duration),
+    /// The server acknowledged a published message with an error.
+    #[error("the server refused the message: {0}")]
+    PubAckError(String),
+    /// The registration ended before the server acknowledged the message.
+    #[error("the connection to the NATS Streaming server was lost before the publish ack came: the message may or may not be stored")]
+    ConnectionLost,
+    /// A request to the server got no (valid) answer.
+    #[error("{what} failed: {reason}")]
+    Request {
+        /// Which request.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+}

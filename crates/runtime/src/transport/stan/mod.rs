@@ -1,0 +1,177 @@
+//! The NATS Streaming (STAN) transport: the legacy protocol of
+//! nats-streaming-server behind the same handler API, for clusters that still
+//! run it and for migrating to JetStream.
+//!
+//! | flowgate | NATS Streaming |
+//! | --- | --- |
+//! | channel `orders.placed` | the channel `orders.placed` |
+//! | `durable` / `queue` | durable name / queue group (both: a durable queue group) |
+//! | `max_in_flight` | the subscription's max in flight (plus the runtime's local bound, which also covers redeliveries) |
+//! | `ack_wait` | `ackWaitInSecs`, rounded up to whole seconds |
+//! | `start` | `New` → new only, `Last` → last received, `All` → first, `Sequence` → sequence start, `Time` → time delta computed when subscribing |
+//! | `max_deliver` | enforced by the client: a delivery past it is acked and dropped with a warning |
+//!
+//! What differs from JetStream, on purpose and documented:
+//! - **No nak.** A nak leaves the message unacked; the server redelivers it
+//!   after the subscription's ack wait, whatever delay was asked for.
+//!   `term` acks (the message is never redelivered); `in_progress` does nothing.
+//! - **No headers.** Published headers are not sent; deliveries have none.
+//! - **No de-duplication.** A message id is not sent; the publish ack has no
+//!   sequence (it reports 0) and is never a duplicate.
+//! - **Delivery count.** 1 for a first delivery; on a redelivery the server's
+//!   `redeliveryCount` + 1 when it sends one, else 2 (a redelivered flag only).
+//!
+//! The client is a state machine (see [`StanState`]): it registers with a
+//! connect request to `<discover prefix>.<cluster id>`, answers the server's
+//! heartbeats, pings the server, and when the pings go unanswered or the
+//! server says the client was replaced it registers again by itself; every
+//! subscription then subscribes again (durables resume where they were).
+
+mod acker;
+mod client;
+mod error;
+mod options;
+pub mod proto;
+mod publisher;
+mod request;
+mod session;
+mod subscription;
+
+use std::sync::Arc;
+
+pub use acker::StanAcker;
+pub use client::StanState;
+pub use error::StanError;
+pub use options::{validate_client_id, StanOptions, SubscriptionEnd};
+pub use publisher::StanPendingAck;
+pub use subscription::StanSubscription;
+
+use client::Client;
+
+use crate::{Error, OutgoingMessage, PublishError, SubscriptionSpec, Transport};
+
+/// A client of a NATS Streaming cluster, over one NATS connection.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), flowgate::Error> {
+/// use flowgate::{NatsStreaming, StanOptions};
+///
+/// let stan = NatsStreaming::connect(
+///     "nats://127.0.0.1:4222",
+///     StanOptions::new("billing-1").cluster_id("test-cluster"),
+/// )
+/// .await?;
+/// // ... flowgate::App::new().discover().run(stan.clone()).await? ...
+/// stan.close().await?; // ends subscriptions (durables kept) and the registration
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct NatsStreaming {
+    client: Arc<Client>,
+}
+
+impl NatsStreaming {
+    /// Connects to NATS at `url` and registers with the streaming server.
+    pub async fn connect(url: &str, options: StanOptions) -> Result<Self, Error> {
+        Self::connect_with_options(url, async_nats::ConnectOptions::new(), options).await
+    }
+
+    /// Connects with async-nats `nats_options` (TLS, credentials...) and registers.
+    pub async fn connect_with_options(
+        url: &str,
+        nats_options: async_nats::ConnectOptions,
+        options: StanOptions,
+    ) -> Result<Self, Error> {
+        options.validate().map_err(stan_config)?;
+        let nats = nats_options
+            .connect(url)
+            .await
+            .map_err(|source| Error::Connect {
+                url: url.to_owned(),
+                source: Box::new(source),
+            })?;
+        Self::from_client(nats, options).await
+    }
+
+    /// Registers over a NATS client you connected yourself.
+    pub async fn from_client(
+        nats: async_nats::Client,
+        options: StanOptions,
+    ) -> Result<Self, Error> {
+        options.validate().map_err(stan_config)?;
+        let client = Client::start(nats, options)
+            .await
+            .map_err(|e| Error::Broker(Box::new(e)))?;
+        Ok(Self { client })
+    }
+
+    /// Where the client state machine is now.
+    pub fn state(&self) -> StanState {
+        self.client.state()
+    }
+
+    /// How many times the client has registered (1 after connecting; each
+    /// re-registration after a lost connection adds one).
+    pub fn registrations(&self) -> u64 {
+        self.client.registrations()
+    }
+
+    /// The underlying NATS client.
+    pub fn nats(&self) -> &async_nats::Client {
+        &self.client.nats
+    }
+
+    /// The client id.
+    pub fn client_id(&self) -> &str {
+        &self.client.options.client_id
+    }
+
+    /// Subscribes like [`Transport::subscribe`], returning the concrete
+    /// subscription, which can be closed or unsubscribed explicitly.
+    pub async fn subscribe_spec(&self, spec: &SubscriptionSpec) -> Result<StanSubscription, Error> {
+        spec.validate()?;
+        StanSubscription::open(self.client.clone(), spec.clone()).await
+    }
+
+    /// Ends every subscription (closed, or unsubscribed when configured so),
+    /// then sends the close request: the server forgets the client and keeps
+    /// its durables. The client does not register again afterwards.
+    pub async fn close(&self) -> Result<(), Error> {
+        self.client
+            .close()
+            .await
+            .map_err(|e| Error::Broker(Box::new(e)))
+    }
+}
+
+fn stan_config(err: StanError) -> Error {
+    Error::Config(err.to_string())
+}
+
+impl Transport for NatsStreaming {
+    type Acker = StanAcker;
+    type Subscription = StanSubscription;
+    type PendingAck = StanPendingAck;
+
+    async fn subscribe(&self, spec: &SubscriptionSpec) -> Result<Self::Subscription, Error> {
+        self.subscribe_spec(spec).await
+    }
+
+    async fn publish(&self, message: OutgoingMessage) -> Result<Self::PendingAck, PublishError> {
+        publisher::publish(&self.client, message).await
+    }
+
+    async fn flush(&self) -> Result<(), Error> {
+        self.client
+            .nats
+            .flush()
+            .await
+            .map_err(|e| Error::Broker(Box::new(e)))
+    }
+
+    /// NATS Streaming has no progress ack: a handler's retries must fit in
+    /// one ack wait.
+    fn supports_progress(&self) -> bool {
+        false
+    }
+}

@@ -1,0 +1,327 @@
+//! The subscription state machine: waits for a registered client, sends the
+//! subscription request, yields the messages, subscribes again after each new
+//! registration (durables resume where they were, an ephemeral subscription
+//! right after the last message it saw), and closes or unsubscribes when it ends.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use futures::{Stream, StreamExt};
+use prost::Message as _;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::client::Client;
+use super::proto::{MsgProto, SubscriptionResponse, UnsubscribeRequest};
+use super::request::subscription_request;
+use super::session::Session;
+use super::{StanAcker, StanError, SubscriptionEnd};
+use crate::{Delivery, Error, Metadata, SubscriptionSpec};
+
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// The deliveries of one subscriber. It re-subscribes on its own after the
+/// client registers again. Dropping it closes the subscription on the server
+/// (or unsubscribes, see [`SubscriptionEnd`]); [`close`](Self::close) and
+/// [`unsubscribe`](Self::unsubscribe) do so and wait for the server's answer.
+pub struct StanSubscription {
+    deliveries: mpsc::Receiver<Delivery<StanAcker>>,
+    end: CancellationToken,
+    finished: CancellationToken,
+    unsubscribe: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for StanSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StanSubscription").finish_non_exhaustive()
+    }
+}
+
+impl StanSubscription {
+    pub(crate) async fn open(client: Arc<Client>, spec: SubscriptionSpec) -> Result<Self, Error> {
+        let (tx, deliveries) = mpsc::channel(spec.max_in_flight.clamp(1, 65_536));
+        let end = CancellationToken::new();
+        let finished = CancellationToken::new();
+        let unsubscribe = Arc::new(AtomicBool::new(
+            client.options.subscription_end == SubscriptionEnd::Unsubscribe,
+        ));
+        let (first_tx, first_rx) = oneshot::channel();
+        client.track((end.clone(), finished.clone()));
+        let driver = Driver {
+            client,
+            spec: spec.clone(),
+            end: end.clone(),
+            unsubscribe: unsubscribe.clone(),
+            deliveries: tx,
+            last_sequence: None,
+        };
+        let guard = finished.clone().drop_guard();
+        tokio::spawn(async move {
+            let _guard = guard;
+            driver.run(first_tx).await;
+        });
+        match first_rx.await {
+            Ok(Ok(())) => Ok(Self {
+                deliveries,
+                end,
+                finished,
+                unsubscribe,
+            }),
+            Ok(Err(err)) => Err(Error::Subscribe {
+                channel: spec.channel,
+                source: Box::new(err),
+            }),
+            Err(_) => Err(Error::Subscribe {
+                channel: spec.channel,
+                source: Box::new(StanError::NotRegistered),
+            }),
+        }
+    }
+
+    /// Closes the subscription on the server (a durable keeps its position)
+    /// and waits for it to be done.
+    pub async fn close(self) {
+        self.unsubscribe.store(false, Ordering::SeqCst);
+        self.end_and_wait().await;
+    }
+
+    /// Unsubscribes (a durable is deleted on the server) and waits for it.
+    pub async fn unsubscribe(self) {
+        self.unsubscribe.store(true, Ordering::SeqCst);
+        self.end_and_wait().await;
+    }
+
+    async fn end_and_wait(&self) {
+        self.end.cancel();
+        self.finished.cancelled().await;
+    }
+}
+
+impl Drop for StanSubscription {
+    fn drop(&mut self) {
+        self.end.cancel();
+    }
+}
+
+impl Stream for StanSubscription {
+    type Item = Delivery<StanAcker>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.deliveries.poll_recv(cx)
+    }
+}
+
+struct Driver {
+    client: Arc<Client>,
+    spec: SubscriptionSpec,
+    end: CancellationToken,
+    unsubscribe: Arc<AtomicBool>,
+    deliveries: mpsc::Sender<Delivery<StanAcker>>,
+    last_sequence: Option<u64>,
+}
+
+enum Next {
+    Resubscribe,
+    End,
+}
+
+impl Driver {
+    async fn run(mut self, first: oneshot::Sender<Result<(), StanError>>) {
+        let mut first = Some(first);
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let session = tokio::select! {
+                _ = self.end.cancelled() => None,
+                session = self.client.next_session() => session,
+            };
+            let Some(session) = session else {
+                if let Some(first) = first.take() {
+                    let _ = first.send(Err(StanError::NotRegistered));
+                }
+                return;
+            };
+            let subscribed = self.subscribe(&session).await;
+            let (inbox, messages, ack_inbox) = match subscribed {
+                Ok(subscribed) => subscribed,
+                Err(err) => {
+                    if let Some(first) = first.take() {
+                        let _ = first.send(Err(err));
+                        return;
+                    }
+                    tracing::warn!(channel = %self.spec.channel, error = %err, retry_in = ?backoff, "cannot subscribe again");
+                    tokio::select! {
+                        _ = self.end.cancelled() => return,
+                        _ = session.lost.cancelled() => {}
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            };
+            backoff = BACKOFF_MIN;
+            match first.take() {
+                Some(first) => {
+                    let _ = first.send(Ok(()));
+                }
+                None => tracing::info!(channel = %self.spec.channel, "subscribed again"),
+            }
+            match self.deliver(&session, messages, ack_inbox).await {
+                Next::Resubscribe => continue,
+                Next::End => {
+                    self.end_on_server(&session, inbox).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Sends the subscription request on a fresh inbox.
+    async fn subscribe(
+        &self,
+        session: &Session,
+    ) -> Result<(String, async_nats::Subscriber, Arc<str>), StanError> {
+        let failed = |reason: String| StanError::Request {
+            what: "the subscription request",
+            reason,
+        };
+        let nats = &self.client.nats;
+        let inbox = nats.new_inbox();
+        let messages = nats
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let request = subscription_request(
+            &self.spec,
+            &self.client.options.client_id,
+            &inbox,
+            self.resume_at(),
+            SystemTime::now(),
+        );
+        let reply = tokio::time::timeout(
+            self.client.options.connect_wait,
+            nats.request(session.sub_requests.clone(), request.encode_to_vec().into()),
+        )
+        .await
+        .map_err(|_| failed("no answer".to_owned()))?
+        .map_err(|e| failed(e.to_string()))?;
+        let response = SubscriptionResponse::decode(reply.payload.as_ref())
+            .map_err(|e| failed(e.to_string()))?;
+        if !response.error.is_empty() {
+            return Err(StanError::SubscribeRefused(response.error));
+        }
+        Ok((inbox, messages, Arc::from(response.ack_inbox)))
+    }
+
+    /// Where an ephemeral subscription made again starts: right after the
+    /// last message it saw. A durable resumes on the server's record.
+    fn resume_at(&self) -> Option<u64> {
+        if self.spec.durable.is_some() {
+            return None;
+        }
+        self.last_sequence.map(|sequence| sequence + 1)
+    }
+
+    async fn deliver(
+        &mut self,
+        session: &Session,
+        mut messages: async_nats::Subscriber,
+        ack_inbox: Arc<str>,
+    ) -> Next {
+        loop {
+            let message = tokio::select! {
+                biased;
+                _ = self.end.cancelled() => return Next::End,
+                _ = session.lost.cancelled() => return Next::Resubscribe,
+                message = messages.next() => message,
+            };
+            let Some(message) = message else {
+                return Next::Resubscribe;
+            };
+            let msg = match MsgProto::decode(message.payload.as_ref()) {
+                Ok(msg) => msg,
+                Err(err) => {
+                    tracing::warn!(channel = %self.spec.channel, error = %err, "malformed message ignored");
+                    continue;
+                }
+            };
+            let delivery = into_delivery(&self.client.nats, msg, &ack_inbox);
+            let count = delivery.metadata.delivery_count();
+            if self.spec.max_deliver.is_some_and(|max| count > max) {
+                tracing::warn!(channel = %self.spec.channel, sequence = delivery.metadata.stream_sequence(), delivery = count, "delivered more than max_deliver times: acked and dropped");
+                if let Err(err) = crate::Acker::ack(&delivery.acker).await {
+                    tracing::warn!(error = %err, "could not ack a message past max_deliver");
+                }
+                continue;
+            }
+            self.last_sequence = Some(delivery.metadata.stream_sequence());
+            tokio::select! {
+                _ = self.end.cancelled() => return Next::End,
+                sent = self.deliveries.send(delivery) => if sent.is_err() { return Next::End },
+            }
+        }
+    }
+
+    /// Closes (keeps a durable) or unsubscribes (deletes it) on the server.
+    async fn end_on_server(&self, session: &Session, inbox: String) {
+        if session.lost.is_cancelled() {
+            return;
+        }
+        let unsubscribe = self.unsubscribe.load(Ordering::SeqCst);
+        let subject = if unsubscribe || session.sub_close_requests.is_empty() {
+            session.unsub_requests.clone()
+        } else {
+            session.sub_close_requests.clone()
+        };
+        let request = UnsubscribeRequest {
+            client_id: self.client.options.client_id.clone(),
+            subject: self.spec.channel.clone(),
+            inbox,
+            durable_name: self.spec.durable.clone().unwrap_or_default(),
+        };
+        let reply = tokio::time::timeout(
+            self.client.options.connect_wait,
+            self.client
+                .nats
+                .request(subject, request.encode_to_vec().into()),
+        )
+        .await;
+        let error = match reply {
+            Ok(Ok(reply)) => SubscriptionResponse::decode(reply.payload.as_ref())
+                .map(|r| r.error)
+                .unwrap_or_else(|e| e.to_string()),
+            Ok(Err(err)) => err.to_string(),
+            Err(_) => "no answer".to_owned(),
+        };
+        if !error.is_empty() {
+            tracing::warn!(channel = %self.spec.channel, unsubscribe, %error, "ending the subscription on the server failed");
+        }
+    }
+}
+
+fn into_delivery(
+    nats: &async_nats::Client,
+    msg: MsgProto,
+    ack_inbox: &Arc<str>,
+) -> Delivery<StanAcker> {
+    let delivered = if msg.redelivery_count > 0 {
+        msg.redelivery_count.saturating_add(1)
+    } else if msg.redelivered {
+        2
+    } else {
+        1
+    };
+    let timestamp = SystemTime::UNIX_EPOCH
+        + Duration::from_nanos(u64::try_from(msg.timestamp).unwrap_or_default());
+    let subject: Arc<str> = Arc::from(msg.subject.as_str());
+    let acker = StanAcker::new(nats.clone(), ack_inbox.clone(), subject, msg.sequence);
+    let metadata = Metadata::new(msg.subject, msg.sequence, delivered, timestamp, None);
+    Delivery {
+        payload: msg.data.into(),
+        metadata,
+        acker,
+    }
+}

@@ -1,0 +1,211 @@
+//! The NATS Streaming client state machine against the protocol double:
+//! heartbeats answered, pings lost or refused → registers again and
+//! subscriptions follow, server gone and back, close vs unsubscribe of a
+//! durable, client-id validation and the client-id-in-use check.
+
+use std::time::Duration;
+
+use flowgate::transport::stan::{StanState, SubscriptionEnd};
+use flowgate::{
+    Acker, Error, NatsStreaming, OutgoingMessage, StanOptions, SubscriptionSpec, Transport,
+};
+use flowgate_tests::stan_double::StanDouble;
+use flowgate_tests::{eventually, init_tracing, NatsServer};
+use futures::StreamExt;
+
+const DEADLINE: Duration = Duration::from_secs(15);
+
+async fn setup(client_id: &str) -> (NatsServer, StanDouble, NatsStreaming) {
+    init_tracing();
+    let server = NatsServer::start().await;
+    let double = StanDouble::start(&server.url()).await;
+    let stan = NatsStreaming::connect(&server.url(), StanOptions::new(client_id))
+        .await
+        .expect("registers with the double");
+    (server, double, stan)
+}
+
+async fn publish_until_acked(stan: &NatsStreaming, channel: &str, payload: &'static str) {
+    let ok = eventually(DEADLINE, || async {
+        match stan.publish(OutgoingMessage::new(channel, payload)).await {
+            Ok(pending) => pending.await.is_ok(),
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(ok, "publish never acked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_heartbeats_are_answered() {
+    let (_server, double, stan) = setup("hb-client").await;
+    assert_eq!(stan.state(), StanState::Registered);
+    let answered = eventually(DEADLINE, || async {
+        double.heartbeat_replies("hb-client") >= 3
+    })
+    .await;
+    assert!(
+        answered,
+        "heartbeat replies: {}",
+        double.heartbeat_replies("hb-client")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_pings_make_the_client_register_again_and_resubscribe() {
+    let (_server, double, stan) = setup("ping-client").await;
+    let mut spec = SubscriptionSpec::new("stan.pings");
+    spec.durable = Some("d".into());
+    let mut sub = stan.subscribe_spec(&spec).await.expect("subscribed");
+    double.answer_pings(false);
+    let again = eventually(DEADLINE, || async { stan.registrations() >= 2 }).await;
+    assert!(again, "registrations: {}", stan.registrations());
+    double.answer_pings(true);
+    assert!(double.connect_requests() >= 2);
+    // The subscription followed the new registration.
+    publish_until_acked(&stan, "stan.pings", "after").await;
+    let delivery = tokio::time::timeout(DEADLINE, sub.next())
+        .await
+        .expect("delivered after re-registration")
+        .expect("open");
+    assert_eq!(&delivery.payload[..], b"after");
+    delivery.acker.ack().await.expect("acked");
+    assert_eq!(
+        double.active_subscriptions("stan.pings"),
+        1,
+        "no stale subscription"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_client_registers_again() {
+    let (_server, double, stan) = setup("replaced-client").await;
+    double.forget_client("replaced-client");
+    let again = eventually(DEADLINE, || async {
+        stan.registrations() >= 2 && double.clients().contains(&"replaced-client".to_owned())
+    })
+    .await;
+    assert!(again, "the ping error did not trigger a new registration");
+    assert_eq!(stan.state(), StanState::Registered);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_gone_and_back_the_client_registers_and_subscribes_again() {
+    let (_server, mut double, stan) = setup("gone-client").await;
+    let mut spec = SubscriptionSpec::new("stan.gone");
+    spec.durable = Some("keeper".into());
+    let mut sub = stan.subscribe_spec(&spec).await.expect("subscribed");
+    publish_until_acked(&stan, "stan.gone", "before").await;
+    let first = tokio::time::timeout(DEADLINE, sub.next())
+        .await
+        .expect("in time")
+        .expect("open");
+    first.acker.ack().await.expect("acked");
+    assert!(eventually(DEADLINE, || async { double.acks() >= 1 }).await);
+
+    double.stop();
+    let lost = eventually(DEADLINE, || async { stan.state() != StanState::Registered }).await;
+    assert!(lost, "the client never noticed the server was gone");
+    double.resume().await;
+    let back = eventually(DEADLINE, || async {
+        stan.state() == StanState::Registered && double.active_subscriptions("stan.gone") == 1
+    })
+    .await;
+    assert!(
+        back,
+        "state {:?}, registrations {}",
+        stan.state(),
+        stan.registrations()
+    );
+    publish_until_acked(&stan, "stan.gone", "after").await;
+    let next = tokio::time::timeout(DEADLINE, sub.next())
+        .await
+        .expect("in time")
+        .expect("open");
+    assert_eq!(
+        &next.payload[..],
+        b"after",
+        "the durable resumed after `before`"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_keeps_a_durable_and_unsubscribe_deletes_it() {
+    let (_server, double, stan) = setup("end-client").await;
+    let spec = SubscriptionSpec::new("stan.end").with_durable("kept");
+    let sub = stan.subscribe_spec(&spec).await.expect("subscribed");
+    assert!(double.has_durable("stan.end", "kept"));
+    sub.close().await;
+    assert_eq!(double.active_subscriptions("stan.end"), 0);
+    assert!(
+        double.has_durable("stan.end", "kept"),
+        "close deleted the durable"
+    );
+
+    let sub = stan.subscribe_spec(&spec).await.expect("resubscribed");
+    sub.unsubscribe().await;
+    assert!(
+        !double.has_durable("stan.end", "kept"),
+        "unsubscribe kept the durable"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribe_on_end_is_an_option_and_close_sends_the_close_request() {
+    init_tracing();
+    let server = NatsServer::start().await;
+    let double = StanDouble::start(&server.url()).await;
+    let options = StanOptions::new("opt-client").on_subscription_end(SubscriptionEnd::Unsubscribe);
+    let stan = NatsStreaming::connect(&server.url(), options)
+        .await
+        .expect("registers");
+    let spec = SubscriptionSpec::new("stan.opt").with_durable("gone");
+    let sub = stan.subscribe(&spec).await.expect("subscribed");
+    assert!(double.has_durable("stan.opt", "gone"));
+    std::mem::forget(sub); // still live when the client closes
+    stan.close().await.expect("closes");
+    assert!(
+        !double.has_durable("stan.opt", "gone"),
+        "close did not unsubscribe"
+    );
+    assert_eq!(double.close_requests(), 1);
+    assert!(double.clients().is_empty());
+    assert_eq!(stan.state(), StanState::Closed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_client_id_is_refused_before_connecting() {
+    let err = NatsStreaming::connect("nats://127.0.0.1:1", StanOptions::new("orders.worker"))
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(err.to_string().contains("letters, digits"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_id_in_use_is_refused() {
+    let (server, double, _stan) = setup("twin").await;
+    let err = NatsStreaming::connect(&server.url(), StanOptions::new("twin"))
+        .await
+        .expect_err("the id is taken by a live client");
+    assert!(err.to_string().contains("already registered"), "{err}");
+    assert_eq!(
+        double.refused_duplicates(),
+        1,
+        "the double checked the old heartbeat inbox"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_server_is_a_clear_connect_timeout() {
+    init_tracing();
+    let server = NatsServer::start().await;
+    let options = StanOptions::new("lonely").connect_wait(Duration::from_millis(300));
+    let err = NatsStreaming::connect(&server.url(), options)
+        .await
+        .expect_err("nobody answers");
+    assert!(
+        err.to_string().contains("_STAN.discover.test-cluster"),
+        "{err}"
+    );
+}
