@@ -48,7 +48,9 @@ impl std::error::Error for BillingError {}
     ack_wait = "1m 30s",
     max_deliver = 5,
     max_in_flight = 32,
-    ack = "auto"
+    ack = "auto",
+    timeout = "10s",
+    dead_letter = "orders.failed"
 )]
 async fn bill(order: OrderPlaced) -> Result<(), BillingError> {
     if order.total_cents < 0 {
@@ -64,8 +66,8 @@ pub(crate) async fn ship(shipped: Shipped) -> Result<(), std::io::Error> {
     Ok(())
 }
 
-/// Manual acks through `Message<T>`, channel from the payload type.
-#[flowgate::subscriber(ack = "manual", start = 42)]
+/// Manual acks through `Message<T>`, channel from the payload type, no dead letters.
+#[flowgate::subscriber(ack = "manual", start = 42, dead_letter = false)]
 pub async fn audit(message: Message<OrderPlaced>) -> Result<(), BillingError> {
     let _ = message.payload();
     Ok(())
@@ -102,6 +104,7 @@ fn every_key_reaches_the_spec() {
     assert_eq!(spec.max_deliver, Some(5));
     assert_eq!(spec.max_in_flight, 32);
     assert_eq!(spec.ack, AckMode::Auto);
+    assert_eq!(sub.dead_letter_subject().as_deref(), Some("orders.failed"));
     spec.validate()
         .expect("the macro only lets valid specs through");
 }
@@ -117,6 +120,12 @@ fn keys_left_out_keep_the_defaults() {
 
 #[test]
 fn manual_ack_with_message() {
+    assert_eq!(audit::subscriber().dead_letter_subject(), None);
+    assert_eq!(
+        ship::subscriber().dead_letter_subject().as_deref(),
+        Some("dlq.orders.shipped"),
+        "dead letters default to dlq.<channel>"
+    );
     let spec = audit::subscriber().spec().clone();
     assert_eq!(
         spec.channel, "orders.placed",

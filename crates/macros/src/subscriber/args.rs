@@ -17,6 +17,8 @@ const KEYS: &[&str] = &[
     "max_deliver",
     "max_in_flight",
     "ack",
+    "timeout",
+    "dead_letter",
 ];
 
 /// Where a new subscription starts (mirrors `flowgate::StartPosition`).
@@ -41,6 +43,14 @@ pub(crate) struct Args {
     pub(crate) max_in_flight: Option<usize>,
     /// The span of `ack = "manual"`, when given.
     pub(crate) manual_ack: Option<Span>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) dead_letter: Option<DeadLetter>,
+}
+
+/// Where dead letters go (mirrors `flowgate::DeadLetter`).
+pub(crate) enum DeadLetter {
+    Subject(LitStr),
+    Disabled,
 }
 
 impl Args {
@@ -83,6 +93,11 @@ impl Args {
             }
             "max_deliver" => self.max_deliver = Some(attr::positive_int(key, value, "5")?),
             "max_in_flight" => self.max_in_flight = Some(attr::positive_int(key, value, "32")?),
+            "timeout" => {
+                let lit = attr::lit_str(key, value, "\"10s\"")?;
+                self.timeout = Some(timeout(&lit)?);
+            }
+            "dead_letter" => self.dead_letter = Some(dead_letter(value)?),
             "ack" => {
                 let lit = attr::lit_str(key, value, "\"manual\"")?;
                 match lit.value().as_str() {
@@ -161,4 +176,37 @@ fn ack_wait(lit: &LitStr) -> syn::Result<Duration> {
         ));
     }
     Ok(duration)
+}
+
+fn timeout(lit: &LitStr) -> syn::Result<Duration> {
+    let text = lit.value();
+    let duration = humantime::parse_duration(&text).map_err(|e| {
+        syn::Error::new_spanned(
+            lit,
+            format!(
+                "`timeout = \"{text}\"` is not a duration ({e}); write it like \"10s\" or \"500ms\""
+            ),
+        )
+    })?;
+    if duration.is_zero() {
+        return Err(syn::Error::new_spanned(
+            lit,
+            "`timeout` must be longer than zero: every attempt would time out",
+        ));
+    }
+    Ok(duration)
+}
+
+fn dead_letter(value: &Expr) -> syn::Result<DeadLetter> {
+    match attr::literal(value) {
+        Some(Lit::Str(lit)) => {
+            check(lit, names::channel_error(&lit.value()))?;
+            Ok(DeadLetter::Subject(lit.clone()))
+        }
+        Some(Lit::Bool(flag)) if !flag.value => Ok(DeadLetter::Disabled),
+        _ => Err(syn::Error::new_spanned(
+            value,
+            "`dead_letter` takes a subject like \"orders.failed\", or `false` to turn dead letters off (the default is \"dlq.<channel>\")",
+        )),
+    }
 }

@@ -75,6 +75,19 @@ fn generate(item_fn: &ItemFn, args: &Args, param: &Type) -> TokenStream {
         let duration = duration_tokens(ack_wait);
         settings.extend(quote!(.ack_wait(#duration)));
     }
+    if let Some(timeout) = args.timeout {
+        let duration = duration_tokens(timeout);
+        settings.extend(quote!(.timeout(#duration)));
+    }
+    match &args.dead_letter {
+        Some(args::DeadLetter::Subject(subject)) => settings.extend(quote!(
+            .dead_letter(::flowgate::DeadLetter::Subject(::std::string::String::from(#subject)))
+        )),
+        Some(args::DeadLetter::Disabled) => {
+            settings.extend(quote!(.dead_letter(::flowgate::DeadLetter::Disabled)))
+        }
+        None => {}
+    }
     if let Some(max_deliver) = args.max_deliver {
         settings.extend(quote!(.max_deliver(#max_deliver)));
     }
