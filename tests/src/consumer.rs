@@ -50,3 +50,31 @@ pub async fn stream_messages(nats: &flowgate::JetStream, channel: &str) -> Optio
     let mut stream = context.get_stream(stream_name).await.ok()?;
     Some(stream.info().await.ok()?.state.messages)
 }
+
+/// Every message stored on `subject` (a dead-letter subject, say), oldest
+/// first; empty when no stream holds the subject.
+pub async fn stored_messages(
+    nats: &flowgate::JetStream,
+    subject: &str,
+) -> Vec<async_nats::jetstream::message::StreamMessage> {
+    let context = nats.context();
+    let Ok(stream_name) = context.stream_by_subject(subject).await else {
+        return Vec::new();
+    };
+    let Ok(mut stream) = context.get_stream(stream_name).await else {
+        return Vec::new();
+    };
+    let Ok(info) = stream.info().await else {
+        return Vec::new();
+    };
+    let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+    let mut messages = Vec::new();
+    for sequence in first..=last {
+        if let Ok(message) = stream.get_raw_message(sequence).await {
+            if message.subject.as_str() == subject {
+                messages.push(message);
+            }
+        }
+    }
+    messages
+}

@@ -22,7 +22,7 @@ mod server;
 pub mod stan_double;
 mod wait;
 
-pub use consumer::{consumer_state, stream_messages, ConsumerState};
+pub use consumer::{consumer_state, stored_messages, stream_messages, ConsumerState};
 pub use server::NatsServer;
 pub use wait::{eventually, round_trip};
 

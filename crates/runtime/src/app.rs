@@ -143,6 +143,10 @@ impl App {
                 &self.layers,
             );
             let deliveries = transport.subscribe(&spec).await?;
+            let exhausted = match (&dead_letter, spec.max_deliver) {
+                (Some(_), Some(_)) => transport.exhausted(&spec).await?,
+                _ => None,
+            };
             tracing::info!(subscriber = %name, channel = %spec.channel, durable = ?spec.durable, queue = ?spec.queue, "subscribed");
             let context = Arc::new(SubscriberContext {
                 name,
@@ -158,10 +162,20 @@ impl App {
                 ledger: AttemptLedger::default(),
                 transport: transport.clone(),
             });
-            subscriptions.push((context, service, deliveries));
+            subscriptions.push((context, service, deliveries, exhausted));
         }
         let mut tasks = Vec::with_capacity(subscriptions.len());
-        for (context, service, deliveries) in subscriptions {
+        for (context, service, deliveries, exhausted) in subscriptions {
+            if let (Some(exhausted), Some(subject)) = (exhausted, context.dead_letter.clone()) {
+                tokio::spawn(crate::dead_letter::forward_exhausted(
+                    transport.clone(),
+                    exhausted,
+                    subject,
+                    context.durable_label.clone(),
+                    context.metrics.clone(),
+                    stop.clone(),
+                ));
+            }
             let in_flight = InFlight::new(context.spec.max_in_flight);
             let task = tokio::spawn(crate::dispatch::dispatch(
                 context,

@@ -141,3 +141,58 @@ mod tests {
         );
     }
 }
+
+/// Dead-letters the messages the broker gave up on (their deliveries ran out
+/// while no handler settled them), until `stop` is cancelled.
+pub(crate) async fn forward_exhausted<T: crate::Transport>(
+    transport: T,
+    mut exhausted: crate::ExhaustedStream,
+    subject: String,
+    durable: String,
+    metrics: std::sync::Arc<crate::middleware::metrics::SubscriberMetrics>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use futures::StreamExt;
+    const WHY: &str =
+        "max deliveries reached without a settlement (a handler hung or an app stopped mid-work)";
+    loop {
+        let message = tokio::select! {
+            _ = stop.cancelled() => return,
+            message = exhausted.next() => match message {
+                Some(message) => message,
+                None => return,
+            },
+        };
+        let attempts = message.metadata.delivery_count();
+        let letter = dead_letter_message(
+            subject.clone(),
+            &durable,
+            message.payload,
+            &message.metadata,
+            attempts,
+            WHY,
+        );
+        let stored = match transport.publish(letter).await {
+            Ok(pending) => pending.await,
+            Err(err) => Err(err),
+        };
+        match stored {
+            Ok(_) => {
+                metrics.dead_lettered.increment(1);
+                tracing::error!(
+                    subject = message.metadata.subject(),
+                    seq = message.metadata.stream_sequence(),
+                    attempts,
+                    dead_letter = %subject,
+                    "{WHY}; message dead-lettered"
+                );
+            }
+            Err(err) => tracing::error!(
+                subject = message.metadata.subject(),
+                seq = message.metadata.stream_sequence(),
+                error = %err,
+                "{WHY}; publishing its dead letter failed, the message stays only in its stream"
+            ),
+        }
+    }
+}

@@ -86,8 +86,8 @@ pub use subscriber::{BoxHandlerService, Subscriber};
 pub use transport::jetstream::{JetStream, JetStreamSettings};
 pub use transport::stan::{NatsStreaming, StanOptions};
 pub use transport::{
-    AckError, AckMode, Acker, Delivery, Metadata, OutgoingMessage, PublishAck, StartPosition,
-    SubscriptionSpec, Transport,
+    AckError, AckMode, Acker, Delivery, Exhausted, ExhaustedStream, Metadata, OutgoingMessage,
+    PublishAck, StartPosition, SubscriptionSpec, Transport,
 };
 
 /// Message headers (the NATS header map).

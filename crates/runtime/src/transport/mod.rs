@@ -106,4 +106,28 @@ pub trait Transport: Clone + Send + Sync + 'static {
     fn supports_progress(&self) -> bool {
         true
     }
+
+    /// Messages of `spec`'s consumer that the broker stopped delivering after
+    /// `max_deliver` deliveries that nobody settled (a hung handler, a crashed
+    /// app), so the runtime can dead-letter them too. `None` where the broker
+    /// does not tell.
+    fn exhausted(
+        &self,
+        spec: &SubscriptionSpec,
+    ) -> impl Future<Output = Result<Option<ExhaustedStream>, Error>> + Send {
+        let _ = spec;
+        async { Ok(None) }
+    }
 }
+
+/// A message the broker gave up on: its payload, metadata and deliveries made.
+#[derive(Debug, Clone)]
+pub struct Exhausted {
+    /// The raw payload.
+    pub payload: Bytes,
+    /// What the broker says about it (the delivery count is the deliveries made).
+    pub metadata: Metadata,
+}
+
+/// The messages a broker gave up on, for one consumer.
+pub type ExhaustedStream = futures::stream::BoxStream<'static, Exhausted>;

@@ -9,6 +9,7 @@
 //! | `start` | the consumer's deliver policy |
 
 mod acker;
+mod advisory;
 mod consumer;
 mod subscription;
 
@@ -191,6 +192,24 @@ impl Transport for JetStream {
                 duplicate: ack.duplicate,
             })
         }))
+    }
+
+    async fn exhausted(
+        &self,
+        spec: &SubscriptionSpec,
+    ) -> Result<Option<crate::transport::ExhaustedStream>, Error> {
+        let Some(consumer) = consumer::consumer_name(spec) else {
+            return Ok(None);
+        };
+        let stream = self.ensure_stream(&spec.channel).await?;
+        advisory::exhausted(
+            &self.client,
+            self.context.clone(),
+            stream,
+            consumer.to_owned(),
+        )
+        .await
+        .map(Some)
     }
 
     async fn flush(&self) -> Result<(), Error> {
