@@ -105,43 +105,6 @@ fn rfc3339(at: SystemTime) -> String {
         .unwrap_or_else(|_| since.as_secs().to_string())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dead_letter_carries_where_and_why() {
-        let meta = Metadata::new("orders.placed", 42, 3, SystemTime::UNIX_EPOCH, None);
-        let message = dead_letter_message(
-            "dlq.orders.placed".into(),
-            "billing",
-            "{}".into(),
-            &meta,
-            3,
-            "card declined\nretry later",
-        );
-        let headers = message.headers.expect("headers");
-        assert_eq!(
-            headers.get(ORIGINAL_SUBJECT).map(|v| v.as_str()),
-            Some("orders.placed")
-        );
-        assert_eq!(
-            headers.get(ORIGINAL_SEQUENCE).map(|v| v.as_str()),
-            Some("42")
-        );
-        assert_eq!(headers.get(ATTEMPTS).map(|v| v.as_str()), Some("3"));
-        assert_eq!(
-            headers.get(LAST_ERROR).map(|v| v.as_str()),
-            Some("card declined retry later")
-        );
-        assert!(headers.get(FAILED_AT).is_some());
-        assert_eq!(
-            message.message_id.as_deref(),
-            Some("flowgate-dlq-orders.placed-billing-42")
-        );
-    }
-}
-
 /// Dead-letters the messages the broker gave up on (their deliveries ran out
 /// while no handler settled them), until `stop` is cancelled.
 pub(crate) async fn forward_exhausted<T: crate::Transport>(
@@ -194,5 +157,42 @@ pub(crate) async fn forward_exhausted<T: crate::Transport>(
                 "{WHY}; publishing its dead letter failed, the message stays only in its stream"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_carries_where_and_why() {
+        let meta = Metadata::new("orders.placed", 42, 3, SystemTime::UNIX_EPOCH, None);
+        let message = dead_letter_message(
+            "dlq.orders.placed".into(),
+            "billing",
+            "{}".into(),
+            &meta,
+            3,
+            "card declined\nretry later",
+        );
+        let headers = message.headers.expect("headers");
+        assert_eq!(
+            headers.get(ORIGINAL_SUBJECT).map(|v| v.as_str()),
+            Some("orders.placed")
+        );
+        assert_eq!(
+            headers.get(ORIGINAL_SEQUENCE).map(|v| v.as_str()),
+            Some("42")
+        );
+        assert_eq!(headers.get(ATTEMPTS).map(|v| v.as_str()), Some("3"));
+        assert_eq!(
+            headers.get(LAST_ERROR).map(|v| v.as_str()),
+            Some("card declined retry later")
+        );
+        assert!(headers.get(FAILED_AT).is_some());
+        assert_eq!(
+            message.message_id.as_deref(),
+            Some("flowgate-dlq-orders.placed-billing-42")
+        );
     }
 }
