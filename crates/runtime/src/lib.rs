@@ -42,10 +42,15 @@
 //! 2. The dispatcher takes a permit from the subscriber's `max_in_flight`
 //!    semaphore and spawns one task for the message.
 //! 3. The task runs the [`Request`] through the tower stack: the app's layers,
-//!    the subscriber's layers, then the handler, which decodes the payload
-//!    ([`Event::decode`]) and calls the fn.
-//! 4. The outcome settles the message: `Ok` acks; an error or a panic naks
-//!    with a growing delay; a [`DecodeError`] terminates.
+//!    the subscriber's layers, then flowgate's [`middleware`]: retry (in-process
+//!    retries with backoff), an optional timeout, metrics; then the handler,
+//!    which decodes the payload ([`Event::decode`]) and calls the fn. While it
+//!    runs long, progress acks keep the broker from redelivering.
+//! 4. The outcome settles the message: `Ok` acks; a retryable failure (an
+//!    error, a panic, a timeout) naks with the backoff delay while the failure
+//!    budget (`max_deliver`) lasts; a spent budget, a permanent [`Failure`] or a
+//!    [`DecodeError`] goes to the [`dead_letter`] subject, then the original is
+//!    terminated.
 //!
 //! Handlers that take [`Message<T>`] read the delivery metadata; with
 //! `ack = "manual"` they settle the message themselves.
