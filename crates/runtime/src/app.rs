@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::attempts::AttemptLedger;
-use crate::dispatch::SubscriberContext;
+use crate::dispatch::{Lifecycle, SubscriberContext};
 use crate::in_flight::InFlight;
 use crate::middleware::metrics::SubscriberMetrics;
 use crate::subscriber::{discovered, layer_fn, BoxHandlerService, LayerFn};
@@ -126,9 +126,18 @@ impl App {
         self.check()?;
         for subscriber in &self.subscribers {
             crate::startup::check_fits_ack_wait(subscriber, transport.supports_progress())?;
+            if subscriber.spec().ack == crate::AckMode::Coalesced
+                && !transport.supports_coalesced_acks()
+            {
+                return Err(Error::Config(format!(
+                    "`{}` asks for coalesced acks, which this transport does not support: use ack = \"auto\"",
+                    subscriber.name()
+                )));
+            }
         }
         let stop = CancellationToken::new();
         let abandon = CancellationToken::new();
+        let finish = CancellationToken::new();
         let mut subscriptions = Vec::with_capacity(self.subscribers.len());
         for subscriber in self.subscribers {
             let dead_letter = subscriber.dead_letter_subject();
@@ -181,8 +190,11 @@ impl App {
                 context,
                 service,
                 deliveries,
-                stop.clone(),
-                abandon.clone(),
+                Lifecycle {
+                    stop: stop.clone(),
+                    abandon: abandon.clone(),
+                    finish: finish.clone(),
+                },
                 in_flight.clone(),
             ));
             tasks.push(Dispatcher { task, in_flight });
@@ -197,6 +209,7 @@ impl App {
         Ok(RunningApp {
             stop,
             abandon,
+            finish,
             dispatchers: tasks,
             flush,
             shutdown_timeout: self.shutdown_timeout,
@@ -258,6 +271,7 @@ struct Dispatcher {
 pub struct RunningApp {
     stop: CancellationToken,
     abandon: CancellationToken,
+    finish: CancellationToken,
     dispatchers: Vec<Dispatcher>,
     flush: Box<dyn Fn() -> FlushFuture + Send + Sync>,
     shutdown_timeout: Duration,
@@ -286,8 +300,8 @@ impl RunningApp {
         self.stop.cancel();
         let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
         let mut remaining = 0;
-        for dispatcher in std::mem::take(&mut self.dispatchers) {
-            let _ = dispatcher.task.await;
+        let dispatchers = std::mem::take(&mut self.dispatchers);
+        for dispatcher in &dispatchers {
             let drained = tokio::time::timeout_at(deadline, dispatcher.in_flight.drained()).await;
             if drained.is_err() {
                 remaining += dispatcher.in_flight.running();
@@ -295,6 +309,10 @@ impl RunningApp {
         }
         if remaining > 0 {
             self.abandon.cancel();
+        }
+        self.finish.cancel();
+        for dispatcher in dispatchers {
+            let _ = dispatcher.task.await;
         }
         (self.flush)().await?;
         if remaining > 0 {
@@ -310,6 +328,7 @@ impl RunningApp {
 impl Drop for RunningApp {
     fn drop(&mut self) {
         self.stop.cancel();
+        self.finish.cancel();
     }
 }
 

@@ -16,6 +16,7 @@ use tower::{Service, ServiceExt};
 use tracing::Instrument;
 
 use crate::attempts::AttemptLedger;
+use crate::coalesce::AckWindow;
 use crate::in_flight::InFlight;
 use crate::middleware::metrics::SubscriberMetrics;
 use crate::middleware::retry::Backoff;
@@ -44,12 +45,25 @@ pub(crate) async fn dispatch<T: Transport>(
     context: Arc<SubscriberContext<T>>,
     mut service: BoxHandlerService,
     mut deliveries: T::Subscription,
-    stop: CancellationToken,
-    abandon: CancellationToken,
+    lifecycle: Lifecycle,
     in_flight: Arc<InFlight>,
 ) {
+    let Lifecycle {
+        stop,
+        abandon,
+        finish,
+    } = lifecycle;
     let channel: Arc<str> = Arc::from(context.spec.channel.as_str());
     let progress_every = context.spec.ack_wait / 2;
+    let window = (context.spec.ack == AckMode::Coalesced).then(|| {
+        Arc::new(AckWindow::<T::Acker>::new(
+            (context.spec.max_in_flight / 4).max(1),
+            T::ack_fence(&deliveries),
+        ))
+    });
+    let flusher = window
+        .clone()
+        .map(|window| tokio::spawn(flush_periodically(window, finish)));
     loop {
         let permit = tokio::select! {
             biased;
@@ -90,9 +104,19 @@ pub(crate) async fn dispatch<T: Transport>(
             first_attempt,
         };
         let request = Request::new(payload, metadata).with_attempt(first_attempt);
-        let (settler, request) = match context.spec.ack {
-            AckMode::Auto => (Settler::Auto(acker), request),
-            AckMode::Manual => {
+        let (settler, request) = match (context.spec.ack, &window) {
+            (AckMode::Coalesced, Some(window)) => {
+                let sequence = unsettled.metadata.stream_sequence();
+                window.delivered(sequence);
+                let settler = Settler::Coalesced {
+                    acker,
+                    window: window.clone(),
+                    sequence,
+                };
+                (settler, request)
+            }
+            (AckMode::Auto | AckMode::Coalesced, _) => (Settler::Auto(acker), request),
+            (AckMode::Manual, _) => {
                 let handle = ManualAck::new(acker);
                 (
                     Settler::Manual(handle.clone()),
@@ -127,6 +151,42 @@ pub(crate) async fn dispatch<T: Transport>(
         );
     }
     release_buffered(&mut deliveries).await;
+    if let Some(flusher) = flusher {
+        let _ = flusher.await;
+    }
+}
+
+/// The cancellation signals of one subscription's dispatcher.
+pub(crate) struct Lifecycle {
+    /// Stop taking messages.
+    pub(crate) stop: CancellationToken,
+    /// Drop handlers still running (the shutdown deadline passed).
+    pub(crate) abandon: CancellationToken,
+    /// Every handler has ended: send the last coalesced ack and return.
+    pub(crate) finish: CancellationToken,
+}
+
+/// How often handled messages waiting in a coalesced-ack window are acked.
+const COALESCED_FLUSH_EVERY: Duration = Duration::from_millis(50);
+
+/// Acks what a coalesced-ack window holds every so often, and once more at
+/// `finish`.
+async fn flush_periodically<A: Acker>(window: Arc<AckWindow<A>>, finish: CancellationToken) {
+    let mut ticks = tokio::time::interval(COALESCED_FLUSH_EVERY);
+    loop {
+        let finished = tokio::select! {
+            _ = finish.cancelled() => true,
+            _ = ticks.tick() => false,
+        };
+        if let Some(acker) = window.flush() {
+            if let Err(err) = acker.ack().await {
+                tracing::warn!(error = %err, "coalesced ack failed; the broker redelivers those messages after the ack wait");
+            }
+        }
+        if finished {
+            return;
+        }
+    }
 }
 
 /// Runs `handled`; when it is still running after `every`, tells the broker

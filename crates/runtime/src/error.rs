@@ -16,7 +16,7 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// Connecting to the broker failed.
-    #[error("cannot connect to NATS at {url}: {source}; check the URL and that the server runs with JetStream enabled (`nats-server -js`)")]
+    #[error("cannot connect to NATS at {url}: {source}; check the URL, the credentials, and that the server is up")]
     Connect {
         /// The server address.
         url: String,

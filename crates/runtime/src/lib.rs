@@ -58,6 +58,7 @@
 mod app;
 mod attempts;
 mod channel;
+mod coalesce;
 pub mod codec;
 pub mod dead_letter;
 mod dispatch;
@@ -91,8 +92,8 @@ pub use subscriber::{BoxHandlerService, Subscriber};
 pub use transport::jetstream::{JetStream, JetStreamSettings};
 pub use transport::stan::{NatsStreaming, StanOptions};
 pub use transport::{
-    AckError, AckMode, Acker, Delivery, Exhausted, ExhaustedStream, Metadata, OutgoingMessage,
-    PublishAck, StartPosition, SubscriptionSpec, Transport,
+    AckError, AckFence, AckMode, Acker, Delivery, Exhausted, ExhaustedStream, Metadata,
+    OutgoingMessage, PublishAck, StartPosition, SubscriptionSpec, Transport,
 };
 
 /// Message headers (the NATS header map).

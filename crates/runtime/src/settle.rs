@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use std::sync::Arc;
+
+use crate::coalesce::AckWindow;
 use crate::dead_letter::dead_letter_message;
 use crate::dispatch::SubscriberContext;
 use crate::failure::{attempts_reported, classify, Class};
@@ -19,6 +22,12 @@ use crate::{Acker, BoxError, Metadata, Transport};
 pub(crate) enum Settler<A> {
     Auto(A),
     Manual(ManualAck),
+    /// Acks go through the subscription's window of coalesced acks.
+    Coalesced {
+        acker: A,
+        window: Arc<AckWindow<A>>,
+        sequence: u64,
+    },
 }
 
 /// What a message needs for its dead letter, kept aside while it is handled.
@@ -73,12 +82,17 @@ pub(crate) fn decide(
 impl<A: Acker> Settler<A> {
     /// Tells the broker the handler is still working.
     pub(crate) async fn in_progress(&self) {
-        if let Err(err) = self.apply(Settlement::InProgress).await {
+        let result = match self {
+            Settler::Auto(acker) | Settler::Coalesced { acker, .. } => acker.in_progress().await,
+            Settler::Manual(handle) => handle.settle(Settlement::InProgress).await,
+        };
+        if let Err(err) = result {
             tracing::debug!(error = %err, "progress ack failed");
         }
     }
 
-    async fn apply(&self, how: Settlement) -> Result<(), crate::AckError> {
+    /// Sends the final settlement.
+    async fn finish(self, how: Settlement) -> Result<(), crate::AckError> {
         match self {
             Settler::Auto(acker) => match how {
                 Settlement::Ack => acker.ack().await,
@@ -87,6 +101,25 @@ impl<A: Acker> Settler<A> {
                 Settlement::InProgress => acker.in_progress().await,
             },
             Settler::Manual(handle) => handle.settle(how).await,
+            Settler::Coalesced {
+                acker,
+                window,
+                sequence,
+            } => {
+                let due = match how {
+                    Settlement::Ack => window.done(sequence, acker),
+                    Settlement::Term => {
+                        acker.term().await?;
+                        window.settled(sequence)
+                    }
+                    Settlement::Nak(delay) => return acker.nak(delay).await,
+                    Settlement::InProgress => return acker.in_progress().await,
+                };
+                match due {
+                    Some(prefix) => prefix.ack().await,
+                    None => Ok(()),
+                }
+            }
         }
     }
 
@@ -121,7 +154,7 @@ impl<A: Acker> Settler<A> {
         let result = match decision {
             Decision::Ack => {
                 metrics.acked.increment(1);
-                self.apply(Settlement::Ack).await
+                self.finish(Settlement::Ack).await
             }
             Decision::Nak { delay, attempts } => {
                 if let Err(err) = &outcome {
@@ -141,7 +174,7 @@ impl<A: Acker> Settler<A> {
     }
 
     async fn nak<T: Transport>(
-        &self,
+        self,
         context: &SubscriberContext<T>,
         unsettled: &Unsettled,
         attempts: u32,
@@ -151,11 +184,11 @@ impl<A: Acker> Settler<A> {
             .ledger
             .record(unsettled.metadata.stream_sequence(), attempts);
         context.metrics.nakd.increment(1);
-        self.apply(Settlement::Nak(Some(delay))).await
+        self.finish(Settlement::Nak(Some(delay))).await
     }
 
     async fn dead_letter<T: Transport>(
-        &self,
+        self,
         context: &SubscriberContext<T>,
         unsettled: Unsettled,
         attempts: u32,
@@ -170,7 +203,7 @@ impl<A: Acker> Settler<A> {
                 "message terminated (dead letters are disabled)"
             );
             context.metrics.terminated.increment(1);
-            return self.apply(Settlement::Term).await;
+            return self.finish(Settlement::Term).await;
         };
         let message = dead_letter_message(
             subject.clone(),
@@ -189,7 +222,7 @@ impl<A: Acker> Settler<A> {
                 tracing::error!(reason, attempts, error, dead_letter = %subject, "message dead-lettered");
                 context.metrics.dead_lettered.increment(1);
                 context.metrics.terminated.increment(1);
-                self.apply(Settlement::Term).await
+                self.finish(Settlement::Term).await
             }
             Err(publish_error) => {
                 let delay = context.backoff.delay(attempts);

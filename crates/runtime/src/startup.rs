@@ -19,6 +19,13 @@ pub(crate) fn check_subscriber(subscriber: &Subscriber) -> Result<(), Error> {
             )));
         }
     }
+    if spec.ack == crate::AckMode::Coalesced && spec.queue.is_some() {
+        return Err(Error::Config(format!(
+            "`{}` combines coalesced acks with queue group {:?}: one member's ack would settle messages another still holds; use ack = \"auto\" for queue groups",
+            subscriber.name(),
+            spec.queue.as_deref().unwrap_or_default()
+        )));
+    }
     if let Some(timeout) = subscriber.failure().timeout {
         if timeout.is_zero() {
             return Err(Error::Config(format!(

@@ -162,6 +162,13 @@ impl Subscriber {
         self
     }
 
+    /// One ack covers every handled message before it
+    /// ([`AckMode::Coalesced`]; JetStream only).
+    pub fn coalesced_acks(mut self) -> Self {
+        self.spec.ack = AckMode::Coalesced;
+        self
+    }
+
     /// Wraps this subscriber's stack in a tower layer: outside flowgate's
     /// retry, timeout and metrics, inside the app's layers.
     pub fn layer<L>(mut self, layer: L) -> Self

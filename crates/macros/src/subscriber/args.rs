@@ -43,6 +43,8 @@ pub(crate) struct Args {
     pub(crate) max_in_flight: Option<usize>,
     /// The span of `ack = "manual"`, when given.
     pub(crate) manual_ack: Option<Span>,
+    /// `ack = "coalesced"`.
+    pub(crate) coalesced_acks: bool,
     pub(crate) timeout: Option<Duration>,
     pub(crate) dead_letter: Option<DeadLetter>,
 }
@@ -103,13 +105,15 @@ impl Args {
                 match lit.value().as_str() {
                     "auto" => self.manual_ack = None,
                     "manual" => self.manual_ack = Some(lit.span()),
+                    "coalesced" => self.coalesced_acks = true,
                     other => {
                         return Err(syn::Error::new_spanned(
                             &lit,
                             format!(
                                 "unknown ack mode `{other}`; expected \"auto\" (the default: \
-                                 Ok acks, Err naks) or \"manual\" (the handler acks through \
-                                 flowgate::Message)"
+                                 Ok acks, Err naks), \"manual\" (the handler acks through \
+                                 flowgate::Message) or \"coalesced\" (one ack covers the \
+                                 handled messages before it; JetStream)"
                             ),
                         ))
                     }

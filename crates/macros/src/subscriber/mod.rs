@@ -75,6 +75,9 @@ fn generate(item_fn: &ItemFn, args: &Args, param: &Type) -> TokenStream {
         let duration = duration_tokens(ack_wait);
         settings.extend(quote!(.ack_wait(#duration)));
     }
+    if args.coalesced_acks {
+        settings.extend(quote!(.coalesced_acks()));
+    }
     if let Some(timeout) = args.timeout {
         let duration = duration_tokens(timeout);
         settings.extend(quote!(.timeout(#duration)));

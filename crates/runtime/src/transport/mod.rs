@@ -107,6 +107,19 @@ pub trait Transport: Clone + Send + Sync + 'static {
         true
     }
 
+    /// Whether [`AckMode::Coalesced`] works: one ack settles every message
+    /// before it.
+    fn supports_coalesced_acks(&self) -> bool {
+        false
+    }
+
+    /// For coalesced acks: the messages the broker held as delivered and
+    /// unacked when `subscription` was made (an earlier instance took them).
+    fn ack_fence(subscription: &Self::Subscription) -> Option<AckFence> {
+        let _ = subscription;
+        None
+    }
+
     /// Messages of `spec`'s consumer that the broker stopped delivering after
     /// `max_deliver` deliveries that nobody settled (a hung handler, a crashed
     /// app), so the runtime can dead-letter them too. `None` where the broker
@@ -118,6 +131,18 @@ pub trait Transport: Clone + Send + Sync + 'static {
         let _ = spec;
         async { Ok(None) }
     }
+}
+
+/// Messages a consumer had delivered and not acked when a subscription was
+/// made: `unacked` of them, none above stream sequence `through`. A coalesced
+/// ack would settle them too, so none is sent past `through` until all of
+/// them came back to this subscription and were handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckFence {
+    /// The highest stream sequence they can have.
+    pub through: u64,
+    /// How many there are.
+    pub unacked: usize,
 }
 
 /// A message the broker gave up on: its payload, metadata and deliveries made.

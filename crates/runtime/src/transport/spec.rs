@@ -31,6 +31,13 @@ pub enum AckMode {
     /// The handler takes a [`Message`](crate::Message) and acks it itself; a
     /// message it leaves unsettled is nak'd when the handler returns.
     Manual,
+    /// Like `Auto`, but one ack covers every message before it (JetStream's
+    /// ack-all policy), so the server does less work per message. flowgate
+    /// acks only the contiguous prefix of handled messages, never past one
+    /// that is running or awaits redelivery; a failing message therefore
+    /// holds back the acks of those after it until it succeeds or is
+    /// dead-lettered.
+    Coalesced,
 }
 
 /// Everything a transport needs to subscribe one handler.

@@ -10,7 +10,7 @@ use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::{self, consumer::PullConsumer};
 
 use super::JetStreamSettings;
-use crate::{Error, StartPosition, SubscriptionSpec};
+use crate::{AckMode, Error, StartPosition, SubscriptionSpec};
 
 /// How long an ephemeral consumer outlives a lost connection.
 const EPHEMERAL_INACTIVE_THRESHOLD: Duration = Duration::from_secs(60);
@@ -68,17 +68,29 @@ pub(crate) fn consumer_config(spec: &SubscriptionSpec, resume_after: Option<u64>
         durable_name: name.clone(),
         name,
         deliver_policy,
-        ack_policy: AckPolicy::Explicit,
+        ack_policy: match spec.ack {
+            AckMode::Coalesced => AckPolicy::All,
+            AckMode::Auto | AckMode::Manual => AckPolicy::Explicit,
+        },
         ack_wait: spec.ack_wait,
         max_deliver: spec.max_deliver.map_or(-1, i64::from),
         filter_subject: spec.channel.clone(),
-        max_ack_pending: i64::try_from(spec.max_in_flight).unwrap_or(i64::MAX),
+        max_ack_pending: i64::try_from(max_ack_pending(spec)).unwrap_or(i64::MAX),
         inactive_threshold: if consumer_name(spec).is_none() {
             EPHEMERAL_INACTIVE_THRESHOLD
         } else {
             Duration::ZERO
         },
         ..Default::default()
+    }
+}
+
+/// The consumer's limit of unacked messages: `max_in_flight`, doubled with
+/// coalesced acks, where handled messages wait for the prefix to be acked.
+pub(crate) fn max_ack_pending(spec: &SubscriptionSpec) -> usize {
+    match spec.ack {
+        AckMode::Coalesced => spec.max_in_flight.saturating_mul(2),
+        AckMode::Auto | AckMode::Manual => spec.max_in_flight,
     }
 }
 

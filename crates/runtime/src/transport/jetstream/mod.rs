@@ -212,6 +212,14 @@ impl Transport for JetStream {
         .map(Some)
     }
 
+    fn supports_coalesced_acks(&self) -> bool {
+        true
+    }
+
+    fn ack_fence(subscription: &Self::Subscription) -> Option<crate::transport::AckFence> {
+        subscription.fence()
+    }
+
     async fn flush(&self) -> Result<(), Error> {
         self.client
             .flush()

@@ -21,6 +21,15 @@ const MAX_BATCH: usize = 1000;
 /// an error it logs, waits a little, rebinds the consumer and pulls again.
 pub struct JetStreamSubscription {
     inner: BoxStream<'static, Delivery<JetStreamAcker>>,
+    fence: Option<crate::transport::AckFence>,
+}
+
+impl JetStreamSubscription {
+    /// The messages delivered to someone else and unacked when this
+    /// subscription was made.
+    pub(crate) fn fence(&self) -> Option<crate::transport::AckFence> {
+        self.fence
+    }
 }
 
 impl std::fmt::Debug for JetStreamSubscription {
@@ -57,18 +66,23 @@ impl JetStreamSubscription {
         };
         // The first bind reports its errors (a mismatched durable, a refused
         // name) to the caller; later ones are retried.
-        state.messages = Some(state.pull().await?);
+        let (messages, info) = state.pull().await?;
+        state.messages = Some(messages);
+        let fence = (info.num_ack_pending > 0).then_some(crate::transport::AckFence {
+            through: info.delivered.stream_sequence,
+            unacked: info.num_ack_pending,
+        });
         let inner = futures::stream::unfold(state, |mut state| async move {
             let delivery = state.next_delivery().await;
             Some((delivery, state))
         })
         .boxed();
-        Ok(Self { inner })
+        Ok(Self { inner, fence })
     }
 }
 
 impl State {
-    async fn pull(&self) -> Result<pull::Stream, Error> {
+    async fn pull(&self) -> Result<(pull::Stream, async_nats::jetstream::consumer::Info), Error> {
         let resume_after = if consumer::consumer_name(&self.spec).is_none() {
             self.last_sequence
         } else {
@@ -76,7 +90,8 @@ impl State {
         };
         let consumer =
             consumer::bind(&self.context, &self.stream, &self.spec, resume_after).await?;
-        consumer
+        let info = consumer.cached_info().clone();
+        let messages = consumer
             .stream()
             .max_messages_per_batch(self.spec.max_in_flight.clamp(1, MAX_BATCH))
             .messages()
@@ -84,14 +99,15 @@ impl State {
             .map_err(|e| Error::Subscribe {
                 channel: self.spec.channel.clone(),
                 source: Box::new(e),
-            })
+            })?;
+        Ok((messages, info))
     }
 
     async fn next_delivery(&mut self) -> Delivery<JetStreamAcker> {
         loop {
             let Some(messages) = self.messages.as_mut() else {
                 match self.pull().await {
-                    Ok(messages) => {
+                    Ok((messages, _)) => {
                         tracing::info!(channel = %self.spec.channel, "subscription reopened");
                         self.messages = Some(messages);
                         self.backoff = REOPEN_BACKOFF_MIN;
