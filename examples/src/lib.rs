@@ -3,9 +3,16 @@
 //! - `quickstart`: JSON events, a publisher and two subscribers, on the
 //!   in-memory broker (or JetStream when `NATS_URL` is set).
 //! - `telemetry`: protobuf events on JetStream.
+//! - `migrate`: one handler consuming from NATS Streaming and JetStream side
+//!   by side, the way a migration runs.
+//! - `bench`: flowgate side by side with the raw async-nats client.
+//! - `prometheus`: the framework's metrics on a Prometheus endpoint.
 
 /// Event types generated from `proto/telemetry.proto` at build time.
 pub mod telemetry {
     #![allow(missing_docs)]
     include!(concat!(env!("OUT_DIR"), "/flowgate.examples.telemetry.rs"));
 }
+
+/// The parts of the `bench` binary (see `src/bin/bench.rs`).
+pub mod bench;
