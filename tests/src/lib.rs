@@ -17,6 +17,7 @@
 //! # }
 //! ```
 
+pub mod conformance;
 mod consumer;
 mod server;
 pub mod stan_double;

@@ -150,7 +150,7 @@ pub(crate) async fn dispatch<T: Transport>(
             .instrument(span),
         );
     }
-    release_buffered(&mut deliveries).await;
+    release_buffered(&mut deliveries, context.spec.max_in_flight).await;
     if let Some(flusher) = flusher {
         let _ = flusher.await;
     }
@@ -214,13 +214,22 @@ async fn with_progress<A: Acker>(
 }
 
 /// Hands back deliveries the transport already buffered but no handler took,
-/// so the broker redelivers them at once instead of after the ack wait.
-async fn release_buffered<S, A>(deliveries: &mut S)
+/// so the broker redelivers them at once instead of after the ack wait. A
+/// transport may hand a released message straight back, so this stops at the
+/// first message it sees twice, and after `limit` messages at most.
+async fn release_buffered<S, A>(deliveries: &mut S, limit: usize)
 where
     S: futures::Stream<Item = Delivery<A>> + Unpin,
     A: Acker,
 {
-    while let Some(Some(delivery)) = deliveries.next().now_or_never() {
+    let mut released = std::collections::HashSet::new();
+    while released.len() < limit {
+        let Some(Some(delivery)) = deliveries.next().now_or_never() else {
+            return;
+        };
+        if !released.insert(delivery.metadata.stream_sequence()) {
+            return;
+        }
         if let Err(err) = delivery.acker.nak(None).await {
             tracing::debug!(error = %err, "could not release a buffered delivery; it is redelivered after the ack wait");
         }

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use crate::acker::InMemoryAcker;
 use crate::channel::Channel;
 use crate::consumer::{Consumer, ConsumerConfig};
+use crate::settlement::Log;
 
 /// Identifies one consumer for as long as the broker lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -94,6 +95,8 @@ pub(crate) struct ChannelState {
     pub(crate) consumers: HashMap<ConsumerId, Consumer>,
     /// Durable and queue consumers by name.
     pub(crate) named: HashMap<String, ConsumerId>,
+    /// Every settlement of every consumer, ended ephemerals included.
+    pub(crate) log: Log,
 }
 
 impl ChannelState {
@@ -102,6 +105,7 @@ impl ChannelState {
             stream: Channel::new(name),
             consumers: HashMap::new(),
             named: HashMap::new(),
+            log: Log::default(),
         }
     }
 }
@@ -187,7 +191,12 @@ impl Broker {
             None => {
                 state.next_consumer += 1;
                 let id = ConsumerId(state.next_consumer);
-                let consumer = Consumer::new(name.map(str::to_owned), wanted, &channel.stream);
+                let consumer = Consumer::new(
+                    name.map(Arc::from),
+                    wanted,
+                    &channel.stream,
+                    channel.log.clone(),
+                );
                 channel.consumers.insert(id, consumer);
                 if let Some(name) = name {
                     channel.named.insert(name.to_owned(), id);
@@ -281,9 +290,9 @@ impl Broker {
         };
         consumer.expire(now);
         let applied = match how {
-            Settle::Ack => consumer.ack(sequence),
+            Settle::Ack => consumer.ack(sequence, now),
             Settle::Nak(delay) => consumer.nak(sequence, delay, now),
-            Settle::Term => consumer.term(sequence),
+            Settle::Term => consumer.term(sequence, now),
             Settle::InProgress => consumer.in_progress(sequence, now),
         };
         if !applied {

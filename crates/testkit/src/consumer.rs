@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::channel::{stream_name, Channel};
 use crate::inspect::ConsumerInfo;
+use crate::settlement::{Log, Outcome, Settlement};
 
 /// The settings a consumer is created with; a durable bound again must ask
 /// for the same ones.
@@ -104,7 +105,7 @@ pub(crate) struct Handout {
 /// The state of one consumer of one channel.
 #[derive(Debug)]
 pub(crate) struct Consumer {
-    pub(crate) name: Option<String>,
+    pub(crate) name: Option<Arc<str>>,
     pub(crate) config: ConsumerConfig,
     /// Live subscriptions bound to this consumer.
     pub(crate) subscriptions: usize,
@@ -123,10 +124,17 @@ pub(crate) struct Consumer {
     terminated: BTreeSet<u64>,
     exhausted: BTreeSet<u64>,
     pending_high_water: usize,
+    /// The channel's settlement log, which this consumer writes to.
+    log: Log,
 }
 
 impl Consumer {
-    pub(crate) fn new(name: Option<String>, config: ConsumerConfig, channel: &Channel) -> Self {
+    pub(crate) fn new(
+        name: Option<Arc<str>>,
+        config: ConsumerConfig,
+        channel: &Channel,
+        log: Log,
+    ) -> Self {
         let next_sequence = first_sequence(config.start, channel);
         Self {
             name,
@@ -142,7 +150,18 @@ impl Consumer {
             terminated: BTreeSet::new(),
             exhausted: BTreeSet::new(),
             pending_high_water: 0,
+            log,
         }
+    }
+
+    fn record(&self, sequence: u64, outcome: Outcome, at: Instant) {
+        self.log.record(Settlement {
+            consumer: self.name.clone(),
+            sequence,
+            delivery_count: self.delivery_counts.get(&sequence).copied().unwrap_or(0),
+            outcome,
+            at,
+        });
     }
 
     /// Moves every entry whose ack wait or nak delay has ended to the
@@ -156,9 +175,13 @@ impl Consumer {
             }
             self.timers.remove(&(at, sequence));
             changed = true;
+            if let Some(Pending::InFlight(_)) = self.pending.get(&sequence) {
+                self.record(sequence, Outcome::Expired, at);
+            }
             if self.reached_max_deliver(sequence) {
                 self.pending.remove(&sequence);
                 self.exhausted.insert(sequence);
+                self.record(sequence, Outcome::DeadLettered, at);
             } else {
                 self.pending.insert(sequence, Pending::Ready);
                 self.ready.insert(sequence);
@@ -202,20 +225,22 @@ impl Consumer {
     }
 
     /// Settles `sequence` as handled. Returns whether it was pending.
-    pub(crate) fn ack(&mut self, sequence: u64) -> bool {
+    pub(crate) fn ack(&mut self, sequence: u64, now: Instant) -> bool {
         if !self.settle(sequence) {
             return false;
         }
         self.acked.insert(sequence);
+        self.record(sequence, Outcome::Acked, now);
         true
     }
 
     /// Settles `sequence` as never to be handled. Returns whether it was pending.
-    pub(crate) fn term(&mut self, sequence: u64) -> bool {
+    pub(crate) fn term(&mut self, sequence: u64, now: Instant) -> bool {
         if !self.settle(sequence) {
             return false;
         }
         self.terminated.insert(sequence);
+        self.record(sequence, Outcome::Terminated, now);
         true
     }
 
@@ -225,9 +250,11 @@ impl Consumer {
             return false;
         };
         self.clear(sequence, state);
+        self.record(sequence, Outcome::Nakked { delay }, now);
         if self.reached_max_deliver(sequence) {
             self.pending.remove(&sequence);
             self.exhausted.insert(sequence);
+            self.record(sequence, Outcome::DeadLettered, now);
             return true;
         }
         match delay.filter(|d| !d.is_zero()) {
@@ -254,6 +281,7 @@ impl Consumer {
         let deadline = now + self.config.ack_wait;
         self.pending.insert(sequence, Pending::InFlight(deadline));
         self.timers.insert((deadline, sequence));
+        self.record(sequence, Outcome::InProgress, now);
         true
     }
 
@@ -274,7 +302,7 @@ impl Consumer {
     pub(crate) fn info(&self, channel: &str) -> ConsumerInfo {
         ConsumerInfo {
             channel: channel.to_owned(),
-            name: self.name.clone(),
+            name: self.name.as_deref().map(str::to_owned),
             live_subscriptions: self.subscriptions,
             next_sequence: self.next_sequence,
             ack_floor: self.ack_floor(),
@@ -282,7 +310,7 @@ impl Consumer {
             pending: self.pending.keys().copied().collect(),
             delivery_counts: self.delivery_counts.clone(),
             terminated: self.terminated.iter().copied().collect(),
-            exhausted: self.exhausted.iter().copied().collect(),
+            dead_lettered: self.exhausted.iter().copied().collect(),
             pending_high_water: self.pending_high_water,
         }
     }
@@ -355,7 +383,7 @@ mod tests {
     fn new_messages_stop_at_max_ack_pending_but_redeliveries_do_not() {
         let channel = channel_with(5);
         let now = Instant::now();
-        let mut consumer = Consumer::new(None, config(2, None), &channel);
+        let mut consumer = Consumer::new(None, config(2, None), &channel, Log::default());
         assert_eq!(consumer.next(now, &channel).map(|h| h.sequence), Some(1));
         assert_eq!(consumer.next(now, &channel).map(|h| h.sequence), Some(2));
         assert_eq!(consumer.next(now, &channel), None);
@@ -368,8 +396,8 @@ mod tests {
                 delivery_count: 2
             })
         );
-        assert!(consumer.ack(1));
-        assert!(!consumer.ack(1), "a second ack finds nothing pending");
+        assert!(consumer.ack(1, now));
+        assert!(!consumer.ack(1, now), "a second ack finds nothing pending");
         assert_eq!(consumer.next(now, &channel).map(|h| h.sequence), Some(3));
         assert_eq!(consumer.info("orders.placed").ack_floor, 1);
         assert_eq!(consumer.info("orders.placed").pending_high_water, 2);
@@ -379,7 +407,7 @@ mod tests {
     fn redeliveries_come_before_new_messages() {
         let channel = channel_with(5);
         let now = Instant::now();
-        let mut consumer = Consumer::new(None, config(10, None), &channel);
+        let mut consumer = Consumer::new(None, config(10, None), &channel, Log::default());
         assert_eq!(consumer.next(now, &channel).map(|h| h.sequence), Some(1));
         assert_eq!(consumer.next(now, &channel).map(|h| h.sequence), Some(2));
         assert!(consumer.nak(2, None, now));
@@ -395,7 +423,7 @@ mod tests {
     fn ack_wait_expiry_redelivers_until_max_deliver() {
         let channel = channel_with(1);
         let start = Instant::now();
-        let mut consumer = Consumer::new(None, config(10, Some(2)), &channel);
+        let mut consumer = Consumer::new(None, config(10, Some(2)), &channel, Log::default());
         assert!(consumer.next(start, &channel).is_some());
         assert_eq!(consumer.next_wake(), Some(start + Duration::from_secs(30)));
         let later = start + Duration::from_secs(30);
@@ -404,7 +432,7 @@ mod tests {
         let much_later = later + Duration::from_secs(30);
         assert_eq!(consumer.next(much_later, &channel), None);
         let info = consumer.info("orders.placed");
-        assert_eq!(info.exhausted, vec![1]);
+        assert_eq!(info.dead_lettered, vec![1]);
         assert!(info.pending.is_empty());
         assert_eq!(info.ack_floor, 1);
         assert!(consumer.is_idle(channel.last_sequence()));
@@ -414,7 +442,7 @@ mod tests {
     fn in_progress_restarts_the_ack_wait_and_term_is_final() {
         let channel = channel_with(1);
         let start = Instant::now();
-        let mut consumer = Consumer::new(None, config(10, None), &channel);
+        let mut consumer = Consumer::new(None, config(10, None), &channel, Log::default());
         assert!(consumer.next(start, &channel).is_some());
         let halfway = start + Duration::from_secs(20);
         assert!(consumer.in_progress(1, halfway));
@@ -422,7 +450,7 @@ mod tests {
             consumer.next(start + Duration::from_secs(31), &channel),
             None
         );
-        assert!(consumer.term(1));
+        assert!(consumer.term(1, start));
         assert_eq!(
             consumer.next(start + Duration::from_secs(100), &channel),
             None

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use tokio::time::Instant;
 
 use crate::channel::StoredMessage;
+use crate::settlement::Settlements;
 use crate::InMemory;
 
 /// A snapshot of one consumer's delivery state.
@@ -60,8 +61,9 @@ pub struct ConsumerInfo {
     pub delivery_counts: BTreeMap<u64, u32>,
     /// Sequences terminated: never delivered again.
     pub terminated: Vec<u64>,
-    /// Sequences dropped after `max_deliver` deliveries without an ack.
-    pub exhausted: Vec<u64>,
+    /// Sequences dropped after `max_deliver` deliveries without an ack
+    /// (dead-lettered).
+    pub dead_lettered: Vec<u64>,
     /// The most messages ever pending at once (never above `max_in_flight`).
     pub pending_high_water: usize,
 }
@@ -96,6 +98,21 @@ impl InMemory {
             .get(channel)
             .map(|c| c.stream.messages().to_vec())
             .unwrap_or_default()
+    }
+
+    /// The settlement log of `channel`: every ack, nak, term and in-progress
+    /// its consumers received and every expiry and dead letter, oldest first
+    /// (empty for an unknown channel). See [`Settlements`] for an example.
+    pub fn settlements(&self, channel: &str) -> Settlements {
+        let now = Instant::now();
+        let mut state = self.broker.lock();
+        let Some(channel_state) = state.channels.get_mut(channel) else {
+            return Settlements::default();
+        };
+        for consumer in channel_state.consumers.values_mut() {
+            consumer.expire(now);
+        }
+        channel_state.log.snapshot()
     }
 
     /// The durable or queue consumer `name` of `channel`, if it exists.
@@ -195,6 +212,57 @@ impl InMemory {
                     }
                 }
                 (false, None) => notified.await,
+            }
+        }
+    }
+
+    /// Waits until `condition` holds, checking it after every change in the
+    /// broker (a publish, a delivery, a settlement, an expired timer), never
+    /// by polling. Pending ack-wait and nak-delay timers keep firing while it
+    /// waits, on [`tokio::time`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use flowgate::{OutgoingMessage, SubscriptionSpec, Transport};
+    /// use futures::StreamExt;
+    ///
+    /// let broker = flowgate_testkit::InMemory::new();
+    /// let mut jobs = broker.subscribe(&SubscriptionSpec::new("jobs")).await?;
+    /// broker.publish(OutgoingMessage::new("jobs", "1")).await?.await?;
+    /// let _unsettled = jobs.next().await.expect("delivered");
+    /// // Nobody settles it: the 30 s ack wait runs out (at once, paused time).
+    /// broker.wait_until(|b| !b.settlements("jobs").expired().is_empty()).await;
+    /// let again = jobs.next().await.expect("redelivered");
+    /// assert_eq!(again.metadata.delivery_count(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_until(&self, mut condition: impl FnMut(&InMemory) -> bool) {
+        self.wait_for(|broker| condition(broker).then_some(()))
+            .await;
+    }
+
+    /// Waits until `check` returns something, and returns it (see [`wait_until`](Self::wait_until)).
+    pub(crate) async fn wait_for<T>(&self, mut check: impl FnMut(&InMemory) -> Option<T>) -> T {
+        loop {
+            // Register for a wake-up before looking, so no change is missed.
+            let notified = self.broker.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            // Fires due timers of live consumers and finds the next one.
+            let (_, wake) = self.idle_check();
+            if let Some(found) = check(self) {
+                return found;
+            }
+            match wake {
+                Some(at) => {
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                None => notified.await,
             }
         }
     }

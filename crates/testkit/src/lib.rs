@@ -1,8 +1,99 @@
 //! # flowgate-testkit
 //!
 //! An in-process broker with JetStream's delivery semantics, behind flowgate's
-//! [`Transport`](flowgate::Transport) trait: run an [`App`](flowgate::App) in
-//! a unit test, without a server, and check what the broker saw.
+//! [`Transport`](flowgate::Transport) trait: run your real subscribers, with
+//! their real middleware, in a unit test without a server, and check what
+//! the broker saw.
+//!
+//! ## Testing your handlers
+//!
+//! Add the testkit as a dev-dependency (`flowgate-testkit = "0.1"`, plus
+//! `tokio` with the `test-util` feature), then test at one of two levels.
+//!
+//! **One handler, one event**: [`call`] delivers an event to a subscriber
+//! through its tower stack and tells how the runtime settled it.
+//!
+//! **A whole app**: start an [`App`](flowgate::App) on an [`InMemory`]
+//! broker, publish, [`wait_idle`](InMemory::wait_idle), then read the
+//! channel's [settlement log](InMemory::settlements) (acked, nak'd,
+//! terminated, expired, dead-lettered, with delivery counts) and what the
+//! handlers [published](InMemory::published).
+//!
+//! Run tests with `#[tokio::test(start_paused = true)]`: ack waits, nak
+//! delays and retries run on tokio's clock, which then jumps ahead whenever
+//! every task waits, so "redelivered after a 30 s ack wait" takes
+//! microseconds. Never sleep to wait for the app: `wait_idle` returns once
+//! every live consumer has delivered everything and nothing is in flight or
+//! waiting for a redelivery; [`wait_until`](InMemory::wait_until) waits for
+//! any condition on the broker.
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use flowgate::{App, Failure};
+//! use flowgate_testkit::{call, InMemory, Outcome};
+//!
+//! #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, flowgate::Event)]
+//! #[event(channel = "orders.placed")]
+//! struct OrderPlaced {
+//!     id: u64,
+//!     total_cents: i64,
+//! }
+//!
+//! #[flowgate::subscriber(durable = "billing", start = "all")]
+//! async fn bill(order: OrderPlaced) -> Result<(), Failure> {
+//!     if order.total_cents < 0 {
+//!         return Err(Failure::permanent("negative total"));
+//!     }
+//!     if order.total_cents == 0 {
+//!         return Err(Failure::retry_after(Duration::from_secs(60), "not priced yet"));
+//!     }
+//!     Ok(())
+//! }
+//!
+//! #[tokio::test(start_paused = true)]
+//! # async fn fake() {}
+//! async fn bill_settles_each_kind_of_order() {
+//!     let order = |total_cents| OrderPlaced { id: 1, total_cents };
+//!     assert_eq!(call(bill::subscriber(), &order(1250)).await, Outcome::Acked);
+//!     assert_eq!(
+//!         call(bill::subscriber(), &order(0)).await,
+//!         Outcome::Nakked { delay: Some(Duration::from_secs(60)) }
+//!     );
+//!     assert_eq!(call(bill::subscriber(), &order(-1)).await, Outcome::Terminated);
+//! }
+//!
+//! #[tokio::test(start_paused = true)]
+//! # async fn fake2() {}
+//! async fn the_app_bills_good_orders_and_dead_letters_bad_ones() {
+//!     let broker = InMemory::new();
+//!     broker.publish_event(&OrderPlaced { id: 1, total_cents: 1250 }).await.unwrap();
+//!     broker.publish_event(&OrderPlaced { id: 2, total_cents: -1 }).await.unwrap();
+//!     let app = App::new()
+//!         .subscriber(bill::subscriber())
+//!         .start(broker.clone())
+//!         .await
+//!         .unwrap();
+//!
+//!     broker.wait_idle().await; // no sleeps: returns once both are settled
+//!     let log = broker.settlements("orders.placed");
+//!     assert_eq!(log.acked(), vec![1]);
+//!     assert_eq!(log.terminated(), vec![2]);
+//!     assert_eq!(log.of(2)[0].delivery_count, 1);
+//!     // The dead letter, as the runtime published it:
+//!     let dead: Vec<OrderPlaced> = broker.published_on("dlq.orders.placed").unwrap();
+//!     assert_eq!(dead, vec![OrderPlaced { id: 2, total_cents: -1 }]);
+//!     app.shutdown().await.unwrap();
+//! }
+//! # fn main() {
+//! #     let rt = tokio::runtime::Builder::new_current_thread()
+//! #         .enable_all().start_paused(true).build().unwrap();
+//! #     rt.block_on(bill_settles_each_kind_of_order());
+//! #     rt.block_on(the_app_bills_good_orders_and_dead_letters_bad_ones());
+//! # }
+//! ```
+//!
+//! ## The broker
 //!
 //! - A channel is a stream: messages get sequences from 1, a message id is
 //!   published once ([`StoredMessage`], [`InMemory::channel_messages`]).
@@ -11,82 +102,27 @@
 //!   bound to the same consumer share its messages. Other subscribers get an
 //!   ephemeral consumer that ends with their subscription.
 //! - `max_in_flight` bounds unsettled messages per consumer; `ack_wait`,
-//!   nak delays, `max_deliver` and start positions behave as on JetStream,
-//!   on [`tokio::time`], so `#[tokio::test(start_paused = true)]` skips the
-//!   waiting.
-//! - [`InMemory::wait_idle`] waits until every live consumer has settled
-//!   everything; [`InMemory::consumer_info`] tells what each message went
-//!   through.
-//!
-//! ```
-//! use std::sync::atomic::{AtomicU64, Ordering};
-//! use std::sync::Arc;
-//!
-//! use flowgate::{App, Event, Publisher, StartPosition, Subscriber};
-//! use flowgate_testkit::InMemory;
-//!
-//! #[derive(serde::Serialize, serde::Deserialize)]
-//! struct OrderPlaced {
-//!     id: u64,
-//! }
-//!
-//! // What `#[derive(flowgate::Event)]` with `#[event(channel = "orders.placed")]` writes.
-//! impl Event for OrderPlaced {
-//!     const CHANNEL: Option<&'static str> = Some("orders.placed");
-//!     fn encode(&self) -> Result<bytes::Bytes, flowgate::EncodeError> {
-//!         flowgate::codec::json::encode(self)
-//!     }
-//!     fn decode(payload: &[u8]) -> Result<Self, flowgate::DecodeError> {
-//!         flowgate::codec::json::decode(payload)
-//!     }
-//! }
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let broker = InMemory::new();
-//! let publisher = Publisher::new(broker.clone());
-//! for id in 1..=3 {
-//!     publisher.publish(&OrderPlaced { id }).await?;
-//! }
-//!
-//! let billed = Arc::new(AtomicU64::new(0));
-//! let total = billed.clone();
-//! let bill = move |order: OrderPlaced| {
-//!     let total = total.clone();
-//!     async move {
-//!         total.fetch_add(order.id, Ordering::SeqCst);
-//!         Ok::<_, std::io::Error>(())
-//!     }
-//! };
-//! let app = App::new()
-//!     .subscriber(
-//!         Subscriber::new("orders.placed", bill)
-//!             .durable("billing")
-//!             .start(StartPosition::All),
-//!     )
-//!     .start(broker.clone())
-//!     .await?;
-//!
-//! broker.wait_idle().await;
-//! assert_eq!(billed.load(Ordering::SeqCst), 1 + 2 + 3);
-//! let billing = broker.consumer_info("orders.placed", "billing").expect("durable");
-//! assert_eq!(billing.acked, vec![1, 2, 3]);
-//! assert_eq!(billing.ack_floor, 3);
-//! app.shutdown().await?;
-//! # Ok(()) }
-//! ```
+//!   nak delays, in-progress acks, `max_deliver` and start positions behave
+//!   as on JetStream, on [`tokio::time`].
+//! - The same conformance suite runs against this broker and against
+//!   JetStream on a real `nats-server` (package `flowgate-tests`).
 
 mod acker;
 mod broker;
+mod call;
 mod channel;
 mod consumer;
 mod inspect;
+mod publish;
+mod settlement;
 mod subscription;
 mod transport;
 
 pub use acker::InMemoryAcker;
 pub use broker::InMemory;
+pub use call::{call, call_payload};
 pub use channel::{stream_name, StoredMessage, MESSAGE_ID_HEADER};
 pub use inspect::ConsumerInfo;
+pub use settlement::{Outcome, Settlement, Settlements};
 pub use subscription::InMemorySubscription;
 pub use transport::InMemoryPendingAck;

@@ -56,6 +56,11 @@ impl Drop for Bound {
 
 impl Bound {
     async fn next_delivery(&self) -> Delivery<InMemoryAcker> {
+        // Nothing is buffered on the client side: a delivery is fetched from
+        // the broker, never ready on the first poll. A caller that drains
+        // what is buffered (`now_or_never`, as the dispatcher does at
+        // shutdown) finds nothing, and cannot loop on its own redeliveries.
+        Fetch(false).await;
         loop {
             // Register for a wake-up before looking, so a change between the
             // look and the wait is not missed.
@@ -73,6 +78,22 @@ impl Bound {
                 Next::Wait(None) => notified.await,
             }
         }
+    }
+}
+
+/// Pending once, waking itself at once: one trip through the scheduler.
+struct Fetch(bool);
+
+impl std::future::Future for Fetch {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 

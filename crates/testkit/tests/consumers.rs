@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{publish_orders, settle, within, Log, Order, Outcome, CHANNEL};
+use common::{publish_orders, settle, within, Handled, Log, Order, CHANNEL};
 use flowgate::{App, Message, StartPosition, Subscriber, SubscriptionSpec, Transport};
 use flowgate_testkit::InMemory;
 use futures::StreamExt;
@@ -20,7 +20,7 @@ fn logging(log: &Log<u64>) -> Subscriber {
         let log = log.clone();
         async move {
             log.push(order.stream_sequence());
-            Outcome::Ok(())
+            Handled::Ok(())
         }
     };
     Subscriber::new(CHANNEL, handler)
@@ -80,7 +80,7 @@ async fn a_message_unsettled_at_shutdown_is_redelivered_after_restart() {
     let signal = started.clone();
     let stuck = move |_: Order| {
         signal.notify_one();
-        std::future::pending::<Outcome>()
+        std::future::pending::<Handled>()
     };
     let app = App::new()
         .subscriber(
@@ -114,7 +114,7 @@ async fn a_message_unsettled_at_shutdown_is_redelivered_after_restart() {
         let log = log.clone();
         async move {
             log.push((order.stream_sequence(), order.delivery_count()));
-            Outcome::Ok(())
+            Handled::Ok(())
         }
     };
     let app = App::new()
@@ -147,7 +147,7 @@ async fn two_apps_on_one_queue_share_the_work_without_duplicates() {
             async move {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 log.push(order.stream_sequence());
-                Outcome::Ok(())
+                Handled::Ok(())
             }
         };
         Subscriber::new(CHANNEL, handler)

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{failure, publish_orders, settle, within, Log, Order, Outcome, CHANNEL};
+use common::{failure, publish_orders, settle, within, Handled, Log, Order, CHANNEL};
+use flowgate::middleware::retry::RetryPolicy;
 use flowgate::{Acker, App, Message, OutgoingMessage, StartPosition, Subscriber, Transport};
 use flowgate_testkit::InMemory;
 use futures::StreamExt;
@@ -28,7 +29,7 @@ async fn every_published_message_is_handled_once_and_acked() {
         let log = log.clone();
         async move {
             log.push(order.id);
-            Outcome::Ok(())
+            Handled::Ok(())
         }
     };
     let app = App::new()
@@ -68,8 +69,11 @@ async fn a_failed_message_is_redelivered_with_count_two_then_acked() {
             Ok(())
         }
     };
+    // Broker-only retries: the failure goes back to the broker as a nak.
     let app = App::new()
-        .subscriber(durable("billing", Subscriber::new(CHANNEL, handler)))
+        .subscriber(
+            durable("billing", Subscriber::new(CHANNEL, handler)).retry(RetryPolicy::broker_only()),
+        )
         .start(broker.clone())
         .await
         .expect("app starts");
@@ -84,8 +88,9 @@ async fn a_failed_message_is_redelivered_with_count_two_then_acked() {
             .collect::<Vec<_>>(),
         vec![(1, 1), (1, 2)]
     );
-    // The runtime naks the first failure with a 100 ms delay.
-    assert!(attempts[1].2 - attempts[0].2 >= Duration::from_millis(100));
+    // The runtime naks the first failure with the backoff's first delay
+    // (100 ms, ± 20 % jitter).
+    assert!(attempts[1].2 - attempts[0].2 >= Duration::from_millis(80));
     let billing = broker.consumer_info(CHANNEL, "billing").expect("durable");
     assert_eq!(billing.acked, vec![1]);
     assert_eq!(billing.delivery_count(1), 2);
@@ -148,17 +153,42 @@ async fn a_terminated_message_is_never_redelivered() {
 #[tokio::test(start_paused = true)]
 async fn an_expired_ack_wait_redelivers() {
     let broker = InMemory::new();
+    publish_orders(&broker, [1]).await;
+    let mut spec = flowgate::SubscriptionSpec::new(CHANNEL).with_durable("forgetful");
+    spec.start = StartPosition::All;
+    spec.ack_wait = Duration::from_secs(2);
+    let mut deliveries = broker.subscribe(&spec).await.expect("subscribed");
+    let started = Instant::now();
+
+    // Taken and never settled, like an app that died mid-work.
+    let first = within(deliveries.next()).await.expect("delivery");
+    assert_eq!(first.metadata.delivery_count(), 1);
+    let again = within(deliveries.next()).await.expect("redelivery");
+    assert_eq!(again.metadata.stream_sequence(), 1);
+    assert_eq!(again.metadata.delivery_count(), 2);
+    let waited = Instant::now() - started;
+    assert!(
+        waited >= Duration::from_secs(2),
+        "redelivered after {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(3),
+        "redelivered after {waited:?}"
+    );
+    drop(first);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_handler_is_kept_alive_by_progress_acks() {
+    let broker = InMemory::new();
     let attempts = Log::new();
     let log = attempts.clone();
-    let started = Instant::now();
     let handler = move |order: Message<Order>| {
         let log = log.clone();
         async move {
-            log.push((order.delivery_count(), Instant::now() - started));
-            if order.delivery_count() == 1 {
-                // Longer than the ack wait: the broker gives up on this delivery.
-                tokio::time::sleep(Duration::from_secs(5)).await;
-            }
+            log.push(order.delivery_count());
+            // Three ack waits of work: the runtime's progress acks hold the message.
+            tokio::time::sleep(Duration::from_secs(6)).await;
             Ok::<_, std::io::Error>(())
         }
     };
@@ -172,15 +202,10 @@ async fn an_expired_ack_wait_redelivers() {
     publish_orders(&broker, [1]).await;
 
     settle(&broker).await;
-    let attempts = attempts.items();
-    assert_eq!(attempts.len(), 2, "{attempts:?}");
-    assert_eq!(attempts[1].0, 2);
-    // Redelivered when the ack wait ended, while the first handler still ran.
-    assert!(attempts[1].1 >= Duration::from_secs(2), "{attempts:?}");
-    assert!(attempts[1].1 < Duration::from_secs(5), "{attempts:?}");
+    assert_eq!(attempts.items(), vec![1], "handled once, never redelivered");
     let slow = broker.consumer_info(CHANNEL, "slow").expect("durable");
     assert_eq!(slow.acked, vec![1]);
-    assert_eq!(slow.delivery_count(1), 2);
+    assert_eq!(slow.delivery_count(1), 1);
     app.shutdown().await.expect("clean shutdown");
 }
 
@@ -223,7 +248,7 @@ async fn in_progress_restarts_the_ack_wait() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn max_deliver_stops_redelivery() {
+async fn a_spent_budget_is_dead_lettered_by_the_runtime() {
     let broker = InMemory::new();
     let attempts = Arc::new(AtomicUsize::new(0));
     let count = attempts.clone();
@@ -242,13 +267,39 @@ async fn max_deliver_stops_redelivery() {
     assert_eq!(
         attempts.load(Ordering::SeqCst),
         6,
-        "3 deliveries of each of 2 messages"
+        "the budget of 3 attempts for each of 2 messages"
     );
     let flaky = broker.consumer_info(CHANNEL, "flaky").expect("durable");
-    assert_eq!(flaky.exhausted, vec![1, 2]);
-    assert_eq!(flaky.delivery_count(1), 3);
+    let mut terminated = flaky.terminated.clone();
+    terminated.sort_unstable();
+    assert_eq!(terminated, vec![1, 2], "terminated after dead-lettering");
     assert!(flaky.pending.is_empty() && flaky.acked.is_empty());
+    let dead: Vec<Order> = broker
+        .published_on(&format!("dlq.{CHANNEL}"))
+        .expect("dead letters decode");
+    let mut ids: Vec<u64> = dead.iter().map(|o| o.id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![1, 2], "one dead letter each");
     app.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_broker_stops_redelivering_at_max_deliver() {
+    let broker = InMemory::new();
+    publish_orders(&broker, [1]).await;
+    let mut spec = flowgate::SubscriptionSpec::new(CHANNEL).with_durable("raw-flaky");
+    spec.start = StartPosition::All;
+    spec.max_deliver = Some(3);
+    let mut deliveries = broker.subscribe(&spec).await.expect("subscribed");
+    for count in 1..=3 {
+        let delivery = within(deliveries.next()).await.expect("delivery");
+        assert_eq!(delivery.metadata.delivery_count(), count);
+        delivery.acker.nak(None).await.expect("nak'd");
+    }
+    let fourth = tokio::time::timeout(Duration::from_secs(120), deliveries.next()).await;
+    assert!(fourth.is_err(), "no fourth delivery");
+    let raw = broker.consumer_info(CHANNEL, "raw-flaky").expect("durable");
+    assert_eq!(raw.dead_lettered, vec![1], "the broker gave up on it");
 }
 
 #[tokio::test(start_paused = true)]
@@ -266,7 +317,7 @@ async fn max_in_flight_bounds_running_handlers() {
             peak.fetch_max(current, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(500)).await;
             now.fetch_sub(1, Ordering::SeqCst);
-            Outcome::Ok(())
+            Handled::Ok(())
         }
     };
     let app = App::new()

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{order, publish_orders, settle, within, Log, Order, Outcome, CHANNEL};
+use common::{order, publish_orders, settle, within, Handled, Log, Order, CHANNEL};
 use flowgate::{
     App, Message, OutgoingMessage, PublishOptions, Publisher, StartPosition, Subscriber,
     SubscriptionSpec, Transport,
@@ -58,7 +58,7 @@ async fn a_message_id_is_stored_and_delivered_once() {
                 .and_then(|h| h.get(MESSAGE_ID_HEADER))
                 .map(|v| v.as_str().to_owned());
             log.push((order.id, id));
-            Outcome::Ok(())
+            Handled::Ok(())
         }
     };
     let app = App::new()

@@ -11,30 +11,18 @@ use flowgate_testkit::InMemory;
 
 pub const CHANNEL: &str = "orders.placed";
 
-/// The test event. Implemented by hand: it is what `#[derive(flowgate::Event)]`
-/// generates.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+/// The test event.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, flowgate::Event)]
+#[event(channel = "orders.placed")]
 pub struct Order {
     pub id: u64,
 }
 
-impl Event for Order {
-    const CHANNEL: Option<&'static str> = Some(CHANNEL);
-
-    fn encode(&self) -> Result<bytes::Bytes, flowgate::EncodeError> {
-        flowgate::codec::json::encode(self)
-    }
-
-    fn decode(payload: &[u8]) -> Result<Self, flowgate::DecodeError> {
-        flowgate::codec::json::decode(payload)
-    }
-}
-
 /// What handlers return.
-pub type Outcome = Result<(), std::io::Error>;
+pub type Handled = Result<(), std::io::Error>;
 
 /// A handler failure.
-pub fn failure(what: &str) -> Outcome {
+pub fn failure(what: &str) -> Handled {
     Err(std::io::Error::other(what.to_owned()))
 }
 

@@ -1,0 +1,119 @@
+//! Calling one subscriber with one event, through its real stack, and
+//! reading how the runtime settled it.
+
+use bytes::Bytes;
+use flowgate::{App, Event, OutgoingMessage, StartPosition, Subscriber, Transport};
+
+use crate::{InMemory, Outcome};
+
+/// Delivers `event` once to `subscriber` and returns how the message was
+/// settled: the subscriber's own layers, decoding, the handler and the
+/// runtime's outcome-to-settlement rules all run, as in production.
+///
+/// The event goes to a fresh broker, on the subscriber's channel, as the
+/// first delivery (`delivery_count() == 1`), and the subscriber starts from
+/// it whatever its `start`. The first settlement that is not
+/// [`InProgress`](Outcome::InProgress) is returned: [`Outcome::Acked`] for
+/// `Ok`; for a failure, whatever the runtime's failure path decides after
+/// its in-process retries: [`Outcome::Nakked`] with the retry delay, or
+/// [`Outcome::Terminated`] once the message is dead-lettered (a permanent
+/// failure, a spent failure budget, a payload that does not decode).
+///
+/// A handler that never returns makes `call` wait forever: bound it with
+/// [`tokio::time::timeout`] when that can happen.
+///
+/// # Panics
+///
+/// When the subscriber cannot start (an invalid setting) or the event does
+/// not encode.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// use std::time::Duration;
+/// use flowgate::Failure;
+/// use flowgate_testkit::{call, Outcome};
+///
+/// #[derive(serde::Serialize, serde::Deserialize, flowgate::Event)]
+/// #[event(channel = "orders.placed")]
+/// struct OrderPlaced {
+///     id: u64,
+///     total_cents: i64,
+/// }
+///
+/// #[flowgate::subscriber(durable = "billing")]
+/// async fn bill(order: OrderPlaced) -> Result<(), Failure> {
+///     match order.total_cents {
+///         ..0 => Err(Failure::permanent("negative total")),
+///         0 => Err(Failure::retry_after(Duration::from_secs(60), "not priced yet")),
+///         _ => Ok(()),
+///     }
+/// }
+///
+/// let order = |total_cents| OrderPlaced { id: 7, total_cents };
+/// assert_eq!(call(bill::subscriber(), &order(1250)).await, Outcome::Acked);
+/// assert_eq!(
+///     call(bill::subscriber(), &order(0)).await,
+///     Outcome::Nakked { delay: Some(Duration::from_secs(60)) },
+/// );
+/// // Dead-lettered (published on `dlq.orders.placed`), then terminated.
+/// assert_eq!(call(bill::subscriber(), &order(-1)).await, Outcome::Terminated);
+/// # }
+/// ```
+pub async fn call<E: Event>(subscriber: Subscriber, event: &E) -> Outcome {
+    let payload = event.encode().unwrap_or_else(|e| panic!("{e}"));
+    call_payload(subscriber, payload).await
+}
+
+/// Like [`call`], with raw payload bytes: for what a handler does with a
+/// payload that does not decode (dead-lettered and terminated at once).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// # #[derive(serde::Serialize, serde::Deserialize, flowgate::Event)]
+/// # #[event(channel = "orders.placed")]
+/// # struct OrderPlaced { id: u64 }
+/// #[flowgate::subscriber]
+/// async fn bill(order: OrderPlaced) -> Result<(), std::io::Error> {
+///     Ok(())
+/// }
+///
+/// let outcome = flowgate_testkit::call_payload(bill::subscriber(), "not json").await;
+/// assert_eq!(outcome, flowgate_testkit::Outcome::Terminated);
+/// # }
+/// ```
+pub async fn call_payload(subscriber: Subscriber, payload: impl Into<Bytes>) -> Outcome {
+    let broker = InMemory::new();
+    let channel = subscriber.spec().channel.clone();
+    let name = subscriber.name().to_owned();
+    let app = App::new()
+        .subscriber(subscriber.start(StartPosition::All))
+        .shutdown_timeout(std::time::Duration::ZERO)
+        .start(broker.clone())
+        .await
+        .unwrap_or_else(|e| panic!("subscriber `{name}` does not start: {e}"));
+    let sequence = match broker
+        .publish(OutgoingMessage::new(channel.clone(), payload))
+        .await
+    {
+        Ok(receipt) => match receipt.await {
+            Ok(receipt) => receipt.sequence,
+            Err(e) => panic!("{e}"),
+        },
+        Err(e) => panic!("{e}"),
+    };
+    let outcome = broker
+        .wait_for(|broker| {
+            broker
+                .settlements(&channel)
+                .of(sequence)
+                .into_iter()
+                .map(|s| s.outcome)
+                .find(|o| *o != Outcome::InProgress)
+        })
+        .await;
+    // The outcome is known; a redelivery already running is not waited for.
+    let _ = app.shutdown().await;
+    outcome
+}

@@ -1,0 +1,199 @@
+//! The settlement log: every ack, nak, term and in-progress a channel's
+//! consumers received, and every expiry and dead letter the broker decided.
+
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// What became of one delivery: what its handler (through the runtime)
+/// answered, or what the broker decided when no answer came.
+///
+/// [`call`](crate::call()) returns the first outcome of a delivery that is not
+/// [`InProgress`](Outcome::InProgress).
+///
+/// ```
+/// use std::time::Duration;
+/// use flowgate_testkit::Outcome;
+///
+/// let outcome = Outcome::Nakked { delay: Some(Duration::from_millis(100)) };
+/// assert!(outcome.is_nak());
+/// assert!(!Outcome::Acked.is_nak());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Acked: handled, never delivered again.
+    Acked,
+    /// Nak'd: delivered again after `delay` (at once when `None`).
+    Nakked {
+        /// The redelivery delay asked for.
+        delay: Option<Duration>,
+    },
+    /// Terminated: never delivered again (a payload that does not decode).
+    Terminated,
+    /// Work in progress: the ack wait restarted.
+    InProgress,
+    /// The ack wait ran out without a settlement: delivered again (broker's decision).
+    Expired,
+    /// Delivered `max_deliver` times without an ack: dropped for good
+    /// (broker's decision; a later version routes it to a dead-letter subject).
+    DeadLettered,
+}
+
+impl Outcome {
+    /// Whether this is a nak, whatever its delay.
+    pub fn is_nak(&self) -> bool {
+        matches!(self, Outcome::Nakked { .. })
+    }
+}
+
+/// One entry of a channel's settlement log.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use flowgate::{Acker, OutgoingMessage, StartPosition, SubscriptionSpec, Transport};
+/// use flowgate_testkit::Outcome;
+/// use futures::StreamExt;
+///
+/// let broker = flowgate_testkit::InMemory::new();
+/// broker.publish(OutgoingMessage::new("jobs", "1")).await?.await?;
+/// let mut spec = SubscriptionSpec::new("jobs").with_durable("worker");
+/// spec.start = StartPosition::All;
+/// let mut jobs = broker.subscribe(&spec).await?;
+/// jobs.next().await.expect("delivered").acker.ack().await?;
+///
+/// let log = broker.settlements("jobs");
+/// assert_eq!(log[0].consumer.as_deref(), Some("worker"));
+/// assert_eq!((log[0].sequence, log[0].delivery_count), (1, 1));
+/// assert_eq!(log[0].outcome, Outcome::Acked);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Settlement {
+    /// The durable or queue consumer; `None` for an ephemeral one.
+    pub consumer: Option<Arc<str>>,
+    /// The stream sequence of the message.
+    pub sequence: u64,
+    /// Which delivery of the message it was (1 for the first).
+    pub delivery_count: u32,
+    /// What became of it.
+    pub outcome: Outcome,
+    /// When, on [`tokio::time`]'s clock.
+    pub at: Instant,
+}
+
+/// The settlement log of one channel, oldest first, all consumers together
+/// (ephemeral ones included, also after they ended).
+///
+/// It dereferences to `[Settlement]`; the methods pick sequences by outcome.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use flowgate::{Acker, OutgoingMessage, StartPosition, SubscriptionSpec, Transport};
+/// use futures::StreamExt;
+///
+/// let broker = flowgate_testkit::InMemory::new();
+/// broker.publish(OutgoingMessage::new("jobs", "1")).await?.await?;
+/// broker.publish(OutgoingMessage::new("jobs", "2")).await?.await?;
+/// let mut spec = SubscriptionSpec::new("jobs");
+/// spec.start = StartPosition::All;
+/// spec.max_deliver = Some(1);
+/// let mut jobs = broker.subscribe(&spec).await?;
+/// jobs.next().await.expect("delivered").acker.nak(None).await?;
+/// jobs.next().await.expect("delivered").acker.term().await?;
+///
+/// let log = broker.settlements("jobs");
+/// assert_eq!(log.nakked(), vec![1]);
+/// assert_eq!(log.dead_lettered(), vec![1]); // its one delivery was spent
+/// assert_eq!(log.terminated(), vec![2]);
+/// assert!(log.acked().is_empty());
+/// assert_eq!(log.len(), 3);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settlements(Vec<Settlement>);
+
+impl Settlements {
+    /// Sequences with this outcome, in log order (a sequence nak'd twice is listed twice).
+    pub fn with(&self, outcome: Outcome) -> Vec<u64> {
+        self.matching(|o| *o == outcome)
+    }
+
+    /// Sequences acked.
+    pub fn acked(&self) -> Vec<u64> {
+        self.with(Outcome::Acked)
+    }
+
+    /// Sequences nak'd, whatever the delay, once per nak.
+    pub fn nakked(&self) -> Vec<u64> {
+        self.matching(Outcome::is_nak)
+    }
+
+    /// Sequences terminated.
+    pub fn terminated(&self) -> Vec<u64> {
+        self.with(Outcome::Terminated)
+    }
+
+    /// Sequences whose ack wait ran out, once per expiry.
+    pub fn expired(&self) -> Vec<u64> {
+        self.with(Outcome::Expired)
+    }
+
+    /// Sequences dropped after `max_deliver` deliveries.
+    pub fn dead_lettered(&self) -> Vec<u64> {
+        self.with(Outcome::DeadLettered)
+    }
+
+    /// The entries of one sequence, oldest first.
+    pub fn of(&self, sequence: u64) -> Vec<&Settlement> {
+        self.0.iter().filter(|s| s.sequence == sequence).collect()
+    }
+
+    /// The entries, oldest first.
+    pub fn into_vec(self) -> Vec<Settlement> {
+        self.0
+    }
+
+    fn matching(&self, pick: impl Fn(&Outcome) -> bool) -> Vec<u64> {
+        self.0
+            .iter()
+            .filter(|s| pick(&s.outcome))
+            .map(|s| s.sequence)
+            .collect()
+    }
+}
+
+impl Deref for Settlements {
+    type Target = [Settlement];
+
+    fn deref(&self) -> &[Settlement] {
+        &self.0
+    }
+}
+
+/// A channel's log, shared by its consumers (which write it under the broker lock).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Log(Arc<Mutex<Vec<Settlement>>>);
+
+impl Log {
+    pub(crate) fn record(&self, settlement: Settlement) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(settlement);
+    }
+
+    pub(crate) fn snapshot(&self) -> Settlements {
+        Settlements(
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        )
+    }
+}
