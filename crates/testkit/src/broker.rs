@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use flowgate::{Delivery, Metadata, OutgoingMessage, PublishAck, PublishError, SubscriptionSpec};
+use flowgate::{
+    Delivery, Exhausted, Metadata, OutgoingMessage, PublishAck, PublishError, SubscriptionSpec,
+};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -273,6 +275,46 @@ impl Broker {
         drop(guard);
         self.changed.notify_waiters();
         Next::Delivery(delivery)
+    }
+
+    /// The messages consumer `name` of `channel` gave up on, after the first
+    /// `seen` of them, and how many it gave up on in all.
+    pub(crate) fn exhausted(
+        &self,
+        channel: &str,
+        name: &str,
+        seen: usize,
+    ) -> (Vec<Exhausted>, usize) {
+        let state = self.lock();
+        let Some(channel) = state.channels.get(channel) else {
+            return (Vec::new(), seen);
+        };
+        let Some(consumer) = channel
+            .named
+            .get(name)
+            .and_then(|id| channel.consumers.get(id))
+        else {
+            return (Vec::new(), seen);
+        };
+        let given_up = consumer.exhausted_since(seen);
+        let total = seen + given_up.len();
+        let messages = given_up
+            .into_iter()
+            .filter_map(|(sequence, delivery_count)| {
+                let message = channel.stream.get(sequence)?;
+                Some(Exhausted {
+                    payload: message.payload.clone(),
+                    metadata: Metadata::new(
+                        message.subject.clone(),
+                        message.sequence,
+                        delivery_count,
+                        message.timestamp,
+                        message.headers.clone(),
+                    ),
+                })
+            })
+            .collect();
+        (messages, total)
     }
 
     /// Applies a settlement from an acker; a consumer that is gone (an

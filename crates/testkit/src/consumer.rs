@@ -123,6 +123,8 @@ pub(crate) struct Consumer {
     acked: BTreeSet<u64>,
     terminated: BTreeSet<u64>,
     exhausted: BTreeSet<u64>,
+    /// The exhausted sequences in the order the broker gave up on them.
+    exhausted_order: Vec<u64>,
     pending_high_water: usize,
     /// The channel's settlement log, which this consumer writes to.
     log: Log,
@@ -149,9 +151,28 @@ impl Consumer {
             acked: BTreeSet::new(),
             terminated: BTreeSet::new(),
             exhausted: BTreeSet::new(),
+            exhausted_order: Vec::new(),
             pending_high_water: 0,
             log,
         }
+    }
+
+    /// Stops delivering `sequence`: its deliveries ran out.
+    fn give_up(&mut self, sequence: u64, at: Instant) {
+        if self.exhausted.insert(sequence) {
+            self.exhausted_order.push(sequence);
+        }
+        self.record(sequence, Outcome::DeadLettered, at);
+    }
+
+    /// The sequences given up on since the first `seen`, with their delivery counts.
+    pub(crate) fn exhausted_since(&self, seen: usize) -> Vec<(u64, u32)> {
+        self.exhausted_order
+            .get(seen..)
+            .unwrap_or_default()
+            .iter()
+            .map(|seq| (*seq, self.delivery_counts.get(seq).copied().unwrap_or(0)))
+            .collect()
     }
 
     fn record(&self, sequence: u64, outcome: Outcome, at: Instant) {
@@ -180,8 +201,7 @@ impl Consumer {
             }
             if self.reached_max_deliver(sequence) {
                 self.pending.remove(&sequence);
-                self.exhausted.insert(sequence);
-                self.record(sequence, Outcome::DeadLettered, at);
+                self.give_up(sequence, at);
             } else {
                 self.pending.insert(sequence, Pending::Ready);
                 self.ready.insert(sequence);
@@ -253,8 +273,7 @@ impl Consumer {
         self.record(sequence, Outcome::Nakked { delay }, now);
         if self.reached_max_deliver(sequence) {
             self.pending.remove(&sequence);
-            self.exhausted.insert(sequence);
-            self.record(sequence, Outcome::DeadLettered, now);
+            self.give_up(sequence, now);
             return true;
         }
         match delay.filter(|d| !d.is_zero()) {

@@ -273,6 +273,7 @@ impl InMemory {
         let mut state = self.broker.lock();
         let mut idle = true;
         let mut wake: Option<Instant> = None;
+        let mut expired = false;
         for channel in state.channels.values_mut() {
             let last = channel.stream.last_sequence();
             for consumer in channel.consumers.values_mut() {
@@ -281,12 +282,19 @@ impl InMemory {
                 }
                 if consumer.expire(now) {
                     consumer.notify.notify_waiters();
+                    expired = true;
                 }
                 idle &= consumer.is_idle(last);
                 if let Some(at) = consumer.next_wake() {
                     wake = Some(wake.map_or(at, |w| w.min(at)));
                 }
             }
+        }
+        drop(state);
+        if expired {
+            // Expiries are changes too: whoever watches them (the
+            // given-up-messages stream) must hear of them.
+            self.broker.changed.notify_waiters();
         }
         (idle, wake)
     }

@@ -374,3 +374,45 @@ async fn the_broker_holds_back_new_messages_at_max_in_flight() {
         (2, 2)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn deliveries_that_run_out_unsettled_reach_the_dead_letters() {
+    let broker = InMemory::new();
+    publish_orders(&broker, [9]).await;
+    let subscriber = || {
+        durable(
+            "survivor",
+            Subscriber::new(CHANNEL, |_: Order| async { Ok::<_, std::io::Error>(()) }),
+        )
+        .max_deliver(1)
+        .ack_wait(Duration::from_secs(2))
+    };
+    // An app that takes the message and dies without settling it.
+    let mut spec = subscriber().spec().clone();
+    spec.start = StartPosition::All;
+    let mut crashed = broker.subscribe(&spec).await.expect("subscribed");
+    let taken = within(crashed.next()).await.expect("delivery");
+    assert_eq!(taken.metadata.stream_sequence(), 1);
+
+    // The running app learns from the broker that it gave up, and dead-letters it.
+    let app = App::new()
+        .subscriber(subscriber())
+        .start(broker.clone())
+        .await
+        .expect("app starts");
+    within(broker.wait_until(|b| !b.channel_messages(&format!("dlq.{CHANNEL}")).is_empty())).await;
+    let letters = broker.channel_messages(&format!("dlq.{CHANNEL}"));
+    assert_eq!(letters.len(), 1);
+    let headers = letters[0].headers.as_ref().expect("headers");
+    assert_eq!(
+        headers
+            .get(flowgate::dead_letter::ATTEMPTS)
+            .map(|v| v.as_str()),
+        Some("1")
+    );
+    assert!(headers
+        .get(flowgate::dead_letter::LAST_ERROR)
+        .is_some_and(|v| v.as_str().contains("max deliveries")));
+    app.shutdown().await.expect("clean shutdown");
+    drop(taken);
+}
