@@ -1,0 +1,58 @@
+//! The parts of the `bench` binary: it compares flowgate with the bare
+//! async-nats client on the same server, in the same run.
+//!
+//! - [`args`]: the command line.
+//! - [`server`]: a throw-away `nats-server -js` on a free loopback port.
+//! - [`event`], [`handlers`]: the benchmark's event type and subscribers.
+//! - [`counters`]: published / received / acked counters, fed by flowgate's
+//!   metrics and by the raw client alike, and sampled for the plot.
+//! - [`probe`]: process CPU time and resident memory.
+//! - [`consume`], [`publish`], [`backlog`]: the measured cases.
+//! - [`runner`]: warm-up, alternating rounds, medians.
+//! - [`report`], [`plot`]: the table, JSON lines and the PNG.
+
+pub mod args;
+pub mod backlog;
+pub mod consume;
+pub mod counters;
+pub mod event;
+pub mod handlers;
+pub mod plot;
+pub mod probe;
+pub mod publish;
+pub mod report;
+pub mod runner;
+pub mod server;
+pub mod stream;
+
+pub use args::Args;
+
+/// What one measured run produced.
+#[derive(Debug, Clone, Default)]
+pub struct RunStats {
+    /// Messages handled (consumed and acked, or published and acked).
+    pub messages: u64,
+    /// Wall time from start until the last ack.
+    pub elapsed: std::time::Duration,
+    /// Process CPU time (user + system, every thread) over the run.
+    pub cpu: std::time::Duration,
+    /// Highest resident set size sampled during the run, in KiB.
+    pub peak_rss_kib: u64,
+    /// Per-message publish latencies (case 4 only).
+    pub latencies: Vec<std::time::Duration>,
+}
+
+impl RunStats {
+    /// Messages per second.
+    pub fn rate(&self) -> f64 {
+        self.messages as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Client CPU microseconds per message.
+    pub fn cpu_us_per_msg(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.messages.max(1) as f64
+    }
+}
+
+/// A boxed error for the benchmark's plumbing.
+pub type BenchError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,0 +1,118 @@
+//! Cases 3 and 4: publishing, with a window of outstanding acks or awaiting
+//! each ack, through flowgate's `Publisher` or through the raw client.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use async_nats::jetstream;
+use flowgate::{Publisher, Transport};
+
+use super::counters::counters;
+use super::event::{BenchEvent, PUBLISH_CHANNEL};
+use super::probe::Meter;
+use super::{BenchError, RunStats};
+
+/// Case 3, framework: `Publisher::window(window)`, then waits for every ack.
+pub async fn framework_window<T: Transport>(
+    transport: T,
+    n: u64,
+    size: usize,
+    window: usize,
+) -> Result<RunStats, BenchError> {
+    let template = BenchEvent::sized(0, size);
+    let publisher = Publisher::new(transport);
+    let meter = Meter::start();
+    let mut pending = publisher.window(window);
+    for id in 0..n {
+        let event = BenchEvent {
+            id,
+            body: template.body.clone(),
+        };
+        pending.publish(&event).await?;
+        counters().published.fetch_add(1, Ordering::Relaxed);
+    }
+    pending.flush().await?;
+    Ok(meter.stop(n))
+}
+
+/// Case 3, raw: `context.publish` with at most `window` ack futures kept.
+pub async fn raw_window(
+    context: &jetstream::Context,
+    n: u64,
+    size: usize,
+    window: usize,
+) -> Result<RunStats, BenchError> {
+    let template = BenchEvent::sized(0, size);
+    let meter = Meter::start();
+    let mut pending = VecDeque::with_capacity(window);
+    for id in 0..n {
+        if pending.len() >= window {
+            if let Some(ack) = pending.pop_front() {
+                ack.await?;
+            }
+        }
+        let event = BenchEvent {
+            id,
+            body: template.body.clone(),
+        };
+        pending.push_back(context.publish(PUBLISH_CHANNEL, event.to_json()).await?);
+        counters().published.fetch_add(1, Ordering::Relaxed);
+    }
+    for ack in pending {
+        ack.await?;
+    }
+    Ok(meter.stop(n))
+}
+
+/// Case 4, framework: `Publisher::publish`, awaiting each ack.
+pub async fn framework_each<T: Transport>(
+    transport: T,
+    n: u64,
+    size: usize,
+) -> Result<RunStats, BenchError> {
+    let template = BenchEvent::sized(0, size);
+    let publisher = Publisher::new(transport);
+    let mut latencies = Vec::with_capacity(n as usize);
+    let meter = Meter::start();
+    for id in 0..n {
+        let event = BenchEvent {
+            id,
+            body: template.body.clone(),
+        };
+        let sent = Instant::now();
+        publisher.publish(&event).await?;
+        latencies.push(sent.elapsed());
+        counters().published.fetch_add(1, Ordering::Relaxed);
+    }
+    let mut stats = meter.stop(n);
+    stats.latencies = latencies;
+    Ok(stats)
+}
+
+/// Case 4, raw: `context.publish(..).await?.await?` per message.
+pub async fn raw_each(
+    context: &jetstream::Context,
+    n: u64,
+    size: usize,
+) -> Result<RunStats, BenchError> {
+    let template = BenchEvent::sized(0, size);
+    let mut latencies = Vec::with_capacity(n as usize);
+    let meter = Meter::start();
+    for id in 0..n {
+        let event = BenchEvent {
+            id,
+            body: template.body.clone(),
+        };
+        let sent = Instant::now();
+        context
+            .publish(PUBLISH_CHANNEL, event.to_json())
+            .await?
+            .await?;
+        latencies.push(sent.elapsed());
+        counters().published.fetch_add(1, Ordering::Relaxed);
+    }
+    let mut stats = meter.stop(n);
+    stats.latencies = latencies;
+    Ok(stats)
+}

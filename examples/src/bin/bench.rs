@@ -1,0 +1,110 @@
+//! The benchmark: flowgate side by side with the bare async-nats client.
+//!
+//! ```text
+//! cargo run --release -p flowgate-examples --bin bench -- --n 50000 --rounds 3
+//! cargo run --release -p flowgate-examples --bin bench -- --cases 1 --plot bench.png --json bench.jsonl
+//! cargo run --release -p flowgate-examples --bin bench -- --backlog 1000000
+//! cargo run --release -p flowgate-examples --bin bench -- --transport memory
+//! ```
+//!
+//! It starts its own `nats-server -js` on a free port with a temp store
+//! (or uses `NATS_URL`), and stops it at the end. See `--help`.
+
+use std::time::Duration;
+
+use flowgate_examples::bench::args::TransportKind;
+use flowgate_examples::bench::counters::{counters, spawn_sampler, CountingRecorder};
+use flowgate_examples::bench::report::{self, JsonLines};
+use flowgate_examples::bench::runner::{print_targets, Env};
+use flowgate_examples::bench::server::NatsServer;
+use flowgate_examples::bench::{backlog, plot, probe, Args, BenchError};
+
+#[tokio::main]
+async fn main() {
+    let args = match Args::parse(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(usage) => {
+            eprintln!("{usage}");
+            std::process::exit(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    if let Err(err) = run(args).await {
+        eprintln!("bench failed: {err}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<(), BenchError> {
+    CountingRecorder::install();
+    spawn_sampler(Duration::from_millis(100));
+    let mut json = JsonLines::create(args.json.as_deref())?;
+    let server = match (args.transport, std::env::var("NATS_URL")) {
+        (TransportKind::Memory, _) | (_, Ok(_)) => None,
+        (TransportKind::JetStream, Err(_)) => Some(NatsServer::start()?),
+    };
+    let url = match (&server, std::env::var("NATS_URL")) {
+        (Some(server), _) => Some(server.url().to_owned()),
+        (None, Ok(url)) if args.transport == TransportKind::JetStream => Some(url),
+        _ => None,
+    };
+    let env = match &url {
+        Some(url) => {
+            eprintln!("nats-server at {url}");
+            let client = async_nats::connect(url).await?;
+            let context = async_nats::jetstream::new(client.clone());
+            Env {
+                args: args.clone(),
+                framework: Some(flowgate::JetStream::connect(url).await?),
+                raw: Some((client, context)),
+            }
+        }
+        None => Env {
+            args: args.clone(),
+            framework: None,
+            raw: None,
+        },
+    };
+    if let Some(n) = args.backlog {
+        let result = backlog::run(&env, n).await?;
+        println!(
+            "backlog {n}: RSS before consuming {:.1} MiB; {}; {:.0} msgs/s",
+            result.rss_before_mib,
+            result
+                .rss_at
+                .iter()
+                .map(|(done, mib)| format!("{done} consumed: {mib:.1} MiB"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            result.msgs_per_s
+        );
+        json.write(&result)?;
+    } else {
+        let summaries = env.run_all(&mut json).await?;
+        println!(
+            "\nA = flowgate, B = raw async-nats; medians of {} rounds; transport {:?}",
+            args.rounds, args.transport
+        );
+        println!("{}", report::header());
+        for summary in &summaries {
+            println!("{}", report::row(summary));
+        }
+        println!();
+        print_targets(&summaries);
+    }
+    println!(
+        "process peak RSS {:.1} MiB",
+        probe::peak_rss_kib().unwrap_or(0) as f64 / 1024.0
+    );
+    if let Some(path) = &args.plot {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        plot::draw(path, &counters().samples())?;
+        println!("plot written to {}", path.display());
+    }
+    drop(server);
+    Ok(())
+}
