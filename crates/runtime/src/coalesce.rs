@@ -6,7 +6,7 @@
 //! The window lists the stream sequences delivered and not yet covered by an
 //! ack, in order. When its head is handled, the prefix pops; the acker of the
 //! highest handled message in it is kept and used once enough messages have
-//! popped, the window runs empty, or the periodic flush comes round.
+//! popped, or when the periodic flush comes round.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -132,8 +132,7 @@ impl<A> AckWindow<A> {
             }
             inner.popped_since_ack += 1;
         }
-        let due = inner.slots.is_empty() || inner.popped_since_ack >= self.batch;
-        if due && inner.pending.is_some() {
+        if inner.popped_since_ack >= self.batch && inner.pending.is_some() {
             inner.popped_since_ack = 0;
             return inner.pending.take();
         }
@@ -170,7 +169,7 @@ mod tests {
         assert_eq!(
             window.done(1, "ack-1"),
             None,
-            "4 is running: no batch, not empty"
+            "4 is running, and the batch is not reached"
         );
         assert_eq!(
             window.flush(),
@@ -180,10 +179,11 @@ mod tests {
         assert_eq!(window.listed(), 2);
         assert_eq!(
             window.done(4, "ack-4"),
-            Some("ack-5"),
-            "empty: acked at once"
+            None,
+            "below the batch: left to the flush"
         );
         assert_eq!(window.listed(), 0);
+        assert_eq!(window.flush(), Some("ack-5"));
     }
 
     #[test]
@@ -209,7 +209,8 @@ mod tests {
         }
         assert_eq!(window.done(1, "ack-1"), None, "batch of 10 not reached");
         assert_eq!(window.settled(2), None);
-        assert_eq!(window.done(3, "ack-3"), Some("ack-3"));
+        assert_eq!(window.done(3, "ack-3"), None);
+        assert_eq!(window.flush(), Some("ack-3"));
         assert_eq!(window.flush(), None);
     }
 

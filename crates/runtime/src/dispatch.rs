@@ -128,12 +128,34 @@ pub(crate) async fn dispatch<T: Transport>(
             Ok(ready) => ready.call(request),
             Err(err) => Box::pin(futures::future::ready(Err(err))),
         };
+        // Poll once here: a handler that is done at once (no I/O to wait for)
+        // is settled without a task of its own, as a hand-written consume
+        // loop would do; only one that has to wait gets a task.
+        let mut handled = AssertUnwindSafe(handled).catch_unwind();
+        let first = {
+            let _entered = span.enter();
+            (&mut handled).now_or_never()
+        };
         let running = in_flight.start(permit);
+        if let Some(Ok(Ok(()))) = first {
+            settler
+                .settle(&context, Ok(()), unsettled)
+                .instrument(span)
+                .await;
+            drop(running);
+            continue;
+        }
         let context = context.clone();
         let abandon = abandon.clone();
         tokio::spawn(
             async move {
-                let handled = AssertUnwindSafe(handled).catch_unwind().map(|outcome| {
+                let handled = async move {
+                    match first {
+                        Some(outcome) => outcome,
+                        None => handled.await,
+                    }
+                };
+                let handled = handled.map(|outcome| {
                     outcome.unwrap_or_else(|panic| Err(crate::handler::panicked(&*panic)))
                 });
                 let outcome = tokio::select! {

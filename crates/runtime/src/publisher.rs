@@ -104,14 +104,17 @@ impl<T: Transport> Publisher<T> {
 
 fn outgoing<E: Event>(event: &E, options: PublishOptions) -> Result<OutgoingMessage, PublishError> {
     let channel = match options.channel {
-        Some(channel) => channel,
+        Some(channel) => {
+            crate::validate_channel(&channel)?;
+            channel
+        }
+        // `#[derive(Event)]` checked the type's channel at compile time.
         None => E::CHANNEL
             .ok_or(PublishError::NoChannel {
                 type_name: std::any::type_name::<E>(),
             })?
             .to_owned(),
     };
-    crate::validate_channel(&channel)?;
     Ok(OutgoingMessage {
         subject: channel,
         payload: event.encode()?,

@@ -160,12 +160,12 @@ impl<A: Acker> Settler<A> {
                 if let Err(err) = &outcome {
                     tracing::warn!(error = %err, attempts, retry_in = ?delay, "handler failed; nak'd");
                 }
-                self.nak(context, &unsettled, attempts, delay).await
+                // Boxed: the rare paths must not grow every message's task.
+                Box::pin(self.nak(context, &unsettled, attempts, delay)).await
             }
             Decision::DeadLetter { attempts, reason } => {
                 let error = outcome.err().map(|e| e.to_string()).unwrap_or_default();
-                self.dead_letter(context, unsettled, attempts, reason, &error)
-                    .await
+                Box::pin(self.dead_letter(context, unsettled, attempts, reason, &error)).await
             }
         };
         if let Err(err) = result {

@@ -136,6 +136,12 @@ impl JetStream {
         Ok(name)
     }
 
+    fn knows_stream(&self, channel: &str) -> bool {
+        self.streams
+            .lock()
+            .is_ok_and(|streams| streams.contains_key(channel))
+    }
+
     fn cached_stream(&self, channel: &str) -> Option<String> {
         self.streams.lock().ok()?.get(channel).cloned()
     }
@@ -158,7 +164,7 @@ impl Transport for JetStream {
 
     async fn publish(&self, message: OutgoingMessage) -> Result<Self::PendingAck, PublishError> {
         let subject = message.subject;
-        if self.cached_stream(&subject).is_none() {
+        if !self.knows_stream(&subject) {
             self.ensure_stream(&subject)
                 .await
                 .map_err(|e| PublishError::Broker {
