@@ -36,6 +36,8 @@ pub struct Args {
     pub framework: bool,
     /// Run the raw side (B).
     pub raw: bool,
+    /// The framework side acks with `ack = "coalesced"` (JetStream's ack-all).
+    pub coalesced: bool,
 }
 
 impl Default for Args {
@@ -52,6 +54,7 @@ impl Default for Args {
             backlog: None,
             framework: true,
             raw: true,
+            coalesced: false,
         }
     }
 }
@@ -60,7 +63,7 @@ impl Default for Args {
 pub const USAGE: &str = "\
 usage: bench [--n N] [--rounds R] [--cases 1,2,3,4] [--sizes 128,1024] [--window W]
              [--transport jetstream|memory] [--json FILE] [--plot FILE.png] [--backlog N]
-             [--sides ab|a|b]
+             [--sides ab|a|b] [--ack auto|coalesced]
 
 Starts its own nats-server (-js, temp store, free port) unless NATS_URL is set.
   case 1  consume: #[subscriber] handler, default stack  vs  raw pull consume + ack
@@ -68,7 +71,8 @@ Starts its own nats-server (-js, temp store, free port) unless NATS_URL is set.
   case 3  publish through Publisher::window(W)  vs  raw pipelined publish, W acks outstanding
   case 4  publish awaiting each ack (n/20 messages): p50 / p99 latency
   --backlog N  consume a backlog of N with max_in_flight 1024; RSS at 10k and at N
-  --sides      a = flowgate only, b = raw only (for profiling); default ab";
+  --sides      a = flowgate only, b = raw only (for profiling); default ab
+  --ack        coalesced: the framework side acks with ack = \"coalesced\" (JetStream)";
 
 impl Args {
     /// Parses `args` (without the program name).
@@ -92,6 +96,13 @@ impl Args {
                 "--json" => parsed.json = Some(value()?.into()),
                 "--plot" => parsed.plot = Some(value()?.into()),
                 "--backlog" => parsed.backlog = Some(number(&flag, &value()?)?),
+                "--ack" => {
+                    parsed.coalesced = match value()?.as_str() {
+                        "auto" => false,
+                        "coalesced" => true,
+                        other => return Err(format!("unknown ack mode `{other}`\n{USAGE}")),
+                    }
+                }
                 "--sides" => {
                     let sides = value()?;
                     parsed.framework = sides.contains('a');

@@ -27,11 +27,17 @@ pub async fn framework<T: Transport>(
     transport: T,
     io: bool,
     n: u64,
+    coalesced: bool,
 ) -> Result<RunStats, BenchError> {
     let subscriber = if io {
         handlers::consume_io::subscriber()
     } else {
         handlers::consume::subscriber()
+    };
+    let subscriber = if coalesced {
+        subscriber.coalesced_acks()
+    } else {
+        subscriber
     };
     let target = counters().acked() + n;
     let meter = Meter::start();

@@ -91,8 +91,11 @@ impl Env {
             prepublish_on(&memory, channel, n, size, window).await?;
         }
         match (side, &self.framework) {
-            (Side::Framework, Some(js)) => framework_run(js.clone(), case, n, size, window).await,
-            (Side::Framework, None) => framework_run(memory, case, n, size, window).await,
+            (Side::Framework, Some(js)) => {
+                let coalesced = self.args.coalesced;
+                framework_run(js.clone(), case, n, size, window, coalesced).await
+            }
+            (Side::Framework, None) => framework_run(memory, case, n, size, window, false).await,
             (Side::Raw, _) => {
                 let (client, context) = self.raw()?;
                 match case {
@@ -178,9 +181,10 @@ async fn framework_run<T: Transport>(
     n: u64,
     size: usize,
     window: usize,
+    coalesced: bool,
 ) -> Result<RunStats, BenchError> {
     match case {
-        1 | 2 => consume::framework(transport, case == 2, n).await,
+        1 | 2 => consume::framework(transport, case == 2, n, coalesced).await,
         3 => publish::framework_window(transport, n, size, window).await,
         _ => publish::framework_each(transport, n, size).await,
     }
