@@ -11,6 +11,7 @@
 mod acker;
 mod advisory;
 mod consumer;
+mod publish;
 mod subscription;
 
 use std::collections::HashMap;
@@ -19,9 +20,10 @@ use std::sync::{Arc, Mutex};
 use async_nats::jetstream::{self, stream::StorageType};
 
 pub use acker::JetStreamAcker;
+pub use publish::JetStreamPendingAck;
 pub use subscription::JetStreamSubscription;
 
-use crate::{Error, OutgoingMessage, PublishAck, PublishError, SubscriptionSpec, Transport};
+use crate::{Error, OutgoingMessage, PublishError, SubscriptionSpec, Transport};
 
 /// How the streams flowgate creates are stored.
 ///
@@ -147,10 +149,6 @@ impl JetStream {
     }
 }
 
-/// Resolves to the broker's ack of one JetStream publish.
-pub type JetStreamPendingAck =
-    futures::future::BoxFuture<'static, Result<PublishAck, PublishError>>;
-
 impl Transport for JetStream {
     type Acker = JetStreamAcker;
     type Subscription = JetStreamSubscription;
@@ -163,15 +161,15 @@ impl Transport for JetStream {
     }
 
     async fn publish(&self, message: OutgoingMessage) -> Result<Self::PendingAck, PublishError> {
-        let subject = message.subject;
-        if !self.knows_stream(&subject) {
-            self.ensure_stream(&subject)
+        if !self.knows_stream(&message.subject) {
+            self.ensure_stream(&message.subject)
                 .await
                 .map_err(|e| PublishError::Broker {
-                    subject: subject.clone(),
+                    subject: message.subject.clone(),
                     source: Box::new(e),
                 })?;
         }
+        let subject = async_nats::Subject::from(message.subject);
         let mut publish = jetstream::message::PublishMessage::build().payload(message.payload);
         if let Some(headers) = message.headers {
             publish = publish.headers(headers);
@@ -179,25 +177,12 @@ impl Transport for JetStream {
         if let Some(id) = message.message_id {
             publish = publish.message_id(id);
         }
-        let pending = self
+        let sent = self
             .context
             .send_publish(subject.clone(), publish)
             .await
-            .map_err(|e| PublishError::Broker {
-                subject: subject.clone(),
-                source: Box::new(e),
-            })?;
-        Ok(Box::pin(async move {
-            let ack = pending.await.map_err(|e| PublishError::Broker {
-                subject,
-                source: Box::new(e),
-            })?;
-            Ok(PublishAck {
-                stream: ack.stream,
-                sequence: ack.sequence,
-                duplicate: ack.duplicate,
-            })
-        }))
+            .map_err(|e| publish::broker_error(&subject, e))?;
+        Ok(JetStreamPendingAck::new(subject, sent))
     }
 
     async fn exhausted(
