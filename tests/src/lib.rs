@@ -49,3 +49,19 @@ pub fn channel_of<E: flowgate::Event>() -> &'static str {
         )
     })
 }
+
+/// How long an end-to-end test waits for a condition before it fails.
+pub const DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A handler error for tests: its text is the message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct JobError(pub String);
+
+/// Locks a test's shared state, ignoring poisoning (a panicking handler test
+/// must not poison the state the assertions read).
+pub fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -8,20 +8,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flowgate::{App, Failure, PublishOptions, Publisher, Subscriber};
-use flowgate_tests::{consumer_state, eventually, init_tracing, round_trip, NatsServer};
+use flowgate_tests::{
+    consumer_state, eventually, init_tracing, round_trip, JobError, NatsServer, DEADLINE,
+};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-
-const DEADLINE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Serialize, Deserialize, flowgate::Event)]
 struct Job {
     id: u64,
 }
-
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct JobError(String);
 
 async fn publish(nats: &flowgate::JetStream, channel: &str, ids: std::ops::Range<u64>) {
     let mut window = Publisher::new(nats.clone()).window(128);

@@ -10,20 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flowgate::{App, Publisher, Subscriber};
-use flowgate_tests::{channel_of, consumer_state, eventually, init_tracing, NatsServer};
+use flowgate_tests::{
+    channel_of, consumer_state, eventually, init_tracing, lock, JobError, NatsServer, DEADLINE,
+};
 use serde::{Deserialize, Serialize};
-
-const DEADLINE: Duration = Duration::from_secs(30);
-
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct JobError(String);
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 #[derive(Debug, Serialize, Deserialize, flowgate::Event)]
 #[event(channel = "e2e.concurrency.slow")]

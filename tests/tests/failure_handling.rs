@@ -12,19 +12,15 @@ use std::time::Duration;
 use flowgate::dead_letter::{ATTEMPTS, FAILED_AT, LAST_ERROR, ORIGINAL_SEQUENCE, ORIGINAL_SUBJECT};
 use flowgate::middleware::retry::RetryPolicy;
 use flowgate::{App, Failure, Message, Publisher, Subscriber};
-use flowgate_tests::{consumer_state, eventually, init_tracing, stored_messages, NatsServer};
+use flowgate_tests::{
+    consumer_state, eventually, init_tracing, stored_messages, JobError, NatsServer, DEADLINE,
+};
 use serde::{Deserialize, Serialize};
-
-const DEADLINE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Serialize, Deserialize, flowgate::Event)]
 struct Job {
     id: u64,
 }
-
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct JobError(String);
 
 /// The attempt numbers a handler saw, shared with the test.
 #[derive(Clone, Default)]

@@ -2,6 +2,7 @@
 //! same rules as on JetStream (see failure_handling.rs), with virtual time, so
 //! backoffs, timeouts and ack waits take no real time.
 
+use flowgate_tests::JobError;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,10 +18,6 @@ use tokio::time::Instant;
 struct Job {
     id: u64,
 }
-
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct JobError(String);
 
 /// What a handler saw: (attempt, delivery count, when), shared with the test.
 #[derive(Clone, Default)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use flowgate::middleware::metrics::names;
 use flowgate::middleware::retry::RetryPolicy;
 use flowgate::{App, Failure, Message, PublishOptions, Publisher, Subscriber};
-use flowgate_tests::{consumer_state, eventually, init_tracing, NatsServer};
+use flowgate_tests::{consumer_state, eventually, init_tracing, JobError, NatsServer};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use serde::{Deserialize, Serialize};
 
@@ -16,10 +16,6 @@ use serde::{Deserialize, Serialize};
 struct Job {
     id: u64,
 }
-
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct JobError(String);
 
 fn snapshotter() -> Snapshotter {
     let recorder = DebuggingRecorder::new();

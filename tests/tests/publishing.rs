@@ -4,12 +4,8 @@
 use std::time::Duration;
 
 use flowgate::{App, PublishOptions, Publisher, Subscriber};
-use flowgate_tests::{channel_of, init_tracing, stream_messages, NatsServer};
+use flowgate_tests::{channel_of, init_tracing, stream_messages, JobError, NatsServer};
 use serde::{Deserialize, Serialize};
-
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct JobError(String);
 
 #[derive(Debug, Serialize, Deserialize, flowgate::Event)]
 #[event(channel = "e2e.publish.window")]

@@ -7,20 +7,11 @@ use std::time::Duration;
 
 use flowgate::{App, JetStream, PublishOptions, Publisher, Subscriber};
 use flowgate_tests::{
-    channel_of, consumer_state, eventually, init_tracing, stream_messages, NatsServer,
+    channel_of, consumer_state, eventually, init_tracing, lock, stream_messages, JobError,
+    NatsServer,
 };
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct JobError(String);
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 #[derive(Debug, Serialize, Deserialize, flowgate::Event)]
 #[event(channel = "e2e.resilience.orders")]

@@ -7,25 +7,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use flowgate::{App, Message, Publisher};
-use flowgate_tests::{channel_of, consumer_state, eventually, init_tracing, NatsServer};
+use flowgate_tests::{
+    channel_of, consumer_state, eventually, init_tracing, lock, JobError, NatsServer, DEADLINE,
+};
 use serde::{Deserialize, Serialize};
-
-const DEADLINE: Duration = Duration::from_secs(30);
-
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct JobError(String);
-
-/// Locks a test's static, ignoring poisoning (a panicking handler test
-/// must not poison the state the assertions read).
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 // ---------------------------------------------------------------------------
 // Ok => acked
