@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowgate::{AckError, Acker, Metadata};
+use flowgate::{AckError, Acker};
 
 use crate::broker::{Binding, Broker, Settle};
 
@@ -39,31 +39,37 @@ use crate::broker::{Binding, Broker, Settle};
 pub struct InMemoryAcker {
     broker: Arc<Broker>,
     binding: Binding,
-    metadata: Metadata,
+    sequence: u64,
+    delivery_count: u32,
 }
 
 impl std::fmt::Debug for InMemoryAcker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InMemoryAcker")
             .field("channel", &self.binding.channel)
-            .field("stream_sequence", &self.metadata.stream_sequence())
-            .field("delivery_count", &self.metadata.delivery_count())
+            .field("stream_sequence", &self.sequence)
+            .field("delivery_count", &self.delivery_count)
             .finish()
     }
 }
 
 impl InMemoryAcker {
-    pub(crate) fn new(broker: Arc<Broker>, binding: Binding, metadata: Metadata) -> Self {
+    pub(crate) fn new(
+        broker: Arc<Broker>,
+        binding: Binding,
+        sequence: u64,
+        delivery_count: u32,
+    ) -> Self {
         Self {
             broker,
             binding,
-            metadata,
+            sequence,
+            delivery_count,
         }
     }
 
     fn send(&self, how: Settle) -> Result<(), AckError> {
-        self.broker
-            .settle(&self.binding, self.metadata.stream_sequence(), how);
+        self.broker.settle(&self.binding, self.sequence, how);
         Ok(())
     }
 }

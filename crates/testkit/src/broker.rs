@@ -1,6 +1,8 @@
 //! The broker: channels, their consumers, and the one lock around them.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use flowgate::{
@@ -80,21 +82,125 @@ impl InMemory {
 #[derive(Debug, Default)]
 pub(crate) struct Broker {
     state: Mutex<State>,
-    /// Notified on every change, for [`InMemory::wait_idle`].
-    pub(crate) changed: Notify,
+    /// Notified on every change while someone waits for one
+    /// ([`InMemory::wait_until`]): see [`Broker::watch_changes`].
+    changed: Notify,
+    /// How many wait for `changed`; nobody is notified while none does.
+    watchers: AtomicUsize,
+    /// Notified when a consumer may have become idle (or stopped counting),
+    /// for [`InMemory::wait_idle`].
+    pub(crate) idle: Notify,
+    /// Notified when a consumer gives up on a message, for the
+    /// [`Transport::exhausted`](flowgate::Transport::exhausted) streams.
+    pub(crate) given_up: Notify,
+}
+
+/// Registers a waiter for every change of the broker while it lives.
+pub(crate) struct ChangeWatch<'a>(&'a Broker);
+
+impl ChangeWatch<'_> {
+    /// Notified on the next change.
+    pub(crate) fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.0.changed.notified()
+    }
+}
+
+impl Drop for ChangeWatch<'_> {
+    fn drop(&mut self) {
+        self.0.watchers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What a change may have done, for [`Broker::changed`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Change {
+    /// A consumer may have become idle, or stopped counting for idleness.
+    pub(crate) may_idle: bool,
+    /// A consumer gave up on a message.
+    pub(crate) gave_up: bool,
+}
+
+impl Change {
+    /// Fires the due timers of `consumer` (see [`Consumer::expire`]) and
+    /// notes what that did, for the inspection methods; like them, it does
+    /// not wake the consumer's subscriptions, which wait for those timers.
+    pub(crate) fn expired(&mut self, consumer: &mut Consumer, now: Instant) {
+        let given_up = consumer.given_up();
+        if consumer.expire(now) {
+            self.may_idle = true;
+            self.gave_up |= consumer.given_up() > given_up;
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct State {
-    pub(crate) channels: HashMap<String, ChannelState>,
+    pub(crate) channels: Channels,
     next_consumer: u64,
+}
+
+/// The channels by name; a channel, once created, keeps its index, which
+/// bindings hold so they find it without hashing its name.
+#[derive(Debug, Default)]
+pub(crate) struct Channels {
+    all: Vec<ChannelState>,
+    by_name: HashMap<String, usize>,
+}
+
+impl Channels {
+    pub(crate) fn get(&self, name: &str) -> Option<&ChannelState> {
+        self.by_name.get(name).map(|&index| &self.all[index])
+    }
+
+    pub(crate) fn get_mut(&mut self, name: &str) -> Option<&mut ChannelState> {
+        self.by_name.get(name).map(|&index| &mut self.all[index])
+    }
+
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut ChannelState> {
+        self.all.iter_mut()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.all.len()
+    }
+
+    /// The index of channel `name`, created when new.
+    fn index_or_create(&mut self, name: &str) -> usize {
+        if let Some(&index) = self.by_name.get(name) {
+            return index;
+        }
+        let index = self.all.len();
+        self.all.push(ChannelState::new(name));
+        self.by_name.insert(name.to_owned(), index);
+        index
+    }
+}
+
+/// Hashes a [`ConsumerId`] (a counter) with one multiplication.
+#[derive(Debug, Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 /// A channel's messages and the consumers reading it.
 #[derive(Debug)]
 pub(crate) struct ChannelState {
     pub(crate) stream: Channel,
-    pub(crate) consumers: HashMap<ConsumerId, Consumer>,
+    pub(crate) consumers: HashMap<ConsumerId, Consumer, BuildHasherDefault<IdHasher>>,
     /// Durable and queue consumers by name.
     pub(crate) named: HashMap<String, ConsumerId>,
     /// Every settlement of every consumer, ended ephemerals included.
@@ -105,7 +211,7 @@ impl ChannelState {
     fn new(name: &str) -> Self {
         Self {
             stream: Channel::new(name),
-            consumers: HashMap::new(),
+            consumers: HashMap::default(),
             named: HashMap::new(),
             log: Log::default(),
         }
@@ -130,12 +236,25 @@ pub(crate) enum Settle {
     InProgress,
 }
 
-/// Where a subscription is bound.
+/// Where a subscription is bound; cloned (a reference count) into every acker.
 #[derive(Debug, Clone)]
-pub(crate) struct Binding {
+pub(crate) struct Binding(Arc<Bound>);
+
+#[derive(Debug)]
+pub(crate) struct Bound {
     pub(crate) channel: Arc<str>,
+    /// The channel's index in [`Channels`].
+    index: usize,
     pub(crate) consumer: ConsumerId,
-    pub(crate) notify: Arc<Notify>,
+    pub(crate) notify: Arc<crate::consumer::Wakeup>,
+}
+
+impl std::ops::Deref for Binding {
+    type Target = Bound;
+
+    fn deref(&self) -> &Bound {
+        &self.0
+    }
 }
 
 impl Broker {
@@ -145,20 +264,64 @@ impl Broker {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Tells whoever waits what a change may have done. Called after the
+    /// change, with the lock released.
+    pub(crate) fn changed(&self, change: Change) {
+        if self.watchers.load(Ordering::SeqCst) > 0 {
+            self.changed.notify_waiters();
+        }
+        if change.may_idle {
+            self.idle.notify_waiters();
+        }
+        if change.gave_up {
+            self.given_up.notify_waiters();
+        }
+    }
+
+    /// Like [`Broker::changed`], for what an inspection did (fire due
+    /// timers): it wakes idle and give-up waiters, and not the waiters for
+    /// every change, whose checks inspect the broker.
+    pub(crate) fn inspected(&self, change: Change) {
+        if change.may_idle {
+            self.idle.notify_waiters();
+        }
+        if change.gave_up {
+            self.given_up.notify_waiters();
+        }
+    }
+
+    /// Registers for [`Broker::changed`] notifications: every change from now
+    /// on notifies the returned watch's `changed()` until it is dropped.
+    /// Enable a `changed()` future before looking at the state.
+    pub(crate) fn watch_changes(&self) -> ChangeWatch<'_> {
+        // Counted before any look at the state: a change made after the look
+        // reads the count after its own update of the state, so sees it.
+        self.watchers.fetch_add(1, Ordering::SeqCst);
+        ChangeWatch(self)
+    }
+
+    /// The channel and consumer `binding` names, when the consumer still exists.
+    fn bound<'s>(
+        state: &'s mut State,
+        binding: &Binding,
+    ) -> Option<(&'s mut Channel, &'s mut Consumer)> {
+        let channel = state.channels.all.get_mut(binding.index)?;
+        let consumer = channel.consumers.get_mut(&binding.consumer)?;
+        Some((&mut channel.stream, consumer))
+    }
+
     pub(crate) fn publish(&self, message: OutgoingMessage) -> Result<PublishAck, PublishError> {
         flowgate::validate_channel(&message.subject)?;
         let mut state = self.lock();
-        let channel = state
-            .channels
-            .entry(message.subject.clone())
-            .or_insert_with(|| ChannelState::new(&message.subject));
+        let index = state.channels.index_or_create(&message.subject);
+        let channel = &mut state.channels.all[index];
         let (ack, stored) = channel.stream.store(message);
         if stored {
             for consumer in channel.consumers.values() {
-                consumer.notify.notify_waiters();
+                consumer.notify.wake();
             }
             drop(state);
-            self.changed.notify_waiters();
+            self.changed(Change::default());
         }
         Ok(ack)
     }
@@ -171,10 +334,8 @@ impl Broker {
         let name = spec.durable.as_deref().or(spec.queue.as_deref());
         let mut guard = self.lock();
         let state = &mut *guard;
-        let channel = state
-            .channels
-            .entry(spec.channel.clone())
-            .or_insert_with(|| ChannelState::new(&spec.channel));
+        let index = state.channels.index_or_create(&spec.channel);
+        let channel = &mut state.channels.all[index];
         let existing = name.and_then(|name| channel.named.get(name).copied());
         let id = match existing {
             Some(id) => {
@@ -211,20 +372,24 @@ impl Broker {
             .get_mut(&id)
             .ok_or_else(|| flowgate::Error::Broker("in-memory consumer vanished".into()))?;
         consumer.subscriptions += 1;
-        let binding = Binding {
+        let binding = Binding(Arc::new(Bound {
             channel: Arc::from(spec.channel.as_str()),
+            index,
             consumer: id,
             notify: consumer.notify.clone(),
-        };
+        }));
         drop(guard);
-        self.changed.notify_waiters();
+        self.changed(Change {
+            may_idle: true,
+            gave_up: false,
+        });
         Ok(binding)
     }
 
     /// A subscription ended: an ephemeral consumer ends with it.
     pub(crate) fn unbind(&self, binding: &Binding) {
         let mut state = self.lock();
-        let Some(channel) = state.channels.get_mut(&*binding.channel) else {
+        let Some(channel) = state.channels.all.get_mut(binding.index) else {
             return;
         };
         let Some(consumer) = channel.consumers.get_mut(&binding.consumer) else {
@@ -235,45 +400,60 @@ impl Broker {
             channel.consumers.remove(&binding.consumer);
         }
         drop(state);
-        self.changed.notify_waiters();
+        self.changed(Change {
+            may_idle: true,
+            gave_up: false,
+        });
     }
 
     /// The next delivery for a subscription bound by `binding`.
     pub(crate) fn next(self: &Arc<Self>, binding: &Binding) -> Next {
         let now = Instant::now();
         let mut guard = self.lock();
-        let Some(channel) = guard.channels.get_mut(&*binding.channel) else {
+        let Some((stream, consumer)) = Self::bound(&mut guard, binding) else {
             return Next::Wait(None);
         };
-        let Some(consumer) = channel.consumers.get_mut(&binding.consumer) else {
-            return Next::Wait(None);
-        };
+        let given_up = consumer.given_up();
         let expired = consumer.expire(now);
-        let Some(handout) = consumer.next(now, &channel.stream) else {
+        let Some(handout) = consumer.next(now, stream) else {
             let wake = consumer.next_wake();
+            let change = Change {
+                may_idle: consumer.is_idle(stream.last_sequence()),
+                gave_up: consumer.given_up() > given_up,
+            };
             drop(guard);
             if expired {
-                self.changed.notify_waiters();
+                self.changed(change);
             }
             return Next::Wait(wake);
         };
-        let Some(message) = channel.stream.get(handout.sequence) else {
+        let gave_up = consumer.given_up() > given_up;
+        let Some(message) = stream.get(handout.sequence) else {
             return Next::Wait(None);
         };
         let metadata = Metadata::new(
-            message.subject.clone(),
+            message.subject.as_str(),
             message.sequence,
             handout.delivery_count,
             message.timestamp,
             message.headers.clone(),
         );
+        let payload = message.payload.clone();
+        drop(guard);
         let delivery = Delivery {
-            payload: message.payload.clone(),
-            acker: InMemoryAcker::new(self.clone(), binding.clone(), metadata.clone()),
+            payload,
+            acker: InMemoryAcker::new(
+                self.clone(),
+                binding.clone(),
+                handout.sequence,
+                handout.delivery_count,
+            ),
             metadata,
         };
-        drop(guard);
-        self.changed.notify_waiters();
+        self.changed(Change {
+            may_idle: false,
+            gave_up,
+        });
         Next::Delivery(delivery)
     }
 
@@ -322,14 +502,11 @@ impl Broker {
     pub(crate) fn settle(&self, binding: &Binding, sequence: u64, how: Settle) {
         let now = Instant::now();
         let mut state = self.lock();
-        let Some(consumer) = state
-            .channels
-            .get_mut(&*binding.channel)
-            .and_then(|channel| channel.consumers.get_mut(&binding.consumer))
-        else {
+        let Some((stream, consumer)) = Self::bound(&mut state, binding) else {
             tracing::debug!(channel = %binding.channel, sequence, "settlement for a consumer that is gone; ignored");
             return;
         };
+        let given_up = consumer.given_up();
         consumer.expire(now);
         let applied = match how {
             Settle::Ack => consumer.ack(sequence, now),
@@ -340,8 +517,12 @@ impl Broker {
         if !applied {
             tracing::debug!(channel = %binding.channel, sequence, ?how, "settlement for a message that is not pending; ignored");
         }
-        consumer.notify.notify_waiters();
+        consumer.notify.wake();
+        let change = Change {
+            may_idle: consumer.is_idle(stream.last_sequence()),
+            gave_up: consumer.given_up() > given_up,
+        };
         drop(state);
-        self.changed.notify_waiters();
+        self.changed(change);
     }
 }

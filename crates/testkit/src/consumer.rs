@@ -4,6 +4,7 @@
 //! follows paused time in tests).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,15 +85,75 @@ impl ConsumerConfig {
     }
 }
 
-/// Where an unsettled message stands.
+/// Where a delivered message stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pending {
+enum Fate {
     /// Delivered; redelivered when the ack wait ends at this instant.
     InFlight(Instant),
     /// Nak'd with a delay; redelivered at this instant.
     Delayed(Instant),
     /// Due for redelivery now (its `ready` entry).
     Ready,
+    /// Acked: settled for good.
+    Acked,
+    /// Terminated: settled for good.
+    Terminated,
+    /// Given up on after `max_deliver` deliveries: settled for good.
+    Exhausted,
+}
+
+impl Fate {
+    /// Delivered and not settled (the JetStream "ack pending" set).
+    fn is_pending(self) -> bool {
+        matches!(self, Fate::InFlight(_) | Fate::Delayed(_) | Fate::Ready)
+    }
+}
+
+/// What a consumer knows of one message it delivered.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    delivery_count: u32,
+    fate: Fate,
+}
+
+/// Wakes a consumer's waiting subscriptions; costs an atomic load when none waits.
+#[derive(Debug, Default)]
+pub(crate) struct Wakeup {
+    notify: Notify,
+    /// Subscriptions registered (or registering) for a wake-up.
+    waiting: AtomicUsize,
+}
+
+impl Wakeup {
+    /// Wakes every subscription waiting now.
+    pub(crate) fn wake(&self) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.notify.notify_waiters();
+        }
+    }
+
+    /// Counts a waiter in until the guard drops. Take it, then enable a
+    /// [`Waiting::notified`] future, then look at the consumer: a change
+    /// made after the look (under the broker lock) sees the count.
+    pub(crate) fn waiting(&self) -> Waiting<'_> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        Waiting(self)
+    }
+}
+
+/// A subscription counted as waiting for a [`Wakeup`].
+pub(crate) struct Waiting<'a>(&'a Wakeup);
+
+impl Waiting<'_> {
+    pub(crate) fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.0.notify.notified()
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// One delivery handed out: the stream sequence and its delivery count.
@@ -103,6 +164,10 @@ pub(crate) struct Handout {
 }
 
 /// The state of one consumer of one channel.
+///
+/// A consumer delivers sequences `base..next_sequence` for the first time in
+/// order, so what it knows of each is kept in `slots`, indexed from `base`:
+/// no tree or hash per message.
 #[derive(Debug)]
 pub(crate) struct Consumer {
     pub(crate) name: Option<Arc<str>>,
@@ -110,19 +175,21 @@ pub(crate) struct Consumer {
     /// Live subscriptions bound to this consumer.
     pub(crate) subscriptions: usize,
     /// Wakes this consumer's subscriptions when something may be deliverable.
-    pub(crate) notify: Arc<Notify>,
+    pub(crate) notify: Arc<Wakeup>,
+    /// The first sequence this consumer delivered (or will deliver).
+    base: u64,
     /// The next stream sequence to deliver for the first time.
     next_sequence: u64,
-    /// Delivered and not settled (the JetStream "ack pending" set).
-    pending: BTreeMap<u64, Pending>,
+    /// Sequences `base..next_sequence`, each delivered at least once.
+    slots: Vec<Slot>,
+    /// How many slots are pending (delivered and not settled).
+    pending: usize,
+    /// No sequence below this one is pending; when any is, the lowest is this one.
+    floor: u64,
     /// When each timed pending entry fires, ordered by time.
     timers: BTreeSet<(Instant, u64)>,
     /// Pending entries due for redelivery, lowest sequence first.
     ready: BTreeSet<u64>,
-    delivery_counts: BTreeMap<u64, u32>,
-    acked: BTreeSet<u64>,
-    terminated: BTreeSet<u64>,
-    exhausted: BTreeSet<u64>,
     /// The exhausted sequences in the order the broker gave up on them.
     exhausted_order: Vec<u64>,
     pending_high_water: usize,
@@ -142,24 +209,78 @@ impl Consumer {
             name,
             config,
             subscriptions: 0,
-            notify: Arc::new(Notify::new()),
+            notify: Arc::new(Wakeup::default()),
+            base: next_sequence,
             next_sequence,
-            pending: BTreeMap::new(),
+            slots: Vec::new(),
+            pending: 0,
+            floor: next_sequence,
             timers: BTreeSet::new(),
             ready: BTreeSet::new(),
-            delivery_counts: BTreeMap::new(),
-            acked: BTreeSet::new(),
-            terminated: BTreeSet::new(),
-            exhausted: BTreeSet::new(),
             exhausted_order: Vec::new(),
             pending_high_water: 0,
             log,
         }
     }
 
+    fn index(&self, sequence: u64) -> Option<usize> {
+        usize::try_from(sequence.checked_sub(self.base)?).ok()
+    }
+
+    fn slot(&self, sequence: u64) -> Option<&Slot> {
+        self.slots.get(self.index(sequence)?)
+    }
+
+    fn slot_mut(&mut self, sequence: u64) -> Option<&mut Slot> {
+        let index = self.index(sequence)?;
+        self.slots.get_mut(index)
+    }
+
+    /// Where `sequence` stands while it is pending.
+    fn pending_fate(&self, sequence: u64) -> Option<Fate> {
+        self.slot(sequence)
+            .map(|slot| slot.fate)
+            .filter(|fate| fate.is_pending())
+    }
+
+    /// Moves a pending `sequence` to another pending state.
+    fn set_pending(&mut self, sequence: u64, fate: Fate) {
+        if let Some(slot) = self.slot_mut(sequence) {
+            slot.fate = fate;
+        }
+    }
+
+    /// Settles a pending `sequence` for good with `fate`.
+    fn finish(&mut self, sequence: u64, fate: Fate) {
+        let Some(slot) = self.slot_mut(sequence) else {
+            return;
+        };
+        let was_pending = slot.fate.is_pending();
+        slot.fate = fate;
+        if was_pending {
+            self.pending -= 1;
+        }
+        if sequence == self.floor {
+            self.floor += 1;
+            while self.floor < self.next_sequence && self.pending_fate(self.floor).is_none() {
+                self.floor += 1;
+            }
+        }
+    }
+
+    fn delivery_count(&self, sequence: u64) -> u32 {
+        self.slot(sequence).map_or(0, |slot| slot.delivery_count)
+    }
+
+    /// How many messages this consumer gave up on so far.
+    pub(crate) fn given_up(&self) -> usize {
+        self.exhausted_order.len()
+    }
+
     /// Stops delivering `sequence`: its deliveries ran out.
     fn give_up(&mut self, sequence: u64, at: Instant) {
-        if self.exhausted.insert(sequence) {
+        if self.slot(sequence).map(|slot| slot.fate) != Some(Fate::Exhausted) {
+            self.finish(sequence, Fate::Exhausted);
             self.exhausted_order.push(sequence);
         }
         self.record(sequence, Outcome::DeadLettered, at);
@@ -171,7 +292,7 @@ impl Consumer {
             .get(seen..)
             .unwrap_or_default()
             .iter()
-            .map(|seq| (*seq, self.delivery_counts.get(seq).copied().unwrap_or(0)))
+            .map(|seq| (*seq, self.delivery_count(*seq)))
             .collect()
     }
 
@@ -179,7 +300,7 @@ impl Consumer {
         self.log.record(Settlement {
             consumer: self.name.clone(),
             sequence,
-            delivery_count: self.delivery_counts.get(&sequence).copied().unwrap_or(0),
+            delivery_count: self.delivery_count(sequence),
             outcome,
             at,
         });
@@ -196,14 +317,13 @@ impl Consumer {
             }
             self.timers.remove(&(at, sequence));
             changed = true;
-            if let Some(Pending::InFlight(_)) = self.pending.get(&sequence) {
+            if let Some(Fate::InFlight(_)) = self.pending_fate(sequence) {
                 self.record(sequence, Outcome::Expired, at);
             }
             if self.reached_max_deliver(sequence) {
-                self.pending.remove(&sequence);
                 self.give_up(sequence, at);
             } else {
-                self.pending.insert(sequence, Pending::Ready);
+                self.set_pending(sequence, Fate::Ready);
                 self.ready.insert(sequence);
             }
         }
@@ -214,28 +334,35 @@ impl Consumer {
     /// fewer than `max_ack_pending` are unsettled.
     pub(crate) fn next(&mut self, now: Instant, channel: &Channel) -> Option<Handout> {
         self.expire(now);
-        let sequence = match self.ready.pop_first() {
-            Some(sequence) => sequence,
+        let deadline = now + self.config.ack_wait;
+        let (sequence, delivery_count) = match self.ready.pop_first() {
+            Some(sequence) => {
+                let slot = self.slot_mut(sequence)?;
+                slot.delivery_count += 1;
+                slot.fate = Fate::InFlight(deadline);
+                (sequence, slot.delivery_count)
+            }
             None => {
-                if self.pending.len() >= self.config.max_ack_pending
+                if self.pending >= self.config.max_ack_pending
                     || self.next_sequence > channel.last_sequence()
                 {
                     return None;
                 }
                 let sequence = self.next_sequence;
                 self.next_sequence += 1;
-                sequence
+                self.slots.push(Slot {
+                    delivery_count: 1,
+                    fate: Fate::InFlight(deadline),
+                });
+                self.pending += 1;
+                (sequence, 1)
             }
         };
-        let deadline = now + self.config.ack_wait;
-        self.pending.insert(sequence, Pending::InFlight(deadline));
         self.timers.insert((deadline, sequence));
-        self.pending_high_water = self.pending_high_water.max(self.pending.len());
-        let count = self.delivery_counts.entry(sequence).or_insert(0);
-        *count += 1;
+        self.pending_high_water = self.pending_high_water.max(self.pending);
         Some(Handout {
             sequence,
-            delivery_count: *count,
+            delivery_count,
         })
     }
 
@@ -246,44 +373,41 @@ impl Consumer {
 
     /// Settles `sequence` as handled. Returns whether it was pending.
     pub(crate) fn ack(&mut self, sequence: u64, now: Instant) -> bool {
-        if !self.settle(sequence) {
+        if !self.settle(sequence, Fate::Acked) {
             return false;
         }
-        self.acked.insert(sequence);
         self.record(sequence, Outcome::Acked, now);
         true
     }
 
     /// Settles `sequence` as never to be handled. Returns whether it was pending.
     pub(crate) fn term(&mut self, sequence: u64, now: Instant) -> bool {
-        if !self.settle(sequence) {
+        if !self.settle(sequence, Fate::Terminated) {
             return false;
         }
-        self.terminated.insert(sequence);
         self.record(sequence, Outcome::Terminated, now);
         true
     }
 
     /// Asks for redelivery of `sequence` after `delay`. Returns whether it was pending.
     pub(crate) fn nak(&mut self, sequence: u64, delay: Option<Duration>, now: Instant) -> bool {
-        let Some(state) = self.pending.get(&sequence).copied() else {
+        let Some(state) = self.pending_fate(sequence) else {
             return false;
         };
         self.clear(sequence, state);
         self.record(sequence, Outcome::Nakked { delay }, now);
         if self.reached_max_deliver(sequence) {
-            self.pending.remove(&sequence);
             self.give_up(sequence, now);
             return true;
         }
         match delay.filter(|d| !d.is_zero()) {
             Some(delay) => {
                 let due = now + delay;
-                self.pending.insert(sequence, Pending::Delayed(due));
+                self.set_pending(sequence, Fate::Delayed(due));
                 self.timers.insert((due, sequence));
             }
             None => {
-                self.pending.insert(sequence, Pending::Ready);
+                self.set_pending(sequence, Fate::Ready);
                 self.ready.insert(sequence);
             }
         }
@@ -293,12 +417,12 @@ impl Consumer {
     /// Restarts the ack wait of `sequence` when it is in flight. Returns
     /// whether it was.
     pub(crate) fn in_progress(&mut self, sequence: u64, now: Instant) -> bool {
-        let Some(Pending::InFlight(deadline)) = self.pending.get(&sequence).copied() else {
+        let Some(Fate::InFlight(deadline)) = self.pending_fate(sequence) else {
             return false;
         };
         self.timers.remove(&(deadline, sequence));
         let deadline = now + self.config.ack_wait;
-        self.pending.insert(sequence, Pending::InFlight(deadline));
+        self.set_pending(sequence, Fate::InFlight(deadline));
         self.timers.insert((deadline, sequence));
         self.record(sequence, Outcome::InProgress, now);
         true
@@ -307,15 +431,25 @@ impl Consumer {
     /// Nothing pending and nothing left to deliver in a channel whose newest
     /// message is `last_sequence`.
     pub(crate) fn is_idle(&self, last_sequence: u64) -> bool {
-        self.pending.is_empty() && self.next_sequence > last_sequence
+        self.pending == 0 && self.next_sequence > last_sequence
     }
 
     /// The highest sequence at or below which nothing is pending.
     fn ack_floor(&self) -> u64 {
-        match self.pending.first_key_value() {
-            Some((&lowest, _)) => lowest - 1,
-            None => self.next_sequence - 1,
+        if self.pending == 0 {
+            self.next_sequence - 1
+        } else {
+            self.floor - 1
         }
+    }
+
+    /// The sequences whose fate matches, lowest first.
+    fn sequences(&self, pick: impl Fn(Fate) -> bool) -> Vec<u64> {
+        (self.base..)
+            .zip(&self.slots)
+            .filter(|(_, slot)| pick(slot.fate))
+            .map(|(sequence, _)| sequence)
+            .collect()
     }
 
     pub(crate) fn info(&self, channel: &str) -> ConsumerInfo {
@@ -325,36 +459,43 @@ impl Consumer {
             live_subscriptions: self.subscriptions,
             next_sequence: self.next_sequence,
             ack_floor: self.ack_floor(),
-            acked: self.acked.iter().copied().collect(),
-            pending: self.pending.keys().copied().collect(),
-            delivery_counts: self.delivery_counts.clone(),
-            terminated: self.terminated.iter().copied().collect(),
-            dead_lettered: self.exhausted.iter().copied().collect(),
+            acked: self.sequences(|fate| fate == Fate::Acked),
+            pending: self.sequences(Fate::is_pending),
+            delivery_counts: (self.base..)
+                .zip(&self.slots)
+                .map(|(sequence, slot)| (sequence, slot.delivery_count))
+                .collect::<BTreeMap<_, _>>(),
+            terminated: self.sequences(|fate| fate == Fate::Terminated),
+            dead_lettered: self.sequences(|fate| fate == Fate::Exhausted),
             pending_high_water: self.pending_high_water,
         }
     }
 
     fn reached_max_deliver(&self, sequence: u64) -> bool {
-        let delivered = self.delivery_counts.get(&sequence).copied().unwrap_or(0);
+        let delivered = self.delivery_count(sequence);
         self.config.max_deliver.is_some_and(|max| delivered >= max)
     }
 
-    fn settle(&mut self, sequence: u64) -> bool {
-        let Some(state) = self.pending.remove(&sequence) else {
+    /// Settles a pending `sequence` for good. Returns whether it was pending.
+    fn settle(&mut self, sequence: u64, fate: Fate) -> bool {
+        let Some(state) = self.pending_fate(sequence) else {
             return false;
         };
         self.clear(sequence, state);
+        self.finish(sequence, fate);
         true
     }
 
-    fn clear(&mut self, sequence: u64, state: Pending) {
+    /// Drops the timer or redelivery entry of a pending `sequence`.
+    fn clear(&mut self, sequence: u64, state: Fate) {
         match state {
-            Pending::InFlight(at) | Pending::Delayed(at) => {
+            Fate::InFlight(at) | Fate::Delayed(at) => {
                 self.timers.remove(&(at, sequence));
             }
-            Pending::Ready => {
+            Fate::Ready => {
                 self.ready.remove(&sequence);
             }
+            Fate::Acked | Fate::Terminated | Fate::Exhausted => {}
         }
     }
 }
@@ -475,6 +616,54 @@ mod tests {
             None
         );
         assert_eq!(consumer.info("orders.placed").terminated, vec![1]);
+    }
+
+    #[test]
+    fn the_ack_floor_follows_out_of_order_settlements() {
+        let channel = channel_with(5);
+        let now = Instant::now();
+        let mut consumer = Consumer::new(None, config(10, None), &channel, Log::default());
+        for _ in 0..4 {
+            assert!(consumer.next(now, &channel).is_some());
+        }
+        assert!(consumer.ack(2, now));
+        assert_eq!(consumer.info("a").ack_floor, 0);
+        assert!(consumer.ack(1, now));
+        assert_eq!(consumer.info("a").ack_floor, 2);
+        assert!(consumer.nak(3, None, now));
+        assert_eq!(consumer.info("a").ack_floor, 2);
+        assert!(consumer.term(4, now));
+        assert_eq!(consumer.next(now, &channel).map(|h| h.sequence), Some(3));
+        assert!(consumer.ack(3, now));
+        let info = consumer.info("a");
+        assert_eq!(info.ack_floor, 4);
+        assert_eq!(info.acked, vec![1, 2, 3]);
+        assert_eq!(info.terminated, vec![4]);
+        assert!(info.pending.is_empty());
+        assert_eq!(info.delivery_counts.get(&3), Some(&2));
+        assert!(!consumer.is_idle(channel.last_sequence()));
+        assert_eq!(consumer.next(now, &channel).map(|h| h.sequence), Some(5));
+        assert_eq!(consumer.info("a").ack_floor, 4);
+        assert!(consumer.ack(5, now));
+        assert!(consumer.is_idle(channel.last_sequence()));
+        assert_eq!(consumer.info("a").ack_floor, 5);
+    }
+
+    #[test]
+    fn a_consumer_starting_late_counts_from_its_start() {
+        let channel = channel_with(3);
+        let now = Instant::now();
+        let mut spec = config(10, None);
+        spec.start = StartPosition::Last;
+        let mut consumer = Consumer::new(None, spec, &channel, Log::default());
+        assert_eq!(consumer.info("a").ack_floor, 2);
+        assert!(!consumer.ack(1, now), "never delivered");
+        assert_eq!(consumer.next(now, &channel).map(|h| h.sequence), Some(3));
+        assert_eq!(consumer.info("a").ack_floor, 2);
+        assert!(consumer.ack(3, now));
+        assert!(!consumer.ack(4, now), "not delivered yet");
+        let info = consumer.info("a");
+        assert_eq!((info.ack_floor, info.acked), (3, vec![3]));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use tokio::time::Instant;
 
+use crate::broker::Change;
 use crate::channel::StoredMessage;
 use crate::settlement::Settlements;
 use crate::InMemory;
@@ -109,10 +110,14 @@ impl InMemory {
         let Some(channel_state) = state.channels.get_mut(channel) else {
             return Settlements::default();
         };
+        let mut change = Change::default();
         for consumer in channel_state.consumers.values_mut() {
-            consumer.expire(now);
+            change.expired(consumer, now);
         }
-        channel_state.log.snapshot()
+        let log = channel_state.log.snapshot();
+        drop(state);
+        self.broker.inspected(change);
+        log
     }
 
     /// The durable or queue consumer `name` of `channel`, if it exists.
@@ -123,8 +128,12 @@ impl InMemory {
         let channel_state = state.channels.get_mut(channel)?;
         let id = *channel_state.named.get(name)?;
         let consumer = channel_state.consumers.get_mut(&id)?;
-        consumer.expire(now);
-        Some(consumer.info(channel))
+        let mut change = Change::default();
+        change.expired(consumer, now);
+        let info = consumer.info(channel);
+        drop(state);
+        self.broker.inspected(change);
+        Some(info)
     }
 
     /// Every consumer of `channel`, ephemeral ones included, durables first by
@@ -152,13 +161,17 @@ impl InMemory {
         consumers.sort_by(|(a_id, a), (b_id, b)| {
             (a.name.is_none(), &a.name, *a_id).cmp(&(b.name.is_none(), &b.name, *b_id))
         });
-        consumers
+        let mut change = Change::default();
+        let infos = consumers
             .into_iter()
             .map(|(_, consumer)| {
-                consumer.expire(now);
+                change.expired(consumer, now);
                 consumer.info(channel)
             })
-            .collect()
+            .collect();
+        drop(state);
+        self.broker.inspected(change);
+        infos
     }
 
     /// Whether every consumer with a live subscription has delivered every
@@ -200,7 +213,9 @@ impl InMemory {
     /// ```
     pub async fn wait_idle(&self) {
         loop {
-            let notified = self.broker.changed.notified();
+            // Register before looking: a consumer that becomes idle after
+            // the look notifies `idle`.
+            let notified = self.broker.idle.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             match self.idle_check() {
@@ -245,9 +260,10 @@ impl InMemory {
 
     /// Waits until `check` returns something, and returns it (see [`wait_until`](Self::wait_until)).
     pub(crate) async fn wait_for<T>(&self, mut check: impl FnMut(&InMemory) -> Option<T>) -> T {
+        let watch = self.broker.watch_changes();
         loop {
             // Register for a wake-up before looking, so no change is missed.
-            let notified = self.broker.changed.notified();
+            let notified = watch.changed();
             tokio::pin!(notified);
             notified.as_mut().enable();
             // Fires due timers of live consumers and finds the next one.
@@ -274,15 +290,18 @@ impl InMemory {
         let mut idle = true;
         let mut wake: Option<Instant> = None;
         let mut expired = false;
+        let mut gave_up = false;
         for channel in state.channels.values_mut() {
             let last = channel.stream.last_sequence();
             for consumer in channel.consumers.values_mut() {
                 if consumer.subscriptions == 0 {
                     continue;
                 }
+                let given_up = consumer.given_up();
                 if consumer.expire(now) {
-                    consumer.notify.notify_waiters();
+                    consumer.notify.wake();
                     expired = true;
+                    gave_up |= consumer.given_up() > given_up;
                 }
                 idle &= consumer.is_idle(last);
                 if let Some(at) = consumer.next_wake() {
@@ -292,9 +311,12 @@ impl InMemory {
         }
         drop(state);
         if expired {
-            // Expiries are changes too: whoever watches them (the
-            // given-up-messages stream) must hear of them.
-            self.broker.changed.notify_waiters();
+            // Expiries are changes too: whoever watches them (other idle
+            // waiters, the given-up-messages streams) must hear of them.
+            self.broker.changed(Change {
+                may_idle: true,
+                gave_up,
+            });
         }
         (idle, wake)
     }

@@ -62,9 +62,14 @@ impl Bound {
         // shutdown) finds nothing, and cannot loop on its own redeliveries.
         Fetch(false).await;
         loop {
-            // Register for a wake-up before looking, so a change between the
-            // look and the wait is not missed.
-            let notified = self.binding.notify.notified();
+            // Usually there is one: look without registering for a wake-up.
+            if let Next::Delivery(delivery) = self.broker.next(&self.binding) {
+                return delivery;
+            }
+            // Register for a wake-up before looking again, so a change
+            // between the look and the wait is not missed.
+            let waiting = self.binding.notify.waiting();
+            let notified = waiting.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             match self.broker.next(&self.binding) {

@@ -83,8 +83,8 @@ impl Watch {
             if let Some(message) = self.ready.pop_front() {
                 return message;
             }
-            // Register for a wake-up before looking, so no change is missed.
-            let notified = self.broker.changed.notified();
+            // Register for a wake-up before looking, so no give-up is missed.
+            let notified = self.broker.given_up.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let (messages, seen) = self.broker.exhausted(&self.channel, &self.name, self.seen);
