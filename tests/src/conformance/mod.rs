@@ -7,7 +7,7 @@
 //!
 //! A transport runs the suite with [`conformance_suite!`](crate::conformance_suite):
 //!
-//! ```ignore
+//! ```text
 //! flowgate_tests::conformance_suite!(
 //!     tokio::test(start_paused = true),
 //!     flowgate_tests::conformance::Memory::new()
@@ -25,6 +25,7 @@ mod delivery;
 mod flow;
 mod harness;
 mod observe;
+pub mod stan;
 
 use std::time::Duration;
 
@@ -42,6 +43,7 @@ pub use flow::{
 };
 pub use harness::{Harness, JetStreamHarness, Memory};
 pub use observe::{Call, Seen};
+pub use stan::StanHarness;
 
 /// The channel every scenario uses (each test has a broker of its own).
 pub const CHANNEL: &str = "conformance.jobs";
@@ -71,24 +73,68 @@ pub struct Job {
 
 /// Declares one `#[test]` per scenario for a harness: the first argument is
 /// the test attribute, the second an expression making the harness.
+///
+/// A transport on which a scenario cannot hold by design lists it after
+/// `except` with the reason, and tests what it does instead with a test of
+/// its own (named in the reason). The scenario then gets no test; a test
+/// `conformance_exceptions` checks that every exception names a scenario of
+/// the suite, once, with a reason.
+///
+/// ```text
+/// flowgate_tests::conformance_suite!(
+///     tokio::test(flavor = "multi_thread", worker_threads = 2),
+///     flowgate_tests::conformance::StanHarness::start().await,
+///     except {
+///         headers_round_trip: "the protocol has no headers; see headers_are_dropped",
+///     }
+/// );
+/// ```
 #[macro_export]
 macro_rules! conformance_suite {
-    ($attr:meta, $make:expr) => {
-        $crate::conformance_suite!(@each $attr, $make;
+    ($attr:meta, $make:expr $(,)?) => {
+        $crate::conformance_suite!($attr, $make, except {});
+    };
+    ($attr:meta, $make:expr, except { $($skip:ident : $reason:literal),* $(,)? } $(,)?) => {
+        $crate::conformance_suite!(@filter ($) $attr, $make; [$($skip : $reason),*];
             at_least_once, ack_floor, redelivery_after_ack_wait, nak_delay_respected,
             term_never_redelivered, max_deliver_respected, durable_resume,
             queue_group_without_duplicates, start_new, start_all, start_last,
             start_sequence, start_time, order_with_max_in_flight_one,
             max_in_flight_high_water, headers_round_trip, deduplication_by_message_id);
     };
-    (@each $attr:meta, $make:expr; $($scenario:ident),*) => {
-        $(
-            #[$attr]
-            async fn $scenario() {
-                $crate::init_tracing();
-                let harness = $make;
-                $crate::conformance::$scenario(&harness).await;
+    (@filter ($d:tt) $attr:meta, $make:expr; [$($skip:ident : $reason:literal),*];
+        $($scenario:ident),*) => {
+        // One arm per exception (expands to nothing), then every other scenario.
+        macro_rules! __conformance_scenario {
+            $( ($skip) => {}; )*
+            ($d name:ident) => {
+                #[$attr]
+                async fn $d name() {
+                    $crate::init_tracing();
+                    let harness = $make;
+                    $crate::conformance::$d name(&harness).await;
+                }
+            };
+        }
+        $( __conformance_scenario!($scenario); )*
+        $crate::conformance_suite!(@check [$($skip : $reason),*]; $($scenario),*);
+    };
+    (@check []; $($scenario:ident),*) => {};
+    (@check [$($skip:ident : $reason:literal),+]; $($scenario:ident),*) => {
+        /// Every exception names a scenario of the suite, once, and says why.
+        #[test]
+        fn conformance_exceptions() {
+            let scenarios: &[&str] = &[$(stringify!($scenario)),*];
+            let exceptions: &[(&str, &str)] = &[$((stringify!($skip), $reason)),+];
+            let mut named = ::std::collections::BTreeSet::new();
+            for (scenario, reason) in exceptions {
+                assert!(
+                    scenarios.contains(scenario),
+                    "exception `{scenario}` is not a scenario of the suite"
+                );
+                assert!(named.insert(*scenario), "exception `{scenario}` is listed twice");
+                assert!(!reason.trim().is_empty(), "exception `{scenario}` gives no reason");
             }
-        )*
+        }
     };
 }

@@ -161,30 +161,18 @@ impl StanDouble {
                 format!("_STAN.sub.{id}"),
                 server::subscribe,
             )),
+            // Acks and the ends of subscriptions and clients on one NATS
+            // subscription: handled in the order each client sent them, so
+            // an ack sent before a close is never lost to it.
             tokio::spawn(server::serve(
                 s.clone(),
-                format!("_STAN.unsub.{id}"),
-                |s, m| server::end_subscription(s, m, true),
-            )),
-            tokio::spawn(server::serve(
-                s.clone(),
-                format!("_STAN.subclose.{id}"),
-                |s, m| server::end_subscription(s, m, false),
-            )),
-            tokio::spawn(server::serve(
-                s.clone(),
-                format!("_STAN.close.{id}"),
-                server::close,
+                format!("_STAN.ctl.{id}.>"),
+                server::control,
             )),
             tokio::spawn(server::serve(
                 s.clone(),
                 format!("_STAN.ping.{id}"),
                 server::ping,
-            )),
-            tokio::spawn(server::serve(
-                s.clone(),
-                format!("_STAN.subacks.{id}.*"),
-                server::ack,
             )),
             tokio::spawn(server::pump(s.clone())),
             tokio::spawn(server::heartbeats(s.clone())),

@@ -104,9 +104,9 @@ async fn connect(shared: &Arc<Shared>, message: &async_nats::Message) -> Connect
     ConnectResponse {
         pub_prefix: format!("_STAN.pub.{id}"),
         sub_requests: format!("_STAN.sub.{id}"),
-        unsub_requests: format!("_STAN.unsub.{id}"),
-        close_requests: format!("_STAN.close.{id}"),
-        sub_close_requests: format!("_STAN.subclose.{id}"),
+        unsub_requests: format!("_STAN.ctl.{id}.unsub"),
+        close_requests: format!("_STAN.ctl.{id}.close"),
+        sub_close_requests: format!("_STAN.ctl.{id}.subclose"),
         ping_requests: format!("_STAN.ping.{id}"),
         ping_interval: shared.config.ping_interval,
         ping_max_out: shared.config.ping_max_out,
@@ -146,7 +146,7 @@ pub(crate) fn subscribe(shared: &Arc<Shared>, message: async_nats::Message) -> V
     };
     let response = match shared.state().subscribe(&request) {
         Ok(id) => SubscriptionResponse {
-            ack_inbox: format!("_STAN.subacks.{}.{id}", shared.id),
+            ack_inbox: format!("_STAN.ctl.{}.subacks.{id}", shared.id),
             error: String::new(),
         },
         Err(error) => SubscriptionResponse {
@@ -157,7 +157,23 @@ pub(crate) fn subscribe(shared: &Arc<Shared>, message: async_nats::Message) -> V
     reply(&message, response)
 }
 
-pub(crate) fn end_subscription(
+/// Acks (`subacks.<subscription>`), subscription ends (`unsub`,
+/// `subclose`) and client closes (`close`), in the order they arrive.
+pub(crate) fn control(shared: &Arc<Shared>, message: async_nats::Message) -> Vec<Outgoing> {
+    let prefix = format!("_STAN.ctl.{}.", shared.id);
+    let Some(what) = message.subject.strip_prefix(prefix.as_str()) else {
+        return Vec::new();
+    };
+    match what {
+        "unsub" => end_subscription(shared, message, true),
+        "subclose" => end_subscription(shared, message, false),
+        "close" => close(shared, message),
+        _ if what.starts_with("subacks.") => ack(shared, message),
+        _ => Vec::new(),
+    }
+}
+
+fn end_subscription(
     shared: &Arc<Shared>,
     message: async_nats::Message,
     unsubscribe: bool,
@@ -183,7 +199,7 @@ pub(crate) fn end_subscription(
     )
 }
 
-pub(crate) fn ack(shared: &Arc<Shared>, message: async_nats::Message) -> Vec<Outgoing> {
+fn ack(shared: &Arc<Shared>, message: async_nats::Message) -> Vec<Outgoing> {
     let id = message
         .subject
         .rsplit('.')
@@ -196,7 +212,7 @@ pub(crate) fn ack(shared: &Arc<Shared>, message: async_nats::Message) -> Vec<Out
     Vec::new()
 }
 
-pub(crate) fn close(shared: &Arc<Shared>, message: async_nats::Message) -> Vec<Outgoing> {
+fn close(shared: &Arc<Shared>, message: async_nats::Message) -> Vec<Outgoing> {
     let Ok(request) = CloseRequest::decode(message.payload.as_ref()) else {
         return Vec::new();
     };
