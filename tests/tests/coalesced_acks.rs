@@ -140,10 +140,17 @@ async fn never_acks_past_a_failed_message_and_loses_nothing() {
     // The messages before the poison one are acked; the ones after it are
     // handled but not acked (an ack would cover the poison one too), until
     // the consumer's max_ack_pending (2 × max_in_flight) holds the rest back.
+    let behind_poison = || {
+        handled
+            .lock()
+            .map(|h| h.iter().filter(|id| **id > POISON).count())
+            .unwrap_or(0)
+    };
     let stalled = eventually(DEADLINE, || async {
-        consumer_state(&nats, channel, "careful")
-            .await
-            .is_some_and(|s| s.ack_floor == POISON && s.num_ack_pending == 16)
+        behind_poison() == 15
+            && consumer_state(&nats, channel, "careful")
+                .await
+                .is_some_and(|s| s.ack_floor == POISON && s.num_ack_pending == 16)
     })
     .await;
     let state = consumer_state(&nats, channel, "careful")

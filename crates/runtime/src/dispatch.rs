@@ -65,20 +65,33 @@ pub(crate) async fn dispatch<T: Transport>(
         .clone()
         .map(|window| tokio::spawn(flush_periodically(window, finish)));
     loop {
-        let permit = tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            permit = in_flight.reserve() => match permit {
-                Some(permit) => permit,
-                None => break,
+        // The fast path costs no cancellation waiter: a free permit and a
+        // delivery that is already there are taken at once; only when one of
+        // them has to be waited for does the wait also watch `stop`.
+        if stop.is_cancelled() {
+            break;
+        }
+        let permit = match in_flight.try_reserve() {
+            Some(permit) => permit,
+            None => tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                permit = in_flight.reserve() => match permit {
+                    Some(permit) => permit,
+                    None => break,
+                },
             },
         };
-        let delivery = tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            delivery = deliveries.next() => match delivery {
-                Some(delivery) => delivery,
-                None => break,
+        let delivery = match deliveries.next().now_or_never() {
+            Some(Some(delivery)) => delivery,
+            Some(None) => break,
+            None => tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                delivery = deliveries.next() => match delivery {
+                    Some(delivery) => delivery,
+                    None => break,
+                },
             },
         };
         context.metrics.received.increment(1);

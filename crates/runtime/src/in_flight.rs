@@ -31,6 +31,11 @@ impl InFlight {
         })
     }
 
+    /// Room for one more handler, if there is some right now.
+    pub(crate) fn try_reserve(&self) -> Option<OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
     /// Waits for room for one more handler.
     pub(crate) async fn reserve(&self) -> Option<OwnedSemaphorePermit> {
         self.permits.clone().acquire_owned().await.ok()

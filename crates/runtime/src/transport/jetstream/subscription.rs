@@ -10,10 +10,12 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 
 use super::{consumer, JetStreamAcker};
-use crate::{Delivery, Error, Metadata, SubscriptionSpec};
+use crate::{AckMode, Delivery, Error, Metadata, SubscriptionSpec};
 
 const REOPEN_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How long a pull request of a coalesced-ack subscription lives.
+const COALESCED_PULL_EXPIRY: Duration = Duration::from_secs(2);
 /// The most messages one pull request asks for.
 const MAX_BATCH: usize = 1000;
 
@@ -91,15 +93,21 @@ impl State {
         let consumer =
             consumer::bind(&self.context, &self.stream, &self.spec, resume_after).await?;
         let info = consumer.cached_info().clone();
-        let messages = consumer
+        let mut pulls = consumer
             .stream()
-            .max_messages_per_batch(self.spec.max_in_flight.clamp(1, MAX_BATCH))
-            .messages()
-            .await
-            .map_err(|e| Error::Subscribe {
-                channel: self.spec.channel.clone(),
-                source: Box::new(e),
-            })?;
+            .max_messages_per_batch(self.spec.max_in_flight.clamp(1, MAX_BATCH));
+        if self.spec.ack == AckMode::Coalesced {
+            // A pull request that waits while the consumer is at its ack
+            // pending limit is not always served again once an ack-all frees
+            // room; short-lived requests bound such a stall to seconds.
+            pulls = pulls
+                .expires(COALESCED_PULL_EXPIRY)
+                .heartbeat(COALESCED_PULL_EXPIRY / 4);
+        }
+        let messages = pulls.messages().await.map_err(|e| Error::Subscribe {
+            channel: self.spec.channel.clone(),
+            source: Box::new(e),
+        })?;
         Ok((messages, info))
     }
 
