@@ -209,3 +209,19 @@ async fn no_server_is_a_clear_connect_timeout() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_client_frees_its_id() {
+    let (server, double, stan) = setup("phoenix").await;
+    drop(stan);
+    // Nobody answers the old heartbeat inbox any more, so the id is free:
+    // the streaming server's check finds the old client gone.
+    let reborn = eventually(Duration::from_secs(10), || async {
+        NatsStreaming::connect(&server.url(), StanOptions::new("phoenix"))
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(reborn, "the id of a dropped client can be used again");
+    assert_eq!(double.refused_duplicates(), 0, "no live twin was found");
+}

@@ -261,6 +261,19 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Stops the state machine without a goodbye: the driver ends, the
+    /// heartbeat inbox goes away, and the server forgets the client after its
+    /// missed heartbeats (or at once when another client asks for its id).
+    pub(crate) fn abandon(&self) {
+        self.shutdown.cancel();
+        let session = self.phase.borrow().session.clone();
+        if let Some(session) = session {
+            session.lost.cancel();
+        }
+    }
+}
+
 impl Drop for Client {
     fn drop(&mut self) {
         self.shutdown.cancel();

@@ -68,6 +68,20 @@ use crate::{Error, OutgoingMessage, PublishError, SubscriptionSpec, Transport};
 #[derive(Debug, Clone)]
 pub struct NatsStreaming {
     client: Arc<Client>,
+    /// Shared by every clone; when the last one is dropped without
+    /// [`close`](Self::close), the client stops answering for its id.
+    _owner: Arc<Owner>,
+}
+
+/// Ends a client nobody holds any more. The client's own background task
+/// keeps an `Arc<Client>`, so the client alone could never be dropped.
+#[derive(Debug)]
+struct Owner(Arc<Client>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.0.abandon();
+    }
 }
 
 impl NatsStreaming {
@@ -102,7 +116,10 @@ impl NatsStreaming {
         let client = Client::start(nats, options)
             .await
             .map_err(|e| Error::Broker(Box::new(e)))?;
-        Ok(Self { client })
+        Ok(Self {
+            _owner: Arc::new(Owner(client.clone())),
+            client,
+        })
     }
 
     /// Where the client state machine is now.
