@@ -181,3 +181,54 @@ async fn queue_group_members_share_messages_without_duplicates() {
     );
     eprintln!("queue group split: a {}, b {}", a.len(), b.len());
 }
+
+/// Handlers that compute (no await) still run side by side on a
+/// multi-threaded runtime: the dispatcher stops polling them inline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_bound_handlers_run_in_parallel() {
+    use flowgate_testkit::InMemory;
+    let broker = InMemory::new();
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (r, p) = (running.clone(), peak.clone());
+    let app = App::new()
+        .subscriber(
+            Subscriber::new("cpu.jobs", move |_job: SlowJob| {
+                let (running, peak) = (r.clone(), p.clone());
+                async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    // Blocking work, as a CPU-bound handler does (no await).
+                    std::thread::sleep(Duration::from_millis(5));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    Ok::<_, JobError>(())
+                }
+            })
+            .durable("crunch")
+            .max_in_flight(8),
+        )
+        .start(broker.clone())
+        .await
+        .expect("app starts");
+    for id in 0..40 {
+        broker
+            .publish_event_with(
+                &SlowJob { id },
+                flowgate::PublishOptions::new().channel("cpu.jobs"),
+            )
+            .await
+            .expect("published");
+    }
+    let settled = eventually(DEADLINE, || async {
+        broker
+            .consumer_info("cpu.jobs", "crunch")
+            .is_some_and(|c| c.acked.len() == 40)
+    })
+    .await;
+    assert!(settled, "all 40 acked");
+    app.shutdown().await.expect("clean shutdown");
+    assert!(
+        peak.load(Ordering::SeqCst) >= 2,
+        "CPU-bound handlers ran one at a time"
+    );
+}

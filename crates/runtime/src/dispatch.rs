@@ -64,6 +64,7 @@ pub(crate) async fn dispatch<T: Transport>(
     let flusher = window
         .clone()
         .map(|window| tokio::spawn(flush_periodically(window, finish)));
+    let mut inline = InlinePolls::default();
     loop {
         // The fast path costs no cancellation waiter: a free permit and a
         // delivery that is already there are taken at once; only when one of
@@ -143,11 +144,18 @@ pub(crate) async fn dispatch<T: Transport>(
         };
         // Poll once here: a handler that is done at once (no I/O to wait for)
         // is settled without a task of its own, as a hand-written consume
-        // loop would do; only one that has to wait gets a task.
+        // loop would do; only one that has to wait gets a task. A handler
+        // whose first poll is long (CPU work) would hold up the loop, so the
+        // inline poll backs off for it and every message gets its own task.
         let mut handled = AssertUnwindSafe(handled).catch_unwind();
-        let first = {
+        let first = if inline.try_now() {
             let _entered = span.enter();
-            (&mut handled).now_or_never()
+            let started = std::time::Instant::now();
+            let first = (&mut handled).now_or_never();
+            inline.record(started.elapsed());
+            first
+        } else {
+            None
         };
         let running = in_flight.start(permit);
         if let Some(Ok(Ok(()))) = first {
@@ -188,6 +196,37 @@ pub(crate) async fn dispatch<T: Transport>(
     release_buffered(&mut deliveries, context.spec.max_in_flight).await;
     if let Some(flusher) = flusher {
         let _ = flusher.await;
+    }
+}
+
+/// Whether the dispatcher polls a handler once itself before giving it a
+/// task: yes while first polls are short; after a long one (a handler doing
+/// CPU work), every message gets its own task, and an inline poll is tried
+/// again now and then in case the handler changed its ways.
+#[derive(Debug, Default)]
+struct InlinePolls {
+    /// Messages left to spawn before the next inline try.
+    spawn_next: u32,
+}
+
+impl InlinePolls {
+    /// A first poll longer than this goes to a task from now on.
+    const LONG_POLL: Duration = Duration::from_micros(200);
+    /// Messages spawned before an inline poll is tried again.
+    const RETRY_AFTER: u32 = 1024;
+
+    fn try_now(&mut self) -> bool {
+        if self.spawn_next == 0 {
+            return true;
+        }
+        self.spawn_next -= 1;
+        false
+    }
+
+    fn record(&mut self, first_poll: Duration) {
+        if first_poll > Self::LONG_POLL {
+            self.spawn_next = Self::RETRY_AFTER;
+        }
     }
 }
 
