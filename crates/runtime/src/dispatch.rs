@@ -179,13 +179,11 @@ pub(crate) async fn dispatch<T: Transport>(
                 let handled = handled.map(|outcome| {
                     outcome.unwrap_or_else(|panic| Err(crate::handler::panicked(&*panic)))
                 });
-                let outcome = tokio::select! {
-                    biased;
-                    outcome = with_progress(handled, &settler, progress_every) => outcome,
-                    _ = abandon.cancelled() => {
-                        tracing::warn!("handler abandoned at the shutdown deadline; the broker redelivers the message after the ack wait");
-                        return;
-                    }
+                let Some(outcome) =
+                    with_progress(handled, &settler, progress_every, &abandon).await
+                else {
+                    tracing::warn!("handler abandoned after the shutdown deadline; the broker redelivers the message after the ack wait");
+                    return;
                 };
                 settler.settle(&context, outcome, unsettled).await;
                 drop(running);
@@ -265,24 +263,32 @@ async fn flush_periodically<A: Acker>(window: Arc<AckWindow<A>>, finish: Cancell
 
 /// Runs `handled`; when it is still running after `every`, tells the broker
 /// work is ongoing, and again each `every`, so the message is not redelivered
-/// mid-work. A handler that finishes at once costs no timer.
+/// mid-work. A handler that finishes at once costs no timer, one that waits
+/// costs one timer (re-armed, never re-allocated). At a tick after `abandon`
+/// (the shutdown deadline passed) the handler is dropped and `None` returned:
+/// its progress acks stop, so the broker redelivers the message.
 async fn with_progress<A: Acker>(
     handled: impl Future<Output = Result<(), BoxError>>,
     settler: &Settler<A>,
     every: Duration,
-) -> Result<(), BoxError> {
+    abandon: &CancellationToken,
+) -> Option<Result<(), BoxError>> {
     let mut handled = pin!(handled);
     if let Poll::Ready(outcome) = futures::poll!(handled.as_mut()) {
-        return outcome;
+        return Some(outcome);
     }
-    if every.is_zero() {
-        return handled.await;
-    }
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let tick = tokio::time::sleep(every);
+    let mut tick = pin!(tick);
     loop {
         tokio::select! {
-            outcome = handled.as_mut() => return outcome,
-            _ = ticks.tick() => settler.in_progress().await,
+            outcome = handled.as_mut() => return Some(outcome),
+            _ = tick.as_mut() => {
+                if abandon.is_cancelled() {
+                    return None;
+                }
+                settler.in_progress().await;
+                tick.as_mut().reset(tokio::time::Instant::now() + every);
+            }
         }
     }
 }
