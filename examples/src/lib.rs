@@ -14,5 +14,4 @@ pub mod telemetry {
     include!(concat!(env!("OUT_DIR"), "/flowgate.examples.telemetry.rs"));
 }
 
-/// The parts of the `bench` binary (see `src/bin/bench.rs`).
 pub mod bench;

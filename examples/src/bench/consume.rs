@@ -118,7 +118,7 @@ pub async fn raw(
 }
 
 /// Waits until the acked counter reaches `target`; fails when it stops
-/// moving for [`STALL`].
+/// moving for a minute.
 pub async fn wait_acked(target: u64) -> Result<(), BenchError> {
     let mut last = counters().acked();
     let mut last_move = tokio::time::Instant::now();
