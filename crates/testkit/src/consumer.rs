@@ -3,6 +3,7 @@
 //! explicit ack policy, driven by the caller's clock (`tokio::time`, so it
 //! follows paused time in tests).
 
+use flowgate::transport::DriftCheck;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -43,45 +44,24 @@ impl ConsumerConfig {
         durable: &str,
         wanted: &ConsumerConfig,
     ) -> Option<flowgate::Error> {
-        let error = |field: &'static str, existing: String, wanted: String| {
-            Some(flowgate::Error::ConsumerMismatch {
-                stream: stream_name(channel),
-                durable: durable.to_owned(),
-                field,
-                existing,
-                wanted,
-            })
-        };
-        if self.start != wanted.start {
-            return error(
-                "deliver policy (start)",
-                format!("{:?}", self.start),
-                format!("{:?}", wanted.start),
-            );
-        }
-        if self.ack_wait != wanted.ack_wait {
-            return error(
-                "ack_wait",
-                format!("{:?}", self.ack_wait),
-                format!("{:?}", wanted.ack_wait),
-            );
-        }
-        if self.max_deliver != wanted.max_deliver {
-            let show = |m: Option<u32>| m.map_or_else(|| "-1".to_owned(), |m| m.to_string());
-            return error(
+        let max_deliver = |m: &Option<u32>| m.map_or_else(|| "-1".to_owned(), |m| m.to_string());
+        DriftCheck::new(stream_name(channel), durable)
+            .field("deliver policy (start)", &self.start, &wanted.start)
+            .field("ack_wait", &self.ack_wait, &wanted.ack_wait)
+            .field_shown(
                 "max_deliver",
-                show(self.max_deliver),
-                show(wanted.max_deliver),
-            );
-        }
-        if self.max_ack_pending != wanted.max_ack_pending {
-            return error(
+                &self.max_deliver,
+                &wanted.max_deliver,
+                max_deliver,
+            )
+            .field_shown(
                 "max_ack_pending (max_in_flight)",
-                self.max_ack_pending.to_string(),
-                wanted.max_ack_pending.to_string(),
-            );
-        }
-        None
+                &self.max_ack_pending,
+                &wanted.max_ack_pending,
+                usize::to_string,
+            )
+            .finish()
+            .err()
     }
 }
 

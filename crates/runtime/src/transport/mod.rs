@@ -4,6 +4,7 @@
 //! in-memory broker behind the same trait. Handlers never see the difference.
 
 mod delivery;
+mod drift;
 pub mod jetstream;
 mod spec;
 pub mod stan;
@@ -14,6 +15,7 @@ use bytes::Bytes;
 use futures::Stream;
 
 pub use delivery::{AckError, Acker, Delivery, Metadata};
+pub use drift::DriftCheck;
 pub use spec::{AckMode, StartPosition, SubscriptionSpec};
 
 use crate::{Error, Headers};

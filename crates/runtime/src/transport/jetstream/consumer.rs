@@ -10,6 +10,7 @@ use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::{self, consumer::PullConsumer};
 
 use super::JetStreamSettings;
+use crate::transport::DriftCheck;
 use crate::{AckMode, Error, StartPosition, SubscriptionSpec};
 
 /// How long an ephemeral consumer outlives a lost connection.
@@ -150,58 +151,34 @@ fn check_unchanged(
     existing: &jetstream::consumer::Config,
     wanted: &pull::Config,
 ) -> Result<(), Error> {
-    let mismatch = |field: &'static str, existing: String, wanted: String| {
-        Err(Error::ConsumerMismatch {
-            stream: stream.to_owned(),
-            durable: durable.to_owned(),
-            field,
-            existing,
-            wanted,
-        })
-    };
-    if existing.filter_subject != wanted.filter_subject {
-        return mismatch(
+    let plain = |value: &i64| value.to_string();
+    DriftCheck::new(stream, durable)
+        .field_shown(
             "filter subject",
-            existing.filter_subject.clone(),
-            wanted.filter_subject.clone(),
-        );
-    }
-    if existing.deliver_policy != wanted.deliver_policy {
-        return mismatch(
+            &existing.filter_subject,
+            &wanted.filter_subject,
+            Clone::clone,
+        )
+        .field(
             "deliver policy (start)",
-            format!("{:?}", existing.deliver_policy),
-            format!("{:?}", wanted.deliver_policy),
-        );
-    }
-    if existing.ack_policy != wanted.ack_policy {
-        return mismatch(
-            "ack policy",
-            format!("{:?}", existing.ack_policy),
-            format!("{:?}", wanted.ack_policy),
-        );
-    }
-    if existing.ack_wait != wanted.ack_wait {
-        return mismatch(
-            "ack_wait",
-            format!("{:?}", existing.ack_wait),
-            format!("{:?}", wanted.ack_wait),
-        );
-    }
-    if existing.max_deliver != wanted.max_deliver {
-        return mismatch(
+            &existing.deliver_policy,
+            &wanted.deliver_policy,
+        )
+        .field("ack policy", &existing.ack_policy, &wanted.ack_policy)
+        .field("ack_wait", &existing.ack_wait, &wanted.ack_wait)
+        .field_shown(
             "max_deliver",
-            existing.max_deliver.to_string(),
-            wanted.max_deliver.to_string(),
-        );
-    }
-    if existing.max_ack_pending != wanted.max_ack_pending {
-        return mismatch(
+            &existing.max_deliver,
+            &wanted.max_deliver,
+            plain,
+        )
+        .field_shown(
             "max_ack_pending (max_in_flight)",
-            existing.max_ack_pending.to_string(),
-            wanted.max_ack_pending.to_string(),
-        );
-    }
-    Ok(())
+            &existing.max_ack_pending,
+            &wanted.max_ack_pending,
+            plain,
+        )
+        .finish()
 }
 
 fn broker(channel: &str, err: impl std::error::Error + Send + Sync + 'static) -> Error {
