@@ -28,11 +28,7 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    flowgate_examples::init_logging();
     if let Err(err) = run(args).await {
         eprintln!("bench failed: {err}");
         std::process::exit(1);

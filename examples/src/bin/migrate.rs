@@ -253,11 +253,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Mode, String> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    flowgate_examples::init_logging();
     let mode = match parse_args(std::env::args().skip(1)) {
         Ok(Mode::Help) => {
             println!("{USAGE}");

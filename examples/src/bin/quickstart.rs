@@ -65,21 +65,11 @@ const ORDERS: u64 = 10;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match demo().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    flowgate_examples::exit_code(demo().await)
 }
 
 async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    flowgate_examples::init_logging();
     let keep_running = std::env::args().any(|arg| arg == "--keep-running");
     match std::env::var("NATS_URL") {
         Ok(url) => {

@@ -41,21 +41,11 @@ async fn record(reading: Reading) -> Result<(), std::convert::Infallible> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match demo().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    flowgate_examples::exit_code(demo().await)
 }
 
 async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    flowgate_examples::init_logging();
     let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
     let nats = flowgate::JetStream::connect(&url).await?;
     println!("connected to {url}");
