@@ -148,14 +148,19 @@ pub(crate) async fn dispatch<T: Transport>(
         // whose first poll is long (CPU work) would hold up the loop, so the
         // inline poll backs off for it and every message gets its own task.
         let mut handled = AssertUnwindSafe(handled).catch_unwind();
-        let first = if inline.try_now() {
-            let _entered = span.enter();
-            let started = std::time::Instant::now();
-            let first = (&mut handled).now_or_never();
-            inline.record(started.elapsed());
-            first
-        } else {
-            None
+        let first = match inline.try_now() {
+            Some(InlinePoll::Timed) => {
+                let _entered = span.enter();
+                let started = std::time::Instant::now();
+                let first = (&mut handled).now_or_never();
+                inline.record(started.elapsed());
+                first
+            }
+            Some(InlinePoll::Untimed) => {
+                let _entered = span.enter();
+                (&mut handled).now_or_never()
+            }
+            None => None,
         };
         let running = in_flight.start(permit);
         if let Some(Ok(Ok(()))) = first {
@@ -205,6 +210,16 @@ pub(crate) async fn dispatch<T: Transport>(
 struct InlinePolls {
     /// Messages left to spawn before the next inline try.
     spawn_next: u32,
+    /// Inline polls since the last switch; every `TIME_EVERY`th is timed.
+    polls: u32,
+}
+
+/// How to poll a handler inline.
+enum InlinePoll {
+    /// Measure the poll (a clock read either side).
+    Timed,
+    /// Just poll.
+    Untimed,
 }
 
 impl InlinePolls {
@@ -212,18 +227,27 @@ impl InlinePolls {
     const LONG_POLL: Duration = Duration::from_micros(200);
     /// Messages spawned before an inline poll is tried again.
     const RETRY_AFTER: u32 = 1024;
+    /// One inline poll in this many is timed (the first always is).
+    const TIME_EVERY: u32 = 16;
 
-    fn try_now(&mut self) -> bool {
-        if self.spawn_next == 0 {
-            return true;
+    fn try_now(&mut self) -> Option<InlinePoll> {
+        if self.spawn_next > 0 {
+            self.spawn_next -= 1;
+            return None;
         }
-        self.spawn_next -= 1;
-        false
+        let timed = self.polls.is_multiple_of(Self::TIME_EVERY);
+        self.polls = self.polls.wrapping_add(1);
+        Some(if timed {
+            InlinePoll::Timed
+        } else {
+            InlinePoll::Untimed
+        })
     }
 
     fn record(&mut self, first_poll: Duration) {
         if first_poll > Self::LONG_POLL {
             self.spawn_next = Self::RETRY_AFTER;
+            self.polls = 0;
         }
     }
 }
