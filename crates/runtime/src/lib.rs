@@ -19,8 +19,8 @@
 //!
 //! #[flowgate::subscriber(durable = "billing", max_in_flight = 32)]
 //! async fn bill(order: OrderPlaced) -> Result<(), BillingError> {
-//!     // Ok => acked; Err => nak'd and redelivered; a payload that does not
-//!     // decode => terminated, never redelivered.
+//!     // Ok => acked; Err => retried with backoff, dead-lettered when the
+//!     // budget is spent; a payload that does not decode => dead-lettered.
 //!     Ok(())
 //! }
 //!
