@@ -20,6 +20,17 @@ pub use spec::{AckMode, StartPosition, SubscriptionSpec};
 
 use crate::{Error, Headers};
 
+/// Connects a NATS client to `url`, with an error that names the URL.
+pub(crate) async fn connect_nats(
+    url: &str,
+    options: async_nats::ConnectOptions,
+) -> Result<async_nats::Client, Error> {
+    options.connect(url).await.map_err(|source| Error::Connect {
+        url: url.to_owned(),
+        source: Box::new(source),
+    })
+}
+
 /// A message to publish: subject, payload, headers and an optional id the
 /// broker uses to drop duplicates.
 ///

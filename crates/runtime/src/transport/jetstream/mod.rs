@@ -89,13 +89,7 @@ impl JetStream {
         url: &str,
         options: async_nats::ConnectOptions,
     ) -> Result<Self, Error> {
-        let client = options
-            .connect(url)
-            .await
-            .map_err(|source| Error::Connect {
-                url: url.to_owned(),
-                source: Box::new(source),
-            })?;
+        let client = crate::transport::connect_nats(url, options).await?;
         Ok(Self::from_client(client))
     }
 

@@ -97,13 +97,7 @@ impl NatsStreaming {
         options: StanOptions,
     ) -> Result<Self, Error> {
         options.validate().map_err(stan_config)?;
-        let nats = nats_options
-            .connect(url)
-            .await
-            .map_err(|source| Error::Connect {
-                url: url.to_owned(),
-                source: Box::new(source),
-            })?;
+        let nats = crate::transport::connect_nats(url, nats_options).await?;
         Self::from_client(nats, options).await
     }
 
