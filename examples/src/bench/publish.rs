@@ -1,7 +1,6 @@
 //! Cases 3 and 4: publishing, with a window of outstanding acks or awaiting
 //! each ack, through flowgate's `Publisher` or through the raw client.
 
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -11,6 +10,7 @@ use flowgate::{Publisher, Transport};
 use super::counters::counters;
 use super::event::{BenchEvent, PUBLISH_CHANNEL};
 use super::probe::Meter;
+use super::stream::prepublish;
 use super::{BenchError, RunStats};
 
 /// Case 3, framework: `Publisher::window(window)`, then waits for every ack.
@@ -43,25 +43,8 @@ pub async fn raw_window(
     size: usize,
     window: usize,
 ) -> Result<RunStats, BenchError> {
-    let template = BenchEvent::sized(0, size);
     let meter = Meter::start();
-    let mut pending = VecDeque::with_capacity(window);
-    for id in 0..n {
-        if pending.len() >= window {
-            if let Some(ack) = pending.pop_front() {
-                ack.await?;
-            }
-        }
-        let event = BenchEvent {
-            id,
-            body: template.body.clone(),
-        };
-        pending.push_back(context.publish(PUBLISH_CHANNEL, event.to_json()).await?);
-        counters().published.fetch_add(1, Ordering::Relaxed);
-    }
-    for ack in pending {
-        ack.await?;
-    }
+    prepublish(context, PUBLISH_CHANNEL, n, size, window).await?;
     Ok(meter.stop(n))
 }
 
