@@ -16,13 +16,7 @@ use futures::StreamExt;
 const DEADLINE: Duration = Duration::from_secs(15);
 
 async fn setup(client_id: &str) -> (NatsServer, StanDouble, NatsStreaming) {
-    init_tracing();
-    let server = NatsServer::start().await;
-    let double = StanDouble::start(&server.url()).await;
-    let stan = NatsStreaming::connect(&server.url(), StanOptions::new(client_id))
-        .await
-        .expect("registers with the double");
-    (server, double, stan)
+    flowgate_tests::stan_double::start_with_client(client_id).await
 }
 
 async fn publish_until_acked(stan: &NatsStreaming, channel: &str, payload: &'static str) {

@@ -12,7 +12,7 @@ use flowgate::{
     SubscriptionSpec, Transport,
 };
 use flowgate_tests::stan_double::StanDouble;
-use flowgate_tests::{eventually, init_tracing, NatsServer};
+use flowgate_tests::{eventually, NatsServer};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -28,18 +28,10 @@ struct Order {
 #[error("never")]
 struct Never;
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
+use flowgate_tests::lock;
 
 async fn setup(client_id: &str) -> (NatsServer, StanDouble, NatsStreaming) {
-    init_tracing();
-    let server = NatsServer::start().await;
-    let double = StanDouble::start(&server.url()).await;
-    let stan = NatsStreaming::connect(&server.url(), StanOptions::new(client_id))
-        .await
-        .expect("registers with the double");
-    (server, double, stan)
+    flowgate_tests::stan_double::start_with_client(client_id).await
 }
 
 type Seen = Arc<Mutex<Vec<u64>>>;

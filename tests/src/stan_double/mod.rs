@@ -261,3 +261,18 @@ impl Drop for StanDouble {
         self.stop();
     }
 }
+
+/// A real nats-server, a double over it, and a NATS Streaming client
+/// registered as `client_id`: the setup of most NATS Streaming tests.
+pub async fn start_with_client(
+    client_id: &str,
+) -> (crate::NatsServer, StanDouble, flowgate::NatsStreaming) {
+    crate::init_tracing();
+    let server = crate::NatsServer::start().await;
+    let double = StanDouble::start(&server.url()).await;
+    let stan =
+        flowgate::NatsStreaming::connect(&server.url(), flowgate::StanOptions::new(client_id))
+            .await
+            .expect("registers with the double");
+    (server, double, stan)
+}
