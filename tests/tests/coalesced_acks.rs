@@ -127,7 +127,7 @@ async fn never_acks_past_a_failed_message_and_loses_nothing() {
         })
         .durable("careful")
         .max_in_flight(8)
-        .unlimited_deliveries()
+        .max_deliver(1000)
         .coalesced_acks()
     };
     let app = App::new()

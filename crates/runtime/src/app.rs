@@ -12,6 +12,7 @@ use crate::subscriber::{discovered, layer_fn, BoxHandlerService, LayerFn};
 use crate::{BoxError, Error, Request, Subscriber, Transport};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// An application: a set of subscribers, the layers around them, and how
 /// long to wait for in-flight handlers on shutdown.
@@ -126,6 +127,7 @@ impl App {
         self.check()?;
         for subscriber in &self.subscribers {
             crate::startup::check_fits_ack_wait(subscriber, transport.supports_progress())?;
+            crate::startup::check_coalesced_budget(subscriber)?;
             if subscriber.spec().ack == crate::AckMode::Coalesced
                 && !transport.supports_coalesced_acks()
             {
@@ -138,6 +140,7 @@ impl App {
         let stop = CancellationToken::new();
         let abandon = CancellationToken::new();
         let finish = CancellationToken::new();
+        let tracker = TaskTracker::new();
         let mut subscriptions = Vec::with_capacity(self.subscribers.len());
         for subscriber in self.subscribers {
             let dead_letter = subscriber.dead_letter_subject();
@@ -158,12 +161,12 @@ impl App {
             };
             tracing::info!(subscriber = %name, channel = %spec.channel, durable = ?spec.durable, queue = ?spec.queue, "subscribed");
             let context = Arc::new(SubscriberContext {
-                name,
                 durable_label: spec
                     .durable
                     .clone()
                     .or_else(|| spec.queue.clone())
-                    .unwrap_or_else(|| "ephemeral".to_owned()),
+                    .unwrap_or_else(|| format!("ephemeral-{name}")),
+                name,
                 spec,
                 dead_letter,
                 backoff: *failure.retry.backoff(),
@@ -176,12 +179,13 @@ impl App {
         let mut tasks = Vec::with_capacity(subscriptions.len());
         for (context, service, deliveries, exhausted) in subscriptions {
             if let (Some(exhausted), Some(subject)) = (exhausted, context.dead_letter.clone()) {
-                tokio::spawn(crate::dead_letter::forward_exhausted(
+                tracker.spawn(crate::dead_letter::forward_exhausted(
                     transport.clone(),
                     exhausted,
                     subject,
                     context.durable_label.clone(),
                     context.metrics.clone(),
+                    context.backoff,
                     stop.clone(),
                 ));
             }
@@ -194,6 +198,7 @@ impl App {
                     stop: stop.clone(),
                     abandon: abandon.clone(),
                     finish: finish.clone(),
+                    tracker: tracker.clone(),
                 },
                 in_flight.clone(),
             ));
@@ -210,6 +215,7 @@ impl App {
             stop,
             abandon,
             finish,
+            tracker,
             dispatchers: tasks,
             flush,
             shutdown_timeout: self.shutdown_timeout,
@@ -272,6 +278,8 @@ pub struct RunningApp {
     stop: CancellationToken,
     abandon: CancellationToken,
     finish: CancellationToken,
+    /// Every handler task and dead-letter forwarder of the app.
+    tracker: TaskTracker,
     dispatchers: Vec<Dispatcher>,
     flush: Box<dyn Fn() -> FlushFuture + Send + Sync>,
     shutdown_timeout: Duration,
@@ -292,10 +300,13 @@ impl RunningApp {
         self.dispatchers.iter().map(|d| d.in_flight.running()).sum()
     }
 
-    /// Stops taking messages, waits up to the shutdown timeout for in-flight
-    /// handlers to finish and be settled, and flushes their acks to the broker.
-    /// Handlers still running at the deadline are abandoned (their progress
-    /// acks stop, so the broker redelivers their messages after the ack wait).
+    /// Stops taking messages and pulling, hands deliveries that were buffered
+    /// but never started back to the broker (so they come again at once),
+    /// waits up to the shutdown timeout for in-flight handlers to finish and
+    /// be settled, and flushes their acks to the broker. Handlers still
+    /// running at the deadline are stopped (dropped at their next await):
+    /// their messages are redelivered after the ack wait. When this returns,
+    /// no handler of the app runs or settles anything any more.
     pub async fn shutdown(mut self) -> Result<(), Error> {
         self.stop.cancel();
         let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
@@ -310,6 +321,8 @@ impl RunningApp {
         if remaining > 0 {
             self.abandon.cancel();
         }
+        self.tracker.close();
+        self.tracker.wait().await;
         self.finish.cancel();
         for dispatcher in dispatchers {
             let _ = dispatcher.task.await;

@@ -106,13 +106,15 @@ fn rfc3339(at: SystemTime) -> String {
 }
 
 /// Dead-letters the messages the broker gave up on (their deliveries ran out
-/// while no handler settled them), until `stop` is cancelled.
+/// while no handler settled them), until `stop` is cancelled. A publish that
+/// fails is tried again with `backoff` until it is stored or `stop` comes.
 pub(crate) async fn forward_exhausted<T: crate::Transport>(
     transport: T,
     mut exhausted: crate::ExhaustedStream,
     subject: String,
     durable: String,
     metrics: std::sync::Arc<crate::middleware::metrics::SubscriberMetrics>,
+    backoff: crate::middleware::retry::Backoff,
     stop: tokio_util::sync::CancellationToken,
 ) {
     use futures::StreamExt;
@@ -135,27 +137,47 @@ pub(crate) async fn forward_exhausted<T: crate::Transport>(
             attempts,
             WHY,
         );
-        let stored = match transport.publish(letter).await {
-            Ok(pending) => pending.await,
-            Err(err) => Err(err),
-        };
-        match stored {
-            Ok(_) => {
-                metrics.dead_lettered.increment(1);
-                tracing::error!(
-                    subject = message.metadata.subject(),
-                    seq = message.metadata.stream_sequence(),
-                    attempts,
-                    dead_letter = %subject,
-                    "{WHY}; message dead-lettered"
-                );
-            }
-            Err(err) => tracing::error!(
+        let mut retry = 0;
+        loop {
+            let stored = match transport.publish(letter.clone()).await {
+                Ok(pending) => pending.await,
+                Err(err) => Err(err),
+            };
+            let err = match stored {
+                Ok(_) => {
+                    metrics.dead_lettered.increment(1);
+                    tracing::error!(
+                        subject = message.metadata.subject(),
+                        seq = message.metadata.stream_sequence(),
+                        attempts,
+                        dead_letter = %subject,
+                        "{WHY}; message dead-lettered"
+                    );
+                    break;
+                }
+                Err(err) => err,
+            };
+            retry += 1;
+            let delay = backoff.delay(retry);
+            metrics.dead_letter_retries.increment(1);
+            tracing::error!(
                 subject = message.metadata.subject(),
                 seq = message.metadata.stream_sequence(),
                 error = %err,
-                "{WHY}; publishing its dead letter failed, the message stays only in its stream"
-            ),
+                retry_in = ?delay,
+                "{WHY}; publishing its dead letter failed, trying again"
+            );
+            tokio::select! {
+                _ = stop.cancelled() => {
+                    tracing::error!(
+                        subject = message.metadata.subject(),
+                        seq = message.metadata.stream_sequence(),
+                        "shutting down before the dead letter was stored: the message stays only in its stream"
+                    );
+                    return;
+                }
+                _ = tokio::time::sleep(delay) => {}
+            }
         }
     }
 }

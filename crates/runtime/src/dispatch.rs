@@ -1,7 +1,8 @@
 //! The dispatcher: one loop per subscription that takes a permit from the
-//! `max_in_flight` bound, takes the next delivery, and runs it through the
-//! stack on a task of its own, sending progress acks while it runs; the
-//! outcome settles it (see [`settle`](crate::settle)).
+//! `max_in_flight` bound, waits for the stack to be ready, takes the next
+//! delivery, and runs it through the stack (inline when it is done at once,
+//! else on a tracked task of its own, sending progress acks while it runs);
+//! the outcome settles it (see [`settle`](crate::settle)).
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -12,18 +13,21 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::{Service, ServiceExt};
 use tracing::Instrument;
 
 use crate::attempts::AttemptLedger;
-use crate::coalesce::AckWindow;
+use crate::coalesce::{AckWindow, Arrival};
 use crate::in_flight::InFlight;
 use crate::middleware::metrics::SubscriberMetrics;
 use crate::middleware::retry::Backoff;
 use crate::request::ManualAck;
 use crate::settle::{Settler, Unsettled};
 use crate::subscriber::BoxHandlerService;
-use crate::{AckMode, Acker, BoxError, Delivery, Request, SubscriptionSpec, Transport};
+use crate::{
+    AckMode, Acker, BoxError, Delivery, DeliveryStream, Request, SubscriptionSpec, Transport,
+};
 
 /// What every message of one subscriber shares.
 pub(crate) struct SubscriberContext<T> {
@@ -39,8 +43,9 @@ pub(crate) struct SubscriberContext<T> {
 }
 
 /// Runs one subscription until `stop` is cancelled or the stream ends, then
-/// hands back the deliveries the transport buffered. Waiting for the handlers
-/// it started is [`RunningApp::shutdown`](crate::RunningApp::shutdown)'s job.
+/// stops pulling and hands back the deliveries the transport buffered.
+/// Waiting for the handlers it started (on `tracker`) is
+/// [`RunningApp::shutdown`](crate::RunningApp::shutdown)'s job.
 pub(crate) async fn dispatch<T: Transport>(
     context: Arc<SubscriberContext<T>>,
     mut service: BoxHandlerService,
@@ -52,23 +57,34 @@ pub(crate) async fn dispatch<T: Transport>(
         stop,
         abandon,
         finish,
+        tracker,
     } = lifecycle;
     let channel: Arc<str> = Arc::from(context.spec.channel.as_str());
     let progress_every = context.spec.ack_wait / 2;
-    let window = (context.spec.ack == AckMode::Coalesced).then(|| {
-        Arc::new(AckWindow::<T::Acker>::new(
-            (context.spec.max_in_flight / 4).max(1),
-            T::ack_fence(&deliveries),
-        ))
-    });
-    let flusher = window
-        .clone()
-        .map(|window| tokio::spawn(flush_periodically(window, finish)));
+    let (window, upkeep) = match (context.spec.ack, deliveries.ack_pending_probe()) {
+        (AckMode::Coalesced, Some(probe)) => {
+            let window = Arc::new(AckWindow::<T::Acker>::new(
+                (context.spec.max_in_flight / 4).max(1),
+                context.spec.max_deliver,
+            ));
+            // Ends at `finish`, after every handler: then acks once more.
+            let upkeep = tokio::spawn(crate::coalesce::keep(
+                window.clone(),
+                probe,
+                progress_every,
+                context.spec.ack_wait * 2,
+                channel.clone(),
+                finish.clone(),
+            ));
+            (Some(window), Some(upkeep))
+        }
+        _ => (None, None),
+    };
     let mut inline = InlinePolls::default();
     loop {
-        // The fast path costs no cancellation waiter: a free permit and a
-        // delivery that is already there are taken at once; only when one of
-        // them has to be waited for does the wait also watch `stop`.
+        // The fast path costs no cancellation waiter: a free permit, a ready
+        // stack and a delivery that is already there are taken at once; only
+        // when one of them has to be waited for does the wait also watch `stop`.
         if stop.is_cancelled() {
             break;
         }
@@ -81,6 +97,17 @@ pub(crate) async fn dispatch<T: Transport>(
                     Some(permit) => permit,
                     None => break,
                 },
+            },
+        };
+        // Readiness before the delivery: a layer that waits in `poll_ready`
+        // (a concurrency limit, a rate limit) must not hold a message that
+        // gets no progress acks meanwhile.
+        let ready = match service.ready().now_or_never() {
+            Some(ready) => ready.map(|_| ()),
+            None => tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                ready = service.ready() => ready.map(|_| ()),
             },
         };
         let delivery = match deliveries.next().now_or_never() {
@@ -101,47 +128,57 @@ pub(crate) async fn dispatch<T: Transport>(
             metadata,
             acker,
         } = delivery;
+        let sequence = metadata.stream_sequence();
+        let (settler, manual) = match (context.spec.ack, &window) {
+            (AckMode::Coalesced, Some(window)) => {
+                match window.delivered(sequence, metadata.consumer_sequence(), acker) {
+                    Arrival::Handle(acker) => (
+                        Settler::Coalesced {
+                            acker,
+                            window: window.clone(),
+                            sequence,
+                        },
+                        None,
+                    ),
+                    Arrival::AlreadyHandled => {
+                        tracing::debug!(channel = %channel, seq = sequence, "redelivery of a message already handled and waiting for its coalesced ack; not handled again");
+                        continue;
+                    }
+                }
+            }
+            (AckMode::Auto | AckMode::Coalesced, _) => (Settler::Auto(acker), None),
+            (AckMode::Manual, _) => {
+                let handle = ManualAck::new(acker);
+                (Settler::Manual(handle.clone()), Some(handle))
+            }
+        };
         let span = tracing::info_span!(
             "flowgate.message",
             subscriber = %context.name,
             channel = %channel,
             subject = metadata.subject(),
-            seq = metadata.stream_sequence(),
+            seq = sequence,
             delivery = metadata.delivery_count(),
         );
         let first_attempt = context
             .ledger
-            .first_attempt(metadata.stream_sequence(), metadata.delivery_count());
+            .first_attempt(sequence, metadata.delivery_count());
         let unsettled = Unsettled {
             payload: payload.clone(),
             metadata: metadata.clone(),
             first_attempt,
         };
-        let request = Request::new(payload, metadata).with_attempt(first_attempt);
-        let (settler, request) = match (context.spec.ack, &window) {
-            (AckMode::Coalesced, Some(window)) => {
-                let sequence = unsettled.metadata.stream_sequence();
-                window.delivered(sequence);
-                let settler = Settler::Coalesced {
-                    acker,
-                    window: window.clone(),
-                    sequence,
-                };
-                (settler, request)
-            }
-            (AckMode::Auto | AckMode::Coalesced, _) => (Settler::Auto(acker), request),
-            (AckMode::Manual, _) => {
-                let handle = ManualAck::new(acker);
-                (
-                    Settler::Manual(handle.clone()),
-                    request.with_manual_ack(handle),
-                )
-            }
-        };
-        let handled = match service.ready().await {
-            Ok(ready) => ready.call(request),
+        let mut request = Request::new(payload, metadata).with_attempt(first_attempt);
+        if let Some(handle) = manual {
+            request = request.with_manual_ack(handle);
+        }
+        let handled = match ready {
+            Ok(()) => service.call(request),
             Err(err) => Box::pin(futures::future::ready(Err(err))),
         };
+        // Counted as running from here, so `in_flight` sees a handler during
+        // its first poll too.
+        let running = in_flight.start(permit);
         // Poll once here: a handler that is done at once (no I/O to wait for)
         // is settled without a task of its own, as a hand-written consume
         // loop would do; only one that has to wait gets a task. A handler
@@ -162,7 +199,6 @@ pub(crate) async fn dispatch<T: Transport>(
             }
             None => None,
         };
-        let running = in_flight.start(permit);
         if let Some(Ok(Ok(()))) = first {
             settler
                 .settle(&context, Ok(()), unsettled)
@@ -173,33 +209,41 @@ pub(crate) async fn dispatch<T: Transport>(
         }
         let context = context.clone();
         let abandon = abandon.clone();
-        tokio::spawn(
+        tracker.spawn(
             async move {
-                let handled = async move {
-                    match first {
-                        Some(outcome) => outcome,
-                        None => handled.await,
+                let work = async {
+                    let handled = async move {
+                        match first {
+                            Some(outcome) => outcome,
+                            None => handled.await,
+                        }
+                    };
+                    let handled = handled.map(|outcome| {
+                        outcome.unwrap_or_else(|panic| Err(crate::handler::panicked(&*panic)))
+                    });
+                    let outcome = with_progress(handled, &settler, progress_every).await;
+                    settler.settle(&context, outcome, unsettled).await;
+                };
+                tokio::select! {
+                    biased;
+                    () = work => {}
+                    () = abandon.cancelled() => {
+                        tracing::warn!("handler abandoned at the shutdown deadline; the broker redelivers the message after the ack wait");
                     }
-                };
-                let handled = handled.map(|outcome| {
-                    outcome.unwrap_or_else(|panic| Err(crate::handler::panicked(&*panic)))
-                });
-                let Some(outcome) =
-                    with_progress(handled, &settler, progress_every, &abandon).await
-                else {
-                    tracing::warn!("handler abandoned after the shutdown deadline; the broker redelivers the message after the ack wait");
-                    return;
-                };
-                settler.settle(&context, outcome, unsettled).await;
+                }
                 drop(running);
             }
             .instrument(span),
         );
     }
-    release_buffered(&mut deliveries, context.spec.max_in_flight).await;
-    if let Some(flusher) = flusher {
-        let _ = flusher.await;
+    release_buffered(&mut deliveries).await;
+    // The subscription lives until every handler has settled: a transport
+    // that ties acks to an open subscription (NATS Streaming) keeps them.
+    finish.cancelled().await;
+    if let Some(upkeep) = upkeep {
+        let _ = upkeep.await;
     }
+    drop(deliveries);
 }
 
 /// Whether the dispatcher polls a handler once itself before giving it a
@@ -260,56 +304,29 @@ pub(crate) struct Lifecycle {
     pub(crate) abandon: CancellationToken,
     /// Every handler has ended: send the last coalesced ack and return.
     pub(crate) finish: CancellationToken,
-}
-
-/// How often handled messages waiting in a coalesced-ack window are acked.
-const COALESCED_FLUSH_EVERY: Duration = Duration::from_millis(50);
-
-/// Acks what a coalesced-ack window holds every so often, and once more at
-/// `finish`.
-async fn flush_periodically<A: Acker>(window: Arc<AckWindow<A>>, finish: CancellationToken) {
-    let mut ticks = tokio::time::interval(COALESCED_FLUSH_EVERY);
-    loop {
-        let finished = tokio::select! {
-            _ = finish.cancelled() => true,
-            _ = ticks.tick() => false,
-        };
-        if let Some(acker) = window.flush() {
-            if let Err(err) = acker.ack().await {
-                tracing::warn!(error = %err, "coalesced ack failed; the broker redelivers those messages after the ack wait");
-            }
-        }
-        if finished {
-            return;
-        }
-    }
+    /// Every task the subscription spawns, so shutdown can wait for them.
+    pub(crate) tracker: TaskTracker,
 }
 
 /// Runs `handled`; when it is still running after `every`, tells the broker
 /// work is ongoing, and again each `every`, so the message is not redelivered
 /// mid-work. A handler that finishes at once costs no timer, one that waits
-/// costs one timer (re-armed, never re-allocated). At a tick after `abandon`
-/// (the shutdown deadline passed) the handler is dropped and `None` returned:
-/// its progress acks stop, so the broker redelivers the message.
+/// costs one timer (re-armed, never re-allocated).
 async fn with_progress<A: Acker>(
     handled: impl Future<Output = Result<(), BoxError>>,
     settler: &Settler<A>,
     every: Duration,
-    abandon: &CancellationToken,
-) -> Option<Result<(), BoxError>> {
+) -> Result<(), BoxError> {
     let mut handled = pin!(handled);
     if let Poll::Ready(outcome) = futures::poll!(handled.as_mut()) {
-        return Some(outcome);
+        return outcome;
     }
     let tick = tokio::time::sleep(every);
     let mut tick = pin!(tick);
     loop {
         tokio::select! {
-            outcome = handled.as_mut() => return Some(outcome),
+            outcome = handled.as_mut() => return outcome,
             _ = tick.as_mut() => {
-                if abandon.is_cancelled() {
-                    return None;
-                }
                 settler.in_progress().await;
                 tick.as_mut().reset(tokio::time::Instant::now() + every);
             }
@@ -317,23 +334,11 @@ async fn with_progress<A: Acker>(
     }
 }
 
-/// Hands back deliveries the transport already buffered but no handler took,
-/// so the broker redelivers them at once instead of after the ack wait. A
-/// transport may hand a released message straight back, so this stops at the
-/// first message it sees twice, and after `limit` messages at most.
-async fn release_buffered<S, A>(deliveries: &mut S, limit: usize)
-where
-    S: futures::Stream<Item = Delivery<A>> + Unpin,
-    A: Acker,
-{
-    let mut released = std::collections::HashSet::new();
-    while released.len() < limit {
-        let Some(Some(delivery)) = deliveries.next().now_or_never() else {
-            return;
-        };
-        if !released.insert(delivery.metadata.stream_sequence()) {
-            return;
-        }
+/// Stops pulling, then hands back the deliveries the transport had already
+/// buffered but no handler took, so the broker redelivers them at once (to
+/// another instance, or after a restart) instead of after the ack wait.
+async fn release_buffered<A: Acker>(deliveries: &mut impl DeliveryStream<A>) {
+    for delivery in deliveries.stop() {
         if let Err(err) = delivery.acker.nak(None).await {
             tracing::debug!(error = %err, "could not release a buffered delivery; it is redelivered after the ack wait");
         }

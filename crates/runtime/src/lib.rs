@@ -92,8 +92,9 @@ pub use subscriber::{BoxHandlerService, Subscriber};
 pub use transport::jetstream::{JetStream, JetStreamSettings};
 pub use transport::stan::{NatsStreaming, StanOptions};
 pub use transport::{
-    AckError, AckFence, AckMode, Acker, Delivery, Exhausted, ExhaustedStream, Metadata,
-    OutgoingMessage, PublishAck, StartPosition, SubscriptionSpec, Transport,
+    AckError, AckMode, AckPendingFuture, AckPendingProbe, Acker, AttemptFuture, AttemptStore,
+    Delivery, DeliveryStream, Exhausted, ExhaustedStream, Metadata, OutgoingMessage, PublishAck,
+    StartPosition, SubscriptionSpec, Transport,
 };
 
 /// Message headers (the NATS header map).

@@ -91,8 +91,8 @@ impl<A: Acker> Settler<A> {
         }
     }
 
-    /// Sends the final settlement.
-    async fn finish(self, how: Settlement) -> Result<(), crate::AckError> {
+    /// Sends the final settlement. `delivered` is the broker's delivery count.
+    async fn finish(self, how: Settlement, delivered: u32) -> Result<(), crate::AckError> {
         match self {
             Settler::Auto(acker) => match how {
                 Settlement::Ack => acker.ack().await,
@@ -112,7 +112,11 @@ impl<A: Acker> Settler<A> {
                         acker.term().await?;
                         window.settled(sequence)
                     }
-                    Settlement::Nak(delay) => return acker.nak(delay).await,
+                    Settlement::Nak(delay) => {
+                        acker.nak(delay).await?;
+                        window.nakked(sequence, delivered);
+                        return Ok(());
+                    }
                     Settlement::InProgress => return acker.in_progress().await,
                 };
                 match due {
@@ -154,7 +158,8 @@ impl<A: Acker> Settler<A> {
         let result = match decision {
             Decision::Ack => {
                 metrics.acked.increment(1);
-                self.finish(Settlement::Ack).await
+                self.finish(Settlement::Ack, unsettled.metadata.delivery_count())
+                    .await
             }
             Decision::Nak { delay, attempts } => {
                 if let Err(err) = &outcome {
@@ -184,7 +189,18 @@ impl<A: Acker> Settler<A> {
             .ledger
             .record(unsettled.metadata.stream_sequence(), attempts);
         context.metrics.nakd.increment(1);
-        self.finish(Settlement::Nak(Some(delay))).await
+        // A coalescing window cannot ack past a nak'd message: its waits are
+        // kept within one ack wait, so a failing message holds the acks
+        // behind it for at most its failure budget of such waits.
+        let delay = match self {
+            Settler::Coalesced { .. } => delay.min(context.spec.ack_wait),
+            Settler::Auto(_) | Settler::Manual(_) => delay,
+        };
+        self.finish(
+            Settlement::Nak(Some(delay)),
+            unsettled.metadata.delivery_count(),
+        )
+        .await
     }
 
     async fn dead_letter<T: Transport>(
@@ -203,7 +219,9 @@ impl<A: Acker> Settler<A> {
                 "message terminated (dead letters are disabled)"
             );
             context.metrics.terminated.increment(1);
-            return self.finish(Settlement::Term).await;
+            return self
+                .finish(Settlement::Term, unsettled.metadata.delivery_count())
+                .await;
         };
         let message = dead_letter_message(
             subject.clone(),
@@ -213,23 +231,37 @@ impl<A: Acker> Settler<A> {
             attempts,
             error,
         );
-        let stored = match context.transport.publish(message).await {
-            Ok(pending) => pending.await,
-            Err(err) => Err(err),
-        };
-        match stored {
-            Ok(_) => {
-                tracing::error!(reason, attempts, error, dead_letter = %subject, "message dead-lettered");
-                context.metrics.dead_lettered.increment(1);
-                context.metrics.terminated.increment(1);
-                self.finish(Settlement::Term).await
+        // The handler is never run again for it: the dead letter is retried
+        // here, with progress acks keeping the original from redelivery,
+        // until the broker stores it (or shutdown abandons the task).
+        let mut retry = 0;
+        let mut next_progress = tokio::time::Instant::now() + context.spec.ack_wait / 2;
+        loop {
+            let stored = match context.transport.publish(message.clone()).await {
+                Ok(pending) => pending.await,
+                Err(err) => Err(err),
+            };
+            let publish_error = match stored {
+                Ok(_) => break,
+                Err(err) => err,
+            };
+            retry += 1;
+            let delay = context.backoff.delay(retry);
+            tracing::error!(reason, error = %publish_error, retry_in = ?delay, dead_letter = %subject, "could not publish the dead letter; trying again (the message stays unsettled, the handler does not run again)");
+            context.metrics.dead_letter_retries.increment(1);
+            let wake = tokio::time::Instant::now() + delay;
+            while next_progress < wake {
+                tokio::time::sleep_until(next_progress).await;
+                self.in_progress().await;
+                next_progress += context.spec.ack_wait / 2;
             }
-            Err(publish_error) => {
-                let delay = context.backoff.delay(attempts);
-                tracing::error!(reason, error = %publish_error, retry_in = ?delay, dead_letter = %subject, "could not publish the dead letter; the message is nak'd and tried again");
-                self.nak(context, &unsettled, attempts, delay).await
-            }
+            tokio::time::sleep_until(wake).await;
         }
+        tracing::error!(reason, attempts, error, dead_letter = %subject, "message dead-lettered");
+        context.metrics.dead_lettered.increment(1);
+        context.metrics.terminated.increment(1);
+        self.finish(Settlement::Term, unsettled.metadata.delivery_count())
+            .await
     }
 }
 

@@ -37,6 +37,19 @@ pub(crate) fn check_subscriber(subscriber: &Subscriber) -> Result<(), Error> {
     Ok(())
 }
 
+/// Coalesced acks need a failure budget: a failing message holds back the
+/// acks of every message after it until it is handled or dead-lettered.
+pub(crate) fn check_coalesced_budget(subscriber: &Subscriber) -> Result<(), Error> {
+    let spec = subscriber.spec();
+    if spec.ack == crate::AckMode::Coalesced && spec.max_deliver.is_none() {
+        return Err(Error::Config(format!(
+            "`{}` asks for coalesced acks with no failure budget: a message that keeps failing would hold back every ack after it forever; set max_deliver",
+            subscriber.name()
+        )));
+    }
+    Ok(())
+}
+
 /// Where progress acks cannot hold a message, every in-process attempt of one
 /// delivery (timeout × attempts + the backoff between them) must end within
 /// the ack wait, or the broker redelivers a message that is still being tried.

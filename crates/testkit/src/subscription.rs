@@ -114,6 +114,14 @@ impl InMemorySubscription {
     }
 }
 
+impl flowgate::DeliveryStream<InMemoryAcker> for InMemorySubscription {
+    /// Nothing is buffered on the client side: there is nothing to hand back.
+    fn stop(&mut self) -> Vec<Delivery<InMemoryAcker>> {
+        self.inner = futures::stream::pending().boxed();
+        Vec::new()
+    }
+}
+
 impl Stream for InMemorySubscription {
     type Item = Delivery<InMemoryAcker>;
 

@@ -8,6 +8,7 @@
 //! | `flowgate_messages_nakd_total` | counter | nak'd for redelivery |
 //! | `flowgate_messages_terminated_total` | counter | terminated (after dead-lettering, or without) |
 //! | `flowgate_messages_dead_lettered_total` | counter | published to the dead-letter subject |
+//! | `flowgate_dead_letter_retries_total` | counter | dead-letter publishes that failed and are tried again |
 //! | `flowgate_handlers_in_flight` | gauge | handler attempts running now |
 //! | `flowgate_handler_duration_seconds` | histogram | the time of each handler attempt |
 //!
@@ -36,6 +37,8 @@ pub mod names {
     pub const TERMINATED: &str = "flowgate_messages_terminated_total";
     /// Messages published to the dead letters.
     pub const DEAD_LETTERED: &str = "flowgate_messages_dead_lettered_total";
+    /// Dead-letter publishes that failed and are tried again.
+    pub const DEAD_LETTER_RETRIES: &str = "flowgate_dead_letter_retries_total";
     /// Handler attempts running now.
     pub const IN_FLIGHT: &str = "flowgate_handlers_in_flight";
     /// Duration of each handler attempt, in seconds.
@@ -50,6 +53,7 @@ pub struct SubscriberMetrics {
     pub(crate) nakd: Counter,
     pub(crate) terminated: Counter,
     pub(crate) dead_lettered: Counter,
+    pub(crate) dead_letter_retries: Counter,
     in_flight: Gauge,
     duration: Histogram,
 }
@@ -75,6 +79,7 @@ impl SubscriberMetrics {
             nakd: metrics::counter!(names::NAKD, &labels),
             terminated: metrics::counter!(names::TERMINATED, &labels),
             dead_lettered: metrics::counter!(names::DEAD_LETTERED, &labels),
+            dead_letter_retries: metrics::counter!(names::DEAD_LETTER_RETRIES, &labels),
             in_flight: metrics::gauge!(names::IN_FLIGHT, &labels),
             duration: metrics::histogram!(names::HANDLER_DURATION, &labels),
         }

@@ -19,6 +19,8 @@ use crate::Headers;
 pub struct Metadata {
     subject: async_nats::Subject,
     stream_sequence: u64,
+    /// 0 when the transport does not number deliveries.
+    consumer_sequence: u64,
     delivered: u32,
     timestamp: SystemTime,
     headers: Option<Headers>,
@@ -36,10 +38,33 @@ impl Metadata {
         Self {
             subject: subject.into(),
             stream_sequence,
+            consumer_sequence: 0,
             delivered,
             timestamp,
             headers,
         }
+    }
+
+    /// The same metadata with the consumer's number for this delivery (see
+    /// [`consumer_sequence`](Self::consumer_sequence)).
+    ///
+    /// ```
+    /// # use std::time::SystemTime;
+    /// let meta = flowgate::Metadata::new("orders.placed", 42, 1, SystemTime::UNIX_EPOCH, None);
+    /// assert_eq!(meta.consumer_sequence(), None);
+    /// assert_eq!(meta.with_consumer_sequence(7).consumer_sequence(), Some(7));
+    /// ```
+    pub fn with_consumer_sequence(mut self, consumer_sequence: u64) -> Self {
+        self.consumer_sequence = consumer_sequence;
+        self
+    }
+
+    /// The consumer's number for this delivery: it rises by one with every
+    /// delivery the consumer makes (redeliveries included), so a gap means
+    /// deliveries were lost on the way. `None` where the transport does not
+    /// number deliveries.
+    pub fn consumer_sequence(&self) -> Option<u64> {
+        (self.consumer_sequence > 0).then_some(self.consumer_sequence)
     }
 
     /// The subject the message was published on.

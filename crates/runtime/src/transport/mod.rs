@@ -3,20 +3,23 @@
 //! flowgate ships [`JetStream`](crate::JetStream); `flowgate-testkit` ships an
 //! in-memory broker behind the same trait. Handlers never see the difference.
 
+mod attempt_store;
 mod delivery;
 mod drift;
 pub mod jetstream;
 mod spec;
 pub mod stan;
+mod stream;
 
 use std::future::Future;
 
 use bytes::Bytes;
-use futures::Stream;
 
+pub use attempt_store::{AttemptFuture, AttemptStore};
 pub use delivery::{AckError, Acker, Delivery, Metadata};
 pub use drift::DriftCheck;
 pub use spec::{AckMode, StartPosition, SubscriptionSpec};
+pub use stream::{AckPendingFuture, AckPendingProbe, DeliveryStream};
 
 use crate::{Error, Headers};
 
@@ -92,9 +95,9 @@ pub struct PublishAck {
 pub trait Transport: Clone + Send + Sync + 'static {
     /// Settles deliveries of this transport.
     type Acker: Acker;
-    /// A live subscription: deliveries until it is dropped. It re-subscribes
-    /// on its own after connection loss.
-    type Subscription: Stream<Item = Delivery<Self::Acker>> + Send + Unpin + 'static;
+    /// A live subscription: deliveries until it is stopped or dropped. It
+    /// re-subscribes on its own after connection loss.
+    type Subscription: DeliveryStream<Self::Acker>;
     /// Resolves to the broker's receipt of one publish.
     type PendingAck: Future<Output = Result<PublishAck, crate::PublishError>> + Send + 'static;
 
@@ -126,11 +129,16 @@ pub trait Transport: Clone + Send + Sync + 'static {
         false
     }
 
-    /// For coalesced acks: the messages the broker held as delivered and
-    /// unacked when `subscription` was made (an earlier instance took them).
-    fn ack_fence(subscription: &Self::Subscription) -> Option<AckFence> {
-        let _ = subscription;
-        None
+    /// Where the attempts made on `spec`'s messages are kept between
+    /// deliveries, so the failure budget holds across restarts and instances.
+    /// `None` where the broker keeps nothing: the budget is then counted per
+    /// process (the broker's delivery count, plus what this process made).
+    fn attempt_store(
+        &self,
+        spec: &SubscriptionSpec,
+    ) -> impl Future<Output = Result<Option<std::sync::Arc<dyn AttemptStore>>, Error>> + Send {
+        let _ = spec;
+        async { Ok(None) }
     }
 
     /// Messages of `spec`'s consumer that the broker stopped delivering after
@@ -144,18 +152,6 @@ pub trait Transport: Clone + Send + Sync + 'static {
         let _ = spec;
         async { Ok(None) }
     }
-}
-
-/// Messages a consumer had delivered and not acked when a subscription was
-/// made: `unacked` of them, none above stream sequence `through`. A coalesced
-/// ack would settle them too, so none is sent past `through` until all of
-/// them came back to this subscription and were handled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AckFence {
-    /// The highest stream sequence they can have.
-    pub through: u64,
-    /// How many there are.
-    pub unacked: usize,
 }
 
 /// A message the broker gave up on: its payload, metadata and deliveries made.

@@ -1,9 +1,11 @@
 //! Settling JetStream deliveries: `+ACK`, `-NAK {delay}`, `+TERM`, `+WPI`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::message::{AckKind, Acker as NatsAcker};
 
+use super::outstanding::Outstanding;
 use crate::{AckError, Acker, Metadata};
 
 /// Settles one JetStream delivery by publishing to its reply subject.
@@ -11,6 +13,9 @@ pub struct JetStreamAcker {
     acker: NatsAcker,
     subject: async_nats::Subject,
     stream_sequence: u64,
+    outstanding: Arc<Outstanding>,
+    /// The consumer's ack policy is "all": an ack settles everything before it.
+    acks_all: bool,
 }
 
 impl std::fmt::Debug for JetStreamAcker {
@@ -27,11 +32,15 @@ impl JetStreamAcker {
         acker: NatsAcker,
         subject: async_nats::Subject,
         stream_sequence: u64,
+        outstanding: Arc<Outstanding>,
+        acks_all: bool,
     ) -> Self {
         Self {
             acker,
             subject,
             stream_sequence,
+            outstanding,
+            acks_all,
         }
     }
 
@@ -51,7 +60,13 @@ impl JetStreamAcker {
 
 impl Acker for JetStreamAcker {
     async fn ack(&self) -> Result<(), AckError> {
-        self.send("ack", AckKind::Ack).await
+        self.send("ack", AckKind::Ack).await?;
+        if self.acks_all {
+            self.outstanding.settled_through(self.stream_sequence);
+        } else {
+            self.outstanding.settled(self.stream_sequence);
+        }
+        Ok(())
     }
 
     async fn nak(&self, delay: Option<Duration>) -> Result<(), AckError> {
@@ -59,7 +74,9 @@ impl Acker for JetStreamAcker {
     }
 
     async fn term(&self) -> Result<(), AckError> {
-        self.send("term", AckKind::Term).await
+        self.send("term", AckKind::Term).await?;
+        self.outstanding.settled(self.stream_sequence);
+        Ok(())
     }
 
     async fn in_progress(&self) -> Result<(), AckError> {

@@ -57,17 +57,27 @@ pub(crate) fn consumer_name(spec: &SubscriptionSpec) -> Option<&str> {
     spec.durable.as_deref().or(spec.queue.as_deref())
 }
 
-pub(crate) fn consumer_config(spec: &SubscriptionSpec, resume_after: Option<u64>) -> pull::Config {
+/// The description of a durable flowgate recreated after the server lost it:
+/// its deliver policy is where it resumed, not the code's `start`, and the
+/// drift check does not compare it.
+const RECREATED: &str = "flowgate: recreated after it vanished";
+
+/// The consumer `spec` asks for; `resume_from` (a stream sequence) replaces
+/// the start position when a lost consumer is recreated.
+pub(crate) fn consumer_config(spec: &SubscriptionSpec, resume_from: Option<u64>) -> pull::Config {
     let name = consumer_name(spec).map(str::to_owned);
-    let deliver_policy = match resume_after {
-        Some(sequence) => DeliverPolicy::ByStartSequence {
-            start_sequence: sequence + 1,
-        },
+    let deliver_policy = match resume_from {
+        Some(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
         None => deliver_policy(spec.start),
+    };
+    let description = match (resume_from, &name) {
+        (Some(from), Some(_)) => Some(format!("{RECREATED} (from stream sequence {from})")),
+        _ => None,
     };
     pull::Config {
         durable_name: name.clone(),
         name,
+        description,
         deliver_policy,
         ack_policy: match spec.ack {
             AckMode::Coalesced => AckPolicy::All,
@@ -115,28 +125,65 @@ fn deliver_policy(start: StartPosition) -> DeliverPolicy {
 
 /// Binds the durable consumer of `spec` on `stream`, creating it when it does
 /// not exist, refusing one whose settings differ.
+///
+/// `resume_from` is set when a running subscription reopens: an ephemeral is
+/// then recreated from that stream sequence, and so is a durable that
+/// vanished from the server (with an error log: messages before it that this
+/// subscription never saw are not delivered again).
 pub(crate) async fn bind(
     context: &jetstream::Context,
     stream: &str,
     spec: &SubscriptionSpec,
-    resume_after: Option<u64>,
+    resume_from: Option<u64>,
 ) -> Result<PullConsumer, Error> {
-    let wanted = consumer_config(spec, resume_after);
-    if let Some(name) = consumer_name(spec) {
-        match context
-            .get_consumer_from_stream::<pull::Config, _, _>(name, stream)
-            .await
-        {
-            Ok(existing) => {
-                check_unchanged(stream, name, &existing.cached_info().config, &wanted)?;
-                return Ok(existing);
-            }
-            Err(err) if is_not_found(&err) => {}
-            Err(err) => return Err(broker(&spec.channel, err)),
+    let Some(name) = consumer_name(spec) else {
+        return create(context, stream, spec, consumer_config(spec, resume_from)).await;
+    };
+    match context
+        .get_consumer_from_stream::<pull::Config, _, _>(name, stream)
+        .await
+    {
+        Ok(existing) => {
+            let wanted = consumer_config(spec, None);
+            check_unchanged(stream, name, &existing.cached_info().config, &wanted)?;
+            Ok(existing)
         }
+        Err(err) if is_not_found(&err) => {
+            if let Some(from) = resume_from {
+                tracing::error!(
+                    stream,
+                    durable = name,
+                    resume_from = from,
+                    "the durable consumer vanished from the server (deleted, or its node lost); recreating it from the lowest stream sequence this app has not settled"
+                );
+            }
+            let wanted = consumer_config(spec, resume_from);
+            match create(context, stream, spec, wanted).await {
+                Ok(created) => Ok(created),
+                // Another instance recreated it first: bind that one.
+                Err(_) => {
+                    let existing = context
+                        .get_consumer_from_stream::<pull::Config, _, _>(name, stream)
+                        .await
+                        .map_err(|e| broker(&spec.channel, e))?;
+                    let wanted = consumer_config(spec, None);
+                    check_unchanged(stream, name, &existing.cached_info().config, &wanted)?;
+                    Ok(existing)
+                }
+            }
+        }
+        Err(err) => Err(broker(&spec.channel, err)),
     }
+}
+
+async fn create(
+    context: &jetstream::Context,
+    stream: &str,
+    spec: &SubscriptionSpec,
+    config: pull::Config,
+) -> Result<PullConsumer, Error> {
     context
-        .create_consumer_on_stream(wanted, stream)
+        .create_consumer_on_stream(config, stream)
         .await
         .map_err(|e| broker(&spec.channel, e))
 }
@@ -152,6 +199,15 @@ fn check_unchanged(
     wanted: &pull::Config,
 ) -> Result<(), Error> {
     let plain = |value: &i64| value.to_string();
+    let recreated = existing
+        .description
+        .as_deref()
+        .is_some_and(|d| d.starts_with(RECREATED));
+    let start = if recreated {
+        &wanted.deliver_policy
+    } else {
+        &existing.deliver_policy
+    };
     DriftCheck::new(stream, durable)
         .field_shown(
             "filter subject",
@@ -159,11 +215,7 @@ fn check_unchanged(
             &wanted.filter_subject,
             Clone::clone,
         )
-        .field(
-            "deliver policy (start)",
-            &existing.deliver_policy,
-            &wanted.deliver_policy,
-        )
+        .field("deliver policy (start)", start, &wanted.deliver_policy)
         .field("ack policy", &existing.ack_policy, &wanted.ack_policy)
         .field("ack_wait", &existing.ack_wait, &wanted.ack_wait)
         .field_shown(
@@ -211,14 +263,19 @@ mod tests {
     }
 
     #[test]
-    fn ephemeral_resumes_after_the_last_sequence_it_saw() {
+    fn a_recreated_consumer_starts_at_the_given_sequence() {
         let spec = SubscriptionSpec::new("orders.placed");
-        let config = consumer_config(&spec, Some(41));
+        let config = consumer_config(&spec, Some(42));
         assert_eq!(config.durable_name, None);
         assert_eq!(
             config.deliver_policy,
             DeliverPolicy::ByStartSequence { start_sequence: 42 }
         );
         assert_eq!(config.max_deliver, 10, "the default failure budget");
+        assert_eq!(config.description, None);
+        let durable = consumer_config(&spec.with_durable("billing"), Some(42));
+        assert!(durable
+            .description
+            .is_some_and(|d| d.starts_with(RECREATED)));
     }
 }

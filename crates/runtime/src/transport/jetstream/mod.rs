@@ -11,6 +11,7 @@
 mod acker;
 mod advisory;
 mod consumer;
+mod outstanding;
 mod publish;
 mod subscription;
 
@@ -132,6 +133,29 @@ impl JetStream {
         Ok(name)
     }
 
+    /// A work-queue stream requires explicit acks of its consumers: coalesced
+    /// acks (ack policy "all") cannot work there.
+    async fn refuse_coalesced_on_work_queue(
+        &self,
+        spec: &SubscriptionSpec,
+        stream: &str,
+    ) -> Result<(), Error> {
+        let info = self
+            .context
+            .get_stream(stream)
+            .await
+            .map_err(|e| Error::Broker(Box::new(e)))?
+            .cached_info()
+            .clone();
+        if info.config.retention == jetstream::stream::RetentionPolicy::WorkQueue {
+            return Err(Error::Config(format!(
+                "`{}` asks for coalesced acks, but stream `{stream}` has work-queue retention, which requires explicit acks: use ack = \"auto\" for it",
+                spec.channel
+            )));
+        }
+        Ok(())
+    }
+
     fn knows_stream(&self, channel: &str) -> bool {
         self.streams
             .lock()
@@ -151,6 +175,9 @@ impl Transport for JetStream {
     async fn subscribe(&self, spec: &SubscriptionSpec) -> Result<Self::Subscription, Error> {
         spec.validate()?;
         let stream = self.ensure_stream(&spec.channel).await?;
+        if spec.ack == crate::AckMode::Coalesced {
+            self.refuse_coalesced_on_work_queue(spec, &stream).await?;
+        }
         JetStreamSubscription::open(self.context.clone(), stream, spec.clone()).await
     }
 
@@ -199,10 +226,6 @@ impl Transport for JetStream {
 
     fn supports_coalesced_acks(&self) -> bool {
         true
-    }
-
-    fn ack_fence(subscription: &Self::Subscription) -> Option<crate::transport::AckFence> {
-        subscription.fence()
     }
 
     async fn flush(&self) -> Result<(), Error> {

@@ -1,37 +1,39 @@
 //! A JetStream subscription: a pull consumer's message stream that reopens
-//! itself after a missed heartbeat, a lost connection or a server restart.
+//! itself after a missed heartbeat, a lost connection or a server restart,
+//! and recreates a consumer the server lost without skipping messages.
 
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::{self, consumer::pull};
 use futures::stream::BoxStream;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 
+use super::outstanding::Outstanding;
 use super::{consumer, JetStreamAcker};
+use crate::transport::{AckPendingFuture, AckPendingProbe, DeliveryStream};
 use crate::{AckMode, Delivery, Error, Metadata, SubscriptionSpec};
 
 const REOPEN_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(2);
-/// How long a pull request of a coalesced-ack subscription lives.
-const COALESCED_PULL_EXPIRY: Duration = Duration::from_secs(2);
+/// How long one pull request lives on the server.
+const PULL_EXPIRY: Duration = Duration::from_secs(30);
+/// The idle heartbeat a pull request asks for: two missed ones and the pull
+/// stream is reopened, so a stalled pull is noticed within seconds.
+const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
 /// The most messages one pull request asks for.
 const MAX_BATCH: usize = 1000;
 
 /// The deliveries of one JetStream subscriber. It never ends on its own: on
 /// an error it logs, waits a little, rebinds the consumer and pulls again.
+/// A consumer the server lost (an ephemeral past its inactivity threshold, a
+/// durable someone deleted) is recreated from the lowest stream sequence this
+/// subscription has not seen settled, so nothing below it is skipped.
 pub struct JetStreamSubscription {
     inner: BoxStream<'static, Delivery<JetStreamAcker>>,
-    fence: Option<crate::transport::AckFence>,
-}
-
-impl JetStreamSubscription {
-    /// The messages delivered to someone else and unacked when this
-    /// subscription was made.
-    pub(crate) fn fence(&self) -> Option<crate::transport::AckFence> {
-        self.fence
-    }
+    probe: AckPendingProbe,
 }
 
 impl std::fmt::Debug for JetStreamSubscription {
@@ -46,8 +48,12 @@ struct State {
     stream: String,
     spec: SubscriptionSpec,
     messages: Option<pull::Stream>,
-    /// The last stream sequence seen, so an ephemeral consumer recreated after
-    /// a loss starts right after it.
+    /// The consumer's name on the server (an ephemeral's changes when it is recreated).
+    consumer: Arc<Mutex<String>>,
+    /// What was delivered and not settled, for recreating a lost consumer.
+    outstanding: Arc<Outstanding>,
+    /// The last stream sequence seen, for recreating a lost consumer when
+    /// nothing is outstanding.
     last_sequence: Option<u64>,
     backoff: Duration,
 }
@@ -63,59 +69,85 @@ impl JetStreamSubscription {
             stream,
             spec,
             messages: None,
+            consumer: Arc::default(),
+            outstanding: Arc::default(),
             last_sequence: None,
             backoff: REOPEN_BACKOFF_MIN,
         };
         // The first bind reports its errors (a mismatched durable, a refused
         // name) to the caller; later ones are retried.
-        let (messages, info) = state.pull().await?;
-        state.messages = Some(messages);
-        let fence = (info.num_ack_pending > 0).then_some(crate::transport::AckFence {
-            through: info.delivered.stream_sequence,
-            unacked: info.num_ack_pending,
-        });
+        state.messages = Some(state.pull(None).await?);
+        let probe = ack_pending_probe(
+            state.context.clone(),
+            state.stream.clone(),
+            state.consumer.clone(),
+        );
         let inner = futures::stream::unfold(state, |mut state| async move {
             let delivery = state.next_delivery().await;
             Some((delivery, state))
         })
         .boxed();
-        Ok(Self { inner, fence })
+        Ok(Self { inner, probe })
     }
 }
 
+/// Reads `num_ack_pending` of the subscription's current consumer.
+fn ack_pending_probe(
+    context: jetstream::Context,
+    stream: String,
+    consumer: Arc<Mutex<String>>,
+) -> AckPendingProbe {
+    Arc::new(move || -> AckPendingFuture {
+        let context = context.clone();
+        let stream = stream.clone();
+        let name = consumer.lock().map(|name| name.clone()).unwrap_or_default();
+        Box::pin(async move {
+            let info = context
+                .get_stream_no_info(&stream)
+                .await
+                .map_err(|e| Error::Broker(Box::new(e)))?
+                .consumer_info(&name)
+                .await
+                .map_err(|e| Error::Broker(Box::new(e)))?;
+            Ok(info.num_ack_pending)
+        })
+    })
+}
+
 impl State {
-    async fn pull(&self) -> Result<(pull::Stream, async_nats::jetstream::consumer::Info), Error> {
-        let resume_after = if consumer::consumer_name(&self.spec).is_none() {
-            self.last_sequence
-        } else {
-            None
-        };
-        let consumer =
-            consumer::bind(&self.context, &self.stream, &self.spec, resume_after).await?;
-        let info = consumer.cached_info().clone();
-        let mut pulls = consumer
-            .stream()
-            .max_messages_per_batch(self.spec.max_in_flight.clamp(1, MAX_BATCH));
-        if self.spec.ack == AckMode::Coalesced {
-            // A pull request that waits while the consumer is at its ack
-            // pending limit is not always served again once an ack-all frees
-            // room; short-lived requests bound such a stall to seconds.
-            pulls = pulls
-                .expires(COALESCED_PULL_EXPIRY)
-                .heartbeat(COALESCED_PULL_EXPIRY / 4);
+    /// Binds the consumer and starts pulling. `resume_from` is set when
+    /// reopening: where a consumer the server lost is recreated from.
+    async fn pull(&self, resume_from: Option<u64>) -> Result<pull::Stream, Error> {
+        let consumer = consumer::bind(&self.context, &self.stream, &self.spec, resume_from).await?;
+        if let Ok(mut name) = self.consumer.lock() {
+            name.clone_from(&consumer.cached_info().name);
         }
-        let messages = pulls.messages().await.map_err(|e| Error::Subscribe {
-            channel: self.spec.channel.clone(),
-            source: Box::new(e),
-        })?;
-        Ok((messages, info))
+        consumer
+            .stream()
+            .max_messages_per_batch(self.spec.max_in_flight.clamp(1, MAX_BATCH))
+            .expires(PULL_EXPIRY)
+            .heartbeat(PULL_HEARTBEAT)
+            .messages()
+            .await
+            .map_err(|e| Error::Subscribe {
+                channel: self.spec.channel.clone(),
+                source: Box::new(e),
+            })
+    }
+
+    /// Where a lost consumer starts again: the lowest sequence delivered
+    /// and not settled, else the one after the last seen.
+    fn resume_from(&self) -> Option<u64> {
+        self.outstanding
+            .lowest()
+            .or_else(|| self.last_sequence.map(|seq| seq + 1))
     }
 
     async fn next_delivery(&mut self) -> Delivery<JetStreamAcker> {
         loop {
             let Some(messages) = self.messages.as_mut() else {
-                match self.pull().await {
-                    Ok((messages, _)) => {
+                match self.pull(self.resume_from()).await {
+                    Ok(messages) => {
                         tracing::info!(channel = %self.spec.channel, "subscription reopened");
                         self.messages = Some(messages);
                         self.backoff = REOPEN_BACKOFF_MIN;
@@ -129,15 +161,20 @@ impl State {
                 continue;
             };
             match messages.next().await {
-                Some(Ok(message)) => match into_delivery(message) {
-                    Some(delivery) => {
-                        self.last_sequence = Some(delivery.metadata.stream_sequence());
-                        return delivery;
+                Some(Ok(message)) => {
+                    let acks_all = self.spec.ack == AckMode::Coalesced;
+                    match into_delivery(message, &self.outstanding, acks_all) {
+                        Some(delivery) => {
+                            let sequence = delivery.metadata.stream_sequence();
+                            self.outstanding.delivered(sequence);
+                            self.last_sequence = Some(sequence);
+                            return delivery;
+                        }
+                        None => {
+                            tracing::warn!(channel = %self.spec.channel, "skipped a message without JetStream metadata")
+                        }
                     }
-                    None => {
-                        tracing::warn!(channel = %self.spec.channel, "skipped a message without JetStream metadata")
-                    }
-                },
+                }
                 Some(Err(err)) => {
                     tracing::warn!(channel = %self.spec.channel, error = %err, "pull stream failed; reopening");
                     self.messages = None;
@@ -151,22 +188,50 @@ impl State {
     }
 }
 
-fn into_delivery(message: jetstream::Message) -> Option<Delivery<JetStreamAcker>> {
-    let (stream_sequence, delivered, published) = ack_info(message.reply.as_deref()?)?;
+fn into_delivery(
+    message: jetstream::Message,
+    outstanding: &Arc<Outstanding>,
+    acks_all: bool,
+) -> Option<Delivery<JetStreamAcker>> {
+    let info = ack_info(message.reply.as_deref()?)?;
     let (message, acker) = message.split();
-    let acker = JetStreamAcker::new(acker, message.subject.clone(), stream_sequence);
+    let acker = JetStreamAcker::new(
+        acker,
+        message.subject.clone(),
+        info.stream_sequence,
+        outstanding.clone(),
+        acks_all,
+    );
     let metadata = Metadata::new(
         message.subject,
-        stream_sequence,
-        delivered,
-        published,
+        info.stream_sequence,
+        info.delivered,
+        info.published,
         message.headers,
-    );
+    )
+    .with_consumer_sequence(info.consumer_sequence);
     Some(Delivery {
         payload: message.payload,
         metadata,
         acker,
     })
+}
+
+impl DeliveryStream<JetStreamAcker> for JetStreamSubscription {
+    /// Takes what the pull stream buffered, then drops it: the client
+    /// unsubscribes its pull inbox, so the server delivers nothing more here.
+    fn stop(&mut self) -> Vec<Delivery<JetStreamAcker>> {
+        let mut buffered = Vec::new();
+        while let Some(Some(delivery)) = self.inner.next().now_or_never() {
+            buffered.push(delivery);
+        }
+        self.inner = futures::stream::pending().boxed();
+        buffered
+    }
+
+    fn ack_pending_probe(&self) -> Option<AckPendingProbe> {
+        Some(self.probe.clone())
+    }
 }
 
 impl Stream for JetStreamSubscription {
@@ -182,7 +247,7 @@ impl Stream for JetStreamSubscription {
 /// seq>.<time>.<pending>`, with domain and account hash in front on newer
 /// servers), read straight from its tokens: cheaper than building the full
 /// `jetstream::message::Info` for every message.
-fn ack_info(reply: &str) -> Option<(u64, u32, SystemTime)> {
+fn ack_info(reply: &str) -> Option<AckInfo> {
     let mut tokens = [""; 12];
     let mut len = 0;
     for token in reply.split('.') {
@@ -198,13 +263,22 @@ fn ack_info(reply: &str) -> Option<(u64, u32, SystemTime)> {
         _ => return None,
     };
     let delivered: u64 = tokens[base + 2].parse().ok()?;
-    let stream_sequence: u64 = tokens[base + 3].parse().ok()?;
     let nanos: u64 = tokens[base + 5].parse().ok()?;
-    Some((
-        stream_sequence,
-        u32::try_from(delivered).unwrap_or(u32::MAX),
-        SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos),
-    ))
+    Some(AckInfo {
+        stream_sequence: tokens[base + 3].parse().ok()?,
+        consumer_sequence: tokens[base + 4].parse().ok()?,
+        delivered: u32::try_from(delivered).unwrap_or(u32::MAX),
+        published: SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos),
+    })
+}
+
+/// What an ack subject says about its delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AckInfo {
+    stream_sequence: u64,
+    consumer_sequence: u64,
+    delivered: u32,
+    published: SystemTime,
 }
 
 #[cfg(test)]
@@ -214,14 +288,20 @@ mod tests {
     #[test]
     fn ack_subjects_of_both_formats_are_read() {
         let old = "$JS.ACK.orders_placed.billing.2.42.57.1700000000123456789.9";
-        let (seq, delivered, at) = ack_info(old).expect("v1 ack subject");
-        assert_eq!((seq, delivered), (42, 2));
+        let info = ack_info(old).expect("v1 ack subject");
         assert_eq!(
-            at,
+            (info.stream_sequence, info.consumer_sequence, info.delivered),
+            (42, 57, 2)
+        );
+        assert_eq!(
+            info.published,
             SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789)
         );
-        let new = "$JS.ACK.hub.ACCHASH.orders_placed.billing.1.7.7.1700000000000000000.0.tok";
-        assert_eq!(ack_info(new).map(|(s, d, _)| (s, d)), Some((7, 1)));
+        let new = "$JS.ACK.hub.ACCHASH.orders_placed.billing.1.7.8.1700000000000000000.0.tok";
+        assert_eq!(
+            ack_info(new).map(|i| (i.stream_sequence, i.consumer_sequence, i.delivered)),
+            Some((7, 8, 1))
+        );
         assert_eq!(ack_info("_INBOX.abc"), None);
         assert_eq!(ack_info("$JS.ACK.too.short"), None);
     }

@@ -107,6 +107,20 @@ impl Drop for StanSubscription {
     }
 }
 
+impl crate::DeliveryStream<StanAcker> for StanSubscription {
+    /// Takes what waits in the client's buffer. NATS Streaming cannot pause a
+    /// subscription: it stays open (so acks of running handlers still count)
+    /// until dropped, and what the server pushes meanwhile is redelivered
+    /// after the ack wait.
+    fn stop(&mut self) -> Vec<Delivery<StanAcker>> {
+        let mut buffered = Vec::new();
+        while let Ok(delivery) = self.deliveries.try_recv() {
+            buffered.push(delivery);
+        }
+        buffered
+    }
+}
+
 impl Stream for StanSubscription {
     type Item = Delivery<StanAcker>;
 
