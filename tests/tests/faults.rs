@@ -1,11 +1,13 @@
-//! The fault-injection helpers themselves, against a real server: the proxy
+//! The fault-injection helpers themselves, against real servers: the proxy
 //! holds and releases bytes, delays them, cuts and refuses connections (and
-//! the client comes back through it).
+//! the client comes back through it); the broker-side faults do what they
+//! say.
 
 use std::time::Duration;
 
+use async_nats::jetstream::stream::{Config, StorageType};
 use async_nats::Event;
-use flowgate_tests::fault::Direction;
+use flowgate_tests::fault::{delete_consumer, full_stream, purge_stream, stream_of, Direction};
 use flowgate_tests::{eventually, init_tracing, round_trip, FaultProxy, NatsServer};
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -280,4 +282,90 @@ async fn a_server_started_with_a_config_file_reads_it() {
         "from-config",
         "the restart read the config again"
     );
+}
+
+/// Why the stream refuses one more message on `subject`; "stored" when it
+/// stores it.
+async fn refusal(context: &async_nats::jetstream::Context, subject: &str) -> String {
+    match context.publish(subject.to_owned(), "one more".into()).await {
+        Ok(ack) => match ack.await {
+            Ok(_) => "stored".to_owned(),
+            Err(e) => e.to_string(),
+        },
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_faults_fill_purge_and_delete() {
+    init_tracing();
+    let server = NatsServer::start().await;
+    let nats = server.jetstream().await;
+    let context = nats.context();
+
+    // A full stream refuses the next message.
+    let full = full_stream(&nats, "dlq.e2e.faults").await;
+    assert_eq!(
+        stream_of(&nats, "dlq.e2e.faults").await.as_deref(),
+        Some(full.as_str())
+    );
+    let refused = refusal(context, "dlq.e2e.faults").await;
+    assert!(
+        refused.contains("maximum messages"),
+        "a full stream should refuse another message, not: {refused}"
+    );
+
+    // Purged, it stores one again (and is full again).
+    purge_stream(&nats, &full).await;
+    let stored = context
+        .publish("dlq.e2e.faults", "after purge".into())
+        .await
+        .unwrap_or_else(|e| panic!("publish after the purge: {e}"))
+        .await;
+    assert!(
+        stored.is_ok(),
+        "the purged stream refused a message: {stored:?}"
+    );
+
+    // A stream that exists already is made full too.
+    let orders = context
+        .create_stream(Config {
+            name: "faults_orders".into(),
+            subjects: vec!["e2e.faults.orders".into()],
+            storage: StorageType::Memory,
+            ..Config::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("creating the orders stream: {e}"));
+    for n in 0..3 {
+        context
+            .publish("e2e.faults.orders", format!("{n}").into())
+            .await
+            .unwrap_or_else(|e| panic!("publish {n}: {e}"))
+            .await
+            .unwrap_or_else(|e| panic!("ack of {n}: {e}"));
+    }
+    assert_eq!(
+        full_stream(&nats, "e2e.faults.orders").await,
+        "faults_orders"
+    );
+    let refused = refusal(context, "e2e.faults.orders").await;
+    assert!(
+        refused.contains("maximum messages"),
+        "the filled orders stream should refuse another message, not: {refused}"
+    );
+
+    // A deleted consumer is gone.
+    orders
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("billing".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("creating the consumer: {e}"));
+    delete_consumer(&nats, "faults_orders", "billing").await;
+    let lookup = orders
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>("billing")
+        .await;
+    assert!(lookup.is_err(), "the deleted consumer is still there");
 }
