@@ -25,7 +25,7 @@ pub mod stan_double;
 mod wait;
 
 pub use consumer::{consumer_state, stored_messages, stream_messages, ConsumerState};
-pub use fault::FaultProxy;
+pub use fault::{FaultProxy, NatsCluster};
 pub use server::NatsServer;
 pub use wait::{eventually, round_trip};
 

@@ -1,14 +1,14 @@
 //! The fault-injection helpers themselves, against real servers: the proxy
 //! holds and releases bytes, delays them, cuts and refuses connections (and
-//! the client comes back through it); the broker-side faults do what they
-//! say.
+//! the client comes back through it); a cluster survives losing a stream's
+//! leader; the broker-side faults do what they say.
 
 use std::time::Duration;
 
 use async_nats::jetstream::stream::{Config, StorageType};
 use async_nats::Event;
 use flowgate_tests::fault::{delete_consumer, full_stream, purge_stream, stream_of, Direction};
-use flowgate_tests::{eventually, init_tracing, round_trip, FaultProxy, NatsServer};
+use flowgate_tests::{eventually, init_tracing, round_trip, FaultProxy, NatsCluster, NatsServer};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -368,4 +368,108 @@ async fn broker_faults_fill_purge_and_delete() {
         .get_consumer::<async_nats::jetstream::consumer::pull::Config>("billing")
         .await;
     assert!(lookup.is_err(), "the deleted consumer is still there");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_elects_a_new_stream_leader_when_the_leader_is_killed() {
+    const STORED: u64 = 10;
+    init_tracing();
+    let started = Instant::now();
+    let mut cluster = NatsCluster::start(3).await;
+    println!("3-node cluster ready in {:?}", started.elapsed());
+    let nats = cluster.jetstream().await;
+    let context = nats.context();
+    context
+        .create_stream(Config {
+            name: "failover".into(),
+            subjects: vec!["e2e.failover.>".into()],
+            num_replicas: 3,
+            ..Config::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("creating the R3 stream: {e}\n{}", cluster.logs()));
+    for n in 0..STORED {
+        context
+            .publish("e2e.failover.orders", format!("{n}").into())
+            .await
+            .unwrap_or_else(|e| panic!("publish {n}: {e}"))
+            .await
+            .unwrap_or_else(|e| panic!("ack of {n}: {e}"));
+    }
+    let leader = cluster.wait_for_stream_leader("failover").await;
+
+    let killed_at = Instant::now();
+    cluster.kill(leader);
+    assert!(!cluster.is_running(leader));
+    let next = cluster.wait_for_stream_leader("failover").await;
+    println!(
+        "stream leader n{leader} killed; n{next} leads {:?} later",
+        killed_at.elapsed()
+    );
+    assert_ne!(next, leader, "the killed node still leads");
+
+    // The stream answers, with every message published before the kill.
+    let survivor = (0..cluster.size())
+        .find(|&index| cluster.is_running(index))
+        .unwrap_or_else(|| panic!("no node left running"));
+    let direct = async_nats::ConnectOptions::new()
+        .ignore_discovered_servers()
+        .connect(cluster.node(survivor))
+        .await
+        .unwrap_or_else(|e| panic!("connecting to node {survivor}: {e}"));
+    let direct = async_nats::jetstream::new(direct);
+    let all_there = eventually(SOON, || async {
+        match direct.get_stream("failover").await {
+            Ok(mut stream) => stream
+                .info()
+                .await
+                .is_ok_and(|info| info.state.messages == STORED),
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(
+        all_there,
+        "the stream does not answer with its {STORED} messages after the failover\n{}",
+        cluster.logs()
+    );
+    let stored = eventually(SOON, || async {
+        match direct.publish("e2e.failover.orders", "after".into()).await {
+            Ok(ack) => ack.await.is_ok(),
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(
+        stored,
+        "the stream does not store a message after the failover"
+    );
+
+    // The old leader comes back under its name and catches up as a replica.
+    cluster.restart(leader).await;
+    assert!(cluster.is_running(leader));
+    let name = cluster.server_name(leader).to_owned();
+    let client = cluster.client().await;
+    let rejoined = eventually(SOON, || async {
+        let Ok(reply) = client
+            .request("$JS.API.STREAM.INFO.failover", "".into())
+            .await
+        else {
+            return false;
+        };
+        let info: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap_or_default();
+        info.pointer("/cluster/replicas")
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|replicas| {
+                replicas
+                    .iter()
+                    .any(|replica| replica["name"] == name.as_str() && replica["current"] == true)
+            })
+    })
+    .await;
+    assert!(
+        rejoined,
+        "the restarted node {name} is not a current replica of the stream\n{}",
+        cluster.logs()
+    );
 }
