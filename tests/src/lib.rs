@@ -19,11 +19,13 @@
 
 pub mod conformance;
 mod consumer;
+pub mod fault;
 mod server;
 pub mod stan_double;
 mod wait;
 
 pub use consumer::{consumer_state, stored_messages, stream_messages, ConsumerState};
+pub use fault::{FaultProxy, NatsCluster};
 pub use server::NatsServer;
 pub use wait::{eventually, round_trip};
 

@@ -14,7 +14,7 @@ const READY_DEADLINE: Duration = Duration::from_secs(20);
 /// between finding it free and the server binding it.
 const PORT_ATTEMPTS: usize = 5;
 
-const NOT_FOUND: &str = "nats-server not found: install it with `apt-get update && apt-get install -y nats-server` (or run the README's test command, which does)";
+pub(crate) const NOT_FOUND: &str = "nats-server not found: install it with `apt-get update && apt-get install -y nats-server` (or run the README's test command, which does)";
 
 /// A `nats-server` with JetStream enabled, owned by one test: its own port,
 /// its own store directory, stopped when dropped.
@@ -26,6 +26,7 @@ pub struct NatsServer {
     child: Option<Child>,
     starts: usize,
     token: Option<String>,
+    extra_args: Vec<String>,
 }
 
 impl NatsServer {
@@ -34,21 +35,50 @@ impl NatsServer {
     ///
     /// Panics when `nats-server` is not installed or does not come up.
     pub async fn start() -> Self {
-        Self::start_configured(None).await
+        Self::start_configured(None, Vec::new(), None).await
     }
 
     /// Starts a server like [`start`](Self::start) that only lets in clients
     /// presenting `token` (`nats-server --auth`).
     pub async fn start_with_token(token: &str) -> Self {
-        Self::start_configured(Some(token.to_owned())).await
+        Self::start_configured(Some(token.to_owned()), Vec::new(), None).await
     }
 
-    async fn start_configured(token: Option<String>) -> Self {
+    /// Starts a server like [`start`](Self::start) with `args` added to its
+    /// command line on every start (restarts too), e.g. `["--no_advertise"]`.
+    pub async fn start_with_args<I, S>(args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let args = args.into_iter().map(Into::into).collect();
+        Self::start_configured(None, args, None).await
+    }
+
+    /// Starts a server like [`start`](Self::start) that also reads `config`
+    /// (nats-server config file syntax, written to the server's temp dir).
+    /// The port, address and store of [`start`](Self::start) are given on the
+    /// command line and win over the file.
+    pub async fn start_with_config(config: &str) -> Self {
+        Self::start_configured(None, Vec::new(), Some(config)).await
+    }
+
+    async fn start_configured(
+        token: Option<String>,
+        mut extra_args: Vec<String>,
+        config: Option<&str>,
+    ) -> Self {
         let binary = find_binary().unwrap_or_else(|| panic!("{NOT_FOUND}"));
         let dir = tempfile::Builder::new()
             .prefix("flowgate-e2e-")
             .tempdir()
             .unwrap_or_else(|e| panic!("cannot create a temp dir for the server's store: {e}"));
+        if let Some(config) = config {
+            let path = dir.path().join("server.conf");
+            std::fs::write(&path, config)
+                .unwrap_or_else(|e| panic!("cannot write the server config {path:?}: {e}"));
+            extra_args.extend(["-c".to_owned(), path.display().to_string()]);
+        }
         let mut server = NatsServer {
             binary,
             port: 0,
@@ -56,6 +86,7 @@ impl NatsServer {
             child: None,
             starts: 0,
             token,
+            extra_args,
         };
         let mut last_failure = String::new();
         for _ in 0..PORT_ATTEMPTS {
@@ -79,6 +110,11 @@ impl NatsServer {
     /// The port the server listens on (kept across restarts).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The process id of the running server, `None` while it is killed.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Connects a flowgate JetStream transport to this server.
@@ -139,6 +175,7 @@ impl NatsServer {
                     .iter()
                     .flat_map(|token| ["--auth", token.as_str()]),
             )
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
@@ -190,7 +227,7 @@ impl Drop for NatsServer {
 }
 
 /// Connects and asks JetStream for the account info: both must work.
-async fn jetstream_answers(url: &str, token: Option<&str>) -> Result<(), String> {
+pub(crate) async fn jetstream_answers(url: &str, token: Option<&str>) -> Result<(), String> {
     let options = match token {
         Some(token) => async_nats::ConnectOptions::with_token(token.to_owned()),
         None => async_nats::ConnectOptions::new(),
@@ -217,7 +254,7 @@ async fn jetstream_answers(url: &str, token: Option<&str>) -> Result<(), String>
 }
 
 /// A port nothing listens on right now.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .unwrap_or_else(|e| panic!("cannot bind 127.0.0.1:0 to find a free port: {e}"));
     listener
@@ -227,7 +264,7 @@ fn free_port() -> u16 {
 }
 
 /// `nats-server` from PATH, else from the usual system locations.
-fn find_binary() -> Option<PathBuf> {
+pub(crate) fn find_binary() -> Option<PathBuf> {
     let from_path = std::env::var_os("PATH")
         .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
         .unwrap_or_default();
