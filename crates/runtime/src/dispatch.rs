@@ -22,6 +22,7 @@ use crate::coalesce::{AckWindow, Arrival};
 use crate::in_flight::InFlight;
 use crate::middleware::metrics::SubscriberMetrics;
 use crate::middleware::retry::Backoff;
+use crate::parked::Parked;
 use crate::request::ManualAck;
 use crate::settle::{Settler, Unsettled};
 use crate::subscriber::BoxHandlerService;
@@ -81,44 +82,50 @@ pub(crate) async fn dispatch<T: Transport>(
         _ => (None, None),
     };
     let mut inline = InlinePolls::default();
+    let mut parked = Parked::new(progress_every);
     loop {
         // The fast path costs no cancellation waiter: a free permit, a ready
         // stack and a delivery that is already there are taken at once; only
-        // when one of them has to be waited for does the wait also watch `stop`.
-        if stop.is_cancelled() {
+        // when one of them has to be waited for does the wait also watch
+        // `stop`, and park the deliveries that arrive meanwhile.
+        if stop.is_cancelled() || parked.exhausted() {
             break;
         }
         let permit = match in_flight.try_reserve() {
             Some(permit) => permit,
-            None => tokio::select! {
-                biased;
-                _ = stop.cancelled() => break,
-                permit = in_flight.reserve() => match permit {
-                    Some(permit) => permit,
-                    None => break,
-                },
+            None => match parked
+                .wait_for(in_flight.reserve(), &mut deliveries, &stop)
+                .await
+            {
+                Some(Some(permit)) => permit,
+                _ => break,
             },
         };
         // Readiness before the delivery: a layer that waits in `poll_ready`
-        // (a concurrency limit, a rate limit) must not hold a message that
-        // gets no progress acks meanwhile.
+        // (a concurrency limit, a rate limit) holds no message meanwhile
+        // without progress acks.
         let ready = match service.ready().now_or_never() {
             Some(ready) => ready.map(|_| ()),
-            None => tokio::select! {
-                biased;
-                _ = stop.cancelled() => break,
-                ready = service.ready() => ready.map(|_| ()),
+            None => match parked
+                .wait_for(service.ready(), &mut deliveries, &stop)
+                .await
+            {
+                Some(ready) => ready.map(|_| ()),
+                None => break,
             },
         };
-        let delivery = match deliveries.next().now_or_never() {
-            Some(Some(delivery)) => delivery,
-            Some(None) => break,
-            None => tokio::select! {
-                biased;
-                _ = stop.cancelled() => break,
-                delivery = deliveries.next() => match delivery {
-                    Some(delivery) => delivery,
-                    None => break,
+        let delivery = match parked.take() {
+            Some(delivery) => delivery,
+            None => match deliveries.next().now_or_never() {
+                Some(Some(delivery)) => delivery,
+                Some(None) => break,
+                None => tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => break,
+                    delivery = deliveries.next() => match delivery {
+                        Some(delivery) => delivery,
+                        None => break,
+                    },
                 },
             },
         };
@@ -236,7 +243,7 @@ pub(crate) async fn dispatch<T: Transport>(
             .instrument(span),
         );
     }
-    release_buffered(&mut deliveries).await;
+    release_buffered(&mut deliveries, &mut parked).await;
     // The subscription lives until every handler has settled: a transport
     // that ties acks to an open subscription (NATS Streaming) keeps them.
     finish.cancelled().await;
@@ -337,8 +344,19 @@ async fn with_progress<A: Acker>(
 /// Stops pulling, then hands back the deliveries the transport had already
 /// buffered but no handler took, so the broker redelivers them at once (to
 /// another instance, or after a restart) instead of after the ack wait.
-async fn release_buffered<A: Acker>(deliveries: &mut impl DeliveryStream<A>) {
-    for delivery in deliveries.stop() {
+/// Highest sequence first: nats-server 2.9 mishandles naks of the last
+/// delivered messages in ascending order (one is left pending until its ack
+/// wait, another delivered twice); in descending order each simply rolls
+/// the consumer back.
+async fn release_buffered<A: Acker>(
+    deliveries: &mut impl DeliveryStream<A>,
+    parked: &mut Parked<A>,
+) {
+    let buffered = deliveries.stop();
+    let mut released: Vec<Delivery<A>> = parked.drain().chain(buffered).collect();
+    released
+        .sort_unstable_by_key(|delivery| std::cmp::Reverse(delivery.metadata.stream_sequence()));
+    for delivery in released {
         if let Err(err) = delivery.acker.nak(None).await {
             tracing::debug!(error = %err, "could not release a buffered delivery; it is redelivered after the ack wait");
         }

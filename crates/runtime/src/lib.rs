@@ -69,6 +69,7 @@ mod handler;
 mod in_flight;
 mod message;
 pub mod middleware;
+mod parked;
 mod publisher;
 mod request;
 mod settle;
