@@ -34,9 +34,12 @@ pub enum AckMode {
     /// Like `Auto`, but one ack covers every message before it (JetStream's
     /// ack-all policy), so the server does less work per message. flowgate
     /// acks only the contiguous prefix of handled messages, never past one
-    /// that is running or awaits redelivery; a failing message therefore
-    /// holds back the acks of those after it until it succeeds or is
-    /// dead-lettered.
+    /// that is running or awaits redelivery, and never while the broker holds
+    /// unacked messages this subscription did not receive (deliveries lost in
+    /// transit, another instance's). A failing message holds back the acks
+    /// of those after it until it succeeds or is dead-lettered (its retry
+    /// waits are capped at the ack wait, and a `max_deliver` is required);
+    /// handled messages waiting behind it are kept alive and not run again.
     Coalesced,
 }
 
