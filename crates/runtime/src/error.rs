@@ -86,6 +86,44 @@ pub enum PublishError {
         #[source]
         source: BoxError,
     },
+    /// Events of a [`PublishWindow`](crate::PublishWindow) the broker did
+    /// not store (their acks failed or timed out): publish them again.
+    #[error("{} event(s) not stored by the broker ({}): publish them again, with a message id so a copy that was stored after all is dropped", failures.len(), Unstored::summary(failures))]
+    NotStored {
+        /// Each event not stored, oldest first.
+        failures: Vec<Unstored>,
+    },
+}
+
+/// One event of a [`PublishWindow`](crate::PublishWindow) the broker did not
+/// store.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Unstored {
+    /// The window's number for it, as its `publish` returned.
+    pub number: u64,
+    /// Its encoded payload, to publish again.
+    pub payload: bytes::Bytes,
+    /// Its message id, if it had one.
+    pub message_id: Option<String>,
+    /// Why it was not stored.
+    pub error: Box<PublishError>,
+}
+
+impl Unstored {
+    /// "#3: <error>", with a count of the rest.
+    fn summary(failures: &[Unstored]) -> String {
+        match failures.first() {
+            Some(first) if failures.len() > 1 => format!(
+                "#{}: {}; and {} more",
+                first.number,
+                first.error,
+                failures.len() - 1
+            ),
+            Some(first) => format!("#{}: {}", first.number, first.error),
+            None => "none".to_owned(),
+        }
+    }
 }
 
 /// Why a handler did not succeed. The dispatcher decides the settlement from it.

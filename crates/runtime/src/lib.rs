@@ -81,7 +81,7 @@ pub mod transport;
 pub use app::{shutdown_signal, App, RunningApp};
 pub use channel::{validate_channel, validate_consumer_name, NameError};
 pub use dead_letter::DeadLetter;
-pub use error::{BoxError, Error, HandlerError, PublishError};
+pub use error::{BoxError, Error, HandlerError, PublishError, Unstored};
 pub use event::{DecodeError, EncodeError, Event};
 pub use failure::{Failure, FailureKind};
 pub use flowgate_macros::{subscriber, Event};

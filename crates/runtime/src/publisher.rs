@@ -1,8 +1,13 @@
 //! Publishing typed events: one at a time awaiting each ack, or through a
 //! bounded window of outstanding acks.
 
-use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
+use futures::stream::{FuturesOrdered, StreamExt};
+
+use crate::error::Unstored;
 use crate::{Event, Headers, OutgoingMessage, PublishAck, PublishError, Transport};
 
 /// Per-publish options: a channel other than the type's, a de-duplication id,
@@ -92,7 +97,8 @@ impl<T: Transport> Publisher<T> {
         PublishWindow {
             transport: self.transport.clone(),
             size: size.max(1),
-            pending: VecDeque::with_capacity(size.max(1)),
+            pending: FuturesOrdered::new(),
+            next_number: 0,
         }
     }
 
@@ -126,35 +132,100 @@ fn outgoing<E: Event>(event: &E, options: PublishOptions) -> Result<OutgoingMess
 /// Publishes with at most `size` broker acks outstanding, like the NATS
 /// Streaming client's async publish: when the window is full, the next
 /// publish first waits for the oldest ack.
+///
+/// Every event handed to the window is either stored by the broker or
+/// reported back as [`PublishError::NotStored`], with the window's number
+/// for it (what [`publish`](Self::publish) returned), its payload and
+/// message id, so it can be published again. Outstanding acks are waited for
+/// together: after a connection loss they time out at once, not one after
+/// another.
 #[derive(Debug)]
 pub struct PublishWindow<T: Transport> {
     transport: T,
     size: usize,
-    pending: VecDeque<T::PendingAck>,
+    pending: FuturesOrdered<Tracked<T::PendingAck>>,
+    next_number: u64,
+}
+
+pin_project_lite::pin_project! {
+    /// One outstanding publish of a window: its ack, and what identifies it.
+    #[derive(Debug)]
+    struct Tracked<F> {
+        #[pin]
+        ack: F,
+        number: u64,
+        payload: bytes::Bytes,
+        message_id: Option<String>,
+    }
+}
+
+impl<F> Future for Tracked<F>
+where
+    F: Future<Output = Result<PublishAck, PublishError>>,
+{
+    type Output = Result<(), Unstored>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        this.ack.poll(cx).map(|result| {
+            result.map(|_| ()).map_err(|error| Unstored {
+                number: *this.number,
+                payload: std::mem::take(this.payload),
+                message_id: this.message_id.take(),
+                error: Box::new(error),
+            })
+        })
+    }
 }
 
 impl<T: Transport> PublishWindow<T> {
-    /// Publishes `event` on its type's channel once the window has room.
-    /// An error is the first failed ack (or this publish's own failure).
-    pub async fn publish<E: Event>(&mut self, event: &E) -> Result<(), PublishError> {
+    /// Publishes `event` on its type's channel once the window has room, and
+    /// returns the window's number for it (0, 1, 2, ...).
+    ///
+    /// An `Err` is either this event's own failure (nothing sent) or
+    /// [`PublishError::NotStored`] naming earlier events whose acks failed;
+    /// in that case this event was sent and is outstanding.
+    pub async fn publish<E: Event>(&mut self, event: &E) -> Result<u64, PublishError> {
         self.publish_with(event, PublishOptions::new()).await
     }
 
-    /// Publishes `event` with `options` once the window has room.
+    /// Publishes `event` with `options` once the window has room; see
+    /// [`publish`](Self::publish).
     pub async fn publish_with<E: Event>(
         &mut self,
         event: &E,
         options: PublishOptions,
-    ) -> Result<(), PublishError> {
+    ) -> Result<u64, PublishError> {
         let message = outgoing(event, options)?;
+        let mut failures = Vec::new();
         while self.pending.len() >= self.size {
-            if let Some(oldest) = self.pending.pop_front() {
-                oldest.await?;
+            if let Some(Err(unstored)) = self.pending.next().await {
+                failures.push(unstored);
             }
         }
-        let ack = self.transport.publish(message).await?;
-        self.pending.push_back(ack);
-        Ok(())
+        let number = self.next_number;
+        self.next_number += 1;
+        let payload = message.payload.clone();
+        let message_id = message.message_id.clone();
+        match self.transport.publish(message).await {
+            Ok(ack) => self.pending.push_back(Tracked {
+                ack,
+                number,
+                payload,
+                message_id,
+            }),
+            Err(error) => failures.push(Unstored {
+                number,
+                payload,
+                message_id,
+                error: Box::new(error),
+            }),
+        }
+        if failures.is_empty() {
+            Ok(number)
+        } else {
+            Err(PublishError::NotStored { failures })
+        }
     }
 
     /// Acks still outstanding.
@@ -162,14 +233,19 @@ impl<T: Transport> PublishWindow<T> {
         self.pending.len()
     }
 
-    /// Waits for every outstanding ack; the first failure is returned.
+    /// Waits for every outstanding ack; every event not stored is reported
+    /// in [`PublishError::NotStored`].
     pub async fn flush(&mut self) -> Result<(), PublishError> {
-        let mut first_error = None;
-        while let Some(ack) = self.pending.pop_front() {
-            if let Err(err) = ack.await {
-                first_error.get_or_insert(err);
+        let mut failures = Vec::new();
+        while let Some(result) = self.pending.next().await {
+            if let Err(unstored) = result {
+                failures.push(unstored);
             }
         }
-        first_error.map_or(Ok(()), Err)
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(PublishError::NotStored { failures })
+        }
     }
 }
