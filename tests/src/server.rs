@@ -25,7 +25,7 @@ pub struct NatsServer {
     dir: tempfile::TempDir,
     child: Option<Child>,
     starts: usize,
-    token: Option<String>,
+    auth: Option<Auth>,
     extra_args: Vec<String>,
 }
 
@@ -41,7 +41,14 @@ impl NatsServer {
     /// Starts a server like [`start`](Self::start) that only lets in clients
     /// presenting `token` (`nats-server --auth`).
     pub async fn start_with_token(token: &str) -> Self {
-        Self::start_configured(Some(token.to_owned()), Vec::new(), None).await
+        Self::start_configured(Some(Auth::Token(token.to_owned())), Vec::new(), None).await
+    }
+
+    /// Starts a server like [`start`](Self::start) that only lets in `user`
+    /// with `password` (`nats-server --user --pass`).
+    pub async fn start_with_user(user: &str, password: &str) -> Self {
+        let auth = Auth::User(user.to_owned(), password.to_owned());
+        Self::start_configured(Some(auth), Vec::new(), None).await
     }
 
     /// Starts a server like [`start`](Self::start) with `args` added to its
@@ -64,7 +71,7 @@ impl NatsServer {
     }
 
     async fn start_configured(
-        token: Option<String>,
+        auth: Option<Auth>,
         mut extra_args: Vec<String>,
         config: Option<&str>,
     ) -> Self {
@@ -85,7 +92,7 @@ impl NatsServer {
             dir,
             child: None,
             starts: 0,
-            token,
+            auth,
             extra_args,
         };
         let mut last_failure = String::new();
@@ -170,11 +177,7 @@ impl NatsServer {
             .arg("-sd")
             .arg(self.store_dir())
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(
-                self.token
-                    .iter()
-                    .flat_map(|token| ["--auth", token.as_str()]),
-            )
+            .args(self.auth.iter().flat_map(Auth::args))
             .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
@@ -197,7 +200,7 @@ impl NatsServer {
                     ));
                 }
             }
-            let last_error = match jetstream_answers(&self.url(), self.token.as_deref()).await {
+            let last_error = match jetstream_answers(&self.url(), self.auth.as_ref()).await {
                 Ok(()) => return Ok(()),
                 Err(err) => err,
             };
@@ -220,6 +223,22 @@ impl NatsServer {
     }
 }
 
+/// How clients must authenticate to a test server.
+#[derive(Debug, Clone)]
+pub(crate) enum Auth {
+    Token(String),
+    User(String, String),
+}
+
+impl Auth {
+    fn args(&self) -> Vec<&str> {
+        match self {
+            Auth::Token(token) => vec!["--auth", token],
+            Auth::User(user, password) => vec!["--user", user, "--pass", password],
+        }
+    }
+}
+
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.stop();
@@ -227,9 +246,12 @@ impl Drop for NatsServer {
 }
 
 /// Connects and asks JetStream for the account info: both must work.
-pub(crate) async fn jetstream_answers(url: &str, token: Option<&str>) -> Result<(), String> {
-    let options = match token {
-        Some(token) => async_nats::ConnectOptions::with_token(token.to_owned()),
+pub(crate) async fn jetstream_answers(url: &str, auth: Option<&Auth>) -> Result<(), String> {
+    let options = match auth {
+        Some(Auth::Token(token)) => async_nats::ConnectOptions::with_token(token.clone()),
+        Some(Auth::User(user, password)) => {
+            async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
+        }
         None => async_nats::ConnectOptions::new(),
     };
     let options = options

@@ -7,6 +7,7 @@ mod attempt_store;
 mod delivery;
 mod drift;
 pub mod jetstream;
+mod seeds;
 mod spec;
 pub mod stan;
 mod stream;
@@ -23,15 +24,22 @@ pub use stream::{AckPendingFuture, AckPendingProbe, DeliveryStream};
 
 use crate::{Error, Headers};
 
-/// Connects a NATS client to `url`, with an error that names the URL.
+/// Connects a NATS client to `urls` (one URL or a comma-separated seed
+/// list). Credentials in the URLs go into the options; errors and logs show
+/// the URLs without them.
 pub(crate) async fn connect_nats(
-    url: &str,
+    urls: &str,
     options: async_nats::ConnectOptions,
 ) -> Result<async_nats::Client, Error> {
-    options.connect(url).await.map_err(|source| Error::Connect {
-        url: url.to_owned(),
-        source: Box::new(source),
-    })
+    let seeds = seeds::Seeds::parse(urls)?;
+    let options = seeds.apply(options);
+    options
+        .connect(seeds.urls.as_slice())
+        .await
+        .map_err(|source| Error::Connect {
+            url: seeds.shown(),
+            source: Box::new(source),
+        })
 }
 
 /// A message to publish: subject, payload, headers and an optional id the
