@@ -1,17 +1,28 @@
 //! Attempts made on messages that went back to the broker, so a redelivery to
 //! this process continues counting where the last delivery stopped.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-/// How many nak'd messages are remembered; past that the oldest knowledge is
-/// dropped and the broker's delivery count (a lower bound) is used instead.
+/// How many nak'd messages are remembered; past that the one with the lowest
+/// stream sequence (the oldest) is dropped, and for it the broker's delivery
+/// count (a lower bound) is used instead.
 const CAPACITY: usize = 65_536;
 
 /// Stream sequence → attempts made so far, for messages awaiting redelivery.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct AttemptLedger {
-    made: Mutex<HashMap<u64, u32>>,
+    made: Mutex<BTreeMap<u64, u32>>,
+    capacity: usize,
+}
+
+impl Default for AttemptLedger {
+    fn default() -> Self {
+        Self {
+            made: Mutex::default(),
+            capacity: CAPACITY,
+        }
+    }
 }
 
 impl AttemptLedger {
@@ -33,8 +44,8 @@ impl AttemptLedger {
     /// Remembers that `attempts` were made on a message going back to the broker.
     pub(crate) fn record(&self, stream_sequence: u64, attempts: u32) {
         if let Ok(mut made) = self.made.lock() {
-            if made.len() >= CAPACITY {
-                made.clear();
+            if !made.contains_key(&stream_sequence) && made.len() >= self.capacity {
+                made.pop_first();
             }
             made.insert(stream_sequence, attempts);
         }
@@ -53,5 +64,25 @@ mod tests {
         assert_eq!(ledger.first_attempt(7, 2), 5);
         // Taken once: a later delivery without a new record falls back to the count.
         assert_eq!(ledger.first_attempt(7, 3), 3);
+    }
+
+    #[test]
+    fn at_capacity_the_oldest_message_is_dropped() {
+        let ledger = AttemptLedger {
+            capacity: 4,
+            ..AttemptLedger::default()
+        };
+        for sequence in [5, 3, 9, 7] {
+            ledger.record(sequence, 2);
+        }
+        // Updating a known message drops nothing.
+        ledger.record(9, 4);
+        ledger.record(11, 2);
+        // Sequence 3, the lowest, was dropped: it falls back to the delivery count.
+        assert_eq!(ledger.first_attempt(3, 2), 2);
+        assert_eq!(ledger.first_attempt(5, 2), 3);
+        assert_eq!(ledger.first_attempt(7, 2), 3);
+        assert_eq!(ledger.first_attempt(9, 2), 5);
+        assert_eq!(ledger.first_attempt(11, 2), 3);
     }
 }
