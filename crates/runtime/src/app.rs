@@ -160,6 +160,11 @@ impl App {
                 _ => None,
             };
             tracing::info!(subscriber = %name, channel = %spec.channel, durable = ?spec.durable, queue = ?spec.queue, "subscribed");
+            // budget: kept by the broker where the transport can, so it holds across restarts and instances
+            let ledger = Arc::new(AttemptLedger::new(
+                transport.attempt_store(&spec).await?,
+                &spec,
+            ));
             let context = Arc::new(SubscriberContext {
                 durable_label: spec
                     .durable
@@ -171,7 +176,7 @@ impl App {
                 dead_letter,
                 backoff: *failure.retry.backoff(),
                 metrics,
-                ledger: AttemptLedger::default(),
+                ledger,
                 transport: transport.clone(),
             });
             subscriptions.push((context, service, deliveries, exhausted));

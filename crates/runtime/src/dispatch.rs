@@ -39,7 +39,7 @@ pub(crate) struct SubscriberContext<T> {
     pub(crate) dead_letter: Option<String>,
     pub(crate) backoff: Backoff,
     pub(crate) metrics: Arc<SubscriberMetrics>,
-    pub(crate) ledger: AttemptLedger,
+    pub(crate) ledger: Arc<AttemptLedger>,
     pub(crate) transport: T,
 }
 
@@ -167,15 +167,25 @@ pub(crate) async fn dispatch<T: Transport>(
             seq = sequence,
             delivery = metadata.delivery_count(),
         );
-        let first_attempt = context
-            .ledger
-            .first_attempt(sequence, metadata.delivery_count());
+        // budget: where this delivery's attempts start. Only a redelivery
+        // with an attempt store waits (for its record); a first delivery never does.
+        let start = match context.ledger.start(sequence, metadata.delivery_count()) {
+            Some(start) => start,
+            None => {
+                let count = metadata.delivery_count();
+                context.ledger.start_redelivery(sequence, count).await
+            }
+        };
+        let ready = ready.and_then(|()| start.within_budget());
+        let first_attempt = start.attempt;
         let unsettled = Unsettled {
             payload: payload.clone(),
             metadata: metadata.clone(),
             first_attempt,
         };
-        let mut request = Request::new(payload, metadata).with_attempt(first_attempt);
+        let mut request = Request::new(payload, metadata)
+            .with_attempt(first_attempt)
+            .with_recorder(start.recorder); // budget: in-process attempts are recorded
         if let Some(handle) = manual {
             request = request.with_manual_ack(handle);
         }

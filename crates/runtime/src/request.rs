@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::attempts::AttemptRecorder;
 use crate::{AckError, Acker, Metadata};
 
 /// One delivery on its way through the middleware stack to a handler: the raw
@@ -30,6 +31,8 @@ pub struct Request {
     metadata: Metadata,
     attempt: u32,
     manual_ack: Option<ManualAck>,
+    /// How the retry layer records in-process attempts of the message.
+    recorder: AttemptRecorder,
 }
 
 impl Request {
@@ -40,6 +43,7 @@ impl Request {
             payload,
             metadata,
             manual_ack: None,
+            recorder: AttemptRecorder::Unrecorded,
         }
     }
 
@@ -53,6 +57,18 @@ impl Request {
     /// redeliveries together (1 for the first try of the first delivery).
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    /// Records in-process attempts through `recorder` (the subscriber's
+    /// failure budget, when the transport keeps it).
+    pub(crate) fn with_recorder(mut self, recorder: AttemptRecorder) -> Self {
+        self.recorder = recorder;
+        self
+    }
+
+    /// How in-process attempts of this request's message are recorded.
+    pub(crate) fn recorder(&self) -> &AttemptRecorder {
+        &self.recorder
     }
 
     pub(crate) fn with_manual_ack(mut self, ack: ManualAck) -> Self {

@@ -155,6 +155,9 @@ impl<A: Acker> Settler<A> {
             };
         }
         let metrics = &context.metrics;
+        // budget: an ack or a dead letter settles the message for good.
+        let for_good = !matches!(decision, Decision::Nak { .. });
+        let sequence = unsettled.metadata.stream_sequence();
         let result = match decision {
             Decision::Ack => {
                 metrics.acked.increment(1);
@@ -175,6 +178,11 @@ impl<A: Acker> Settler<A> {
         };
         if let Err(err) = result {
             tracing::warn!(error = %err, "settling the message failed; the broker redelivers it after the ack wait");
+        } else if for_good {
+            // budget: drop the attempt record of a message that had one
+            if let Some(forget) = context.ledger.settled(sequence) {
+                forget.await;
+            }
         }
     }
 
@@ -185,9 +193,11 @@ impl<A: Acker> Settler<A> {
         attempts: u32,
         delay: Duration,
     ) -> Result<(), crate::AckError> {
+        // budget: saved before the nak, so the next delivery (anywhere) continues the count
         context
             .ledger
-            .record(unsettled.metadata.stream_sequence(), attempts);
+            .nakked(unsettled.metadata.stream_sequence(), attempts)
+            .await;
         context.metrics.nakd.increment(1);
         // A coalescing window cannot ack past a nak'd message: its waits are
         // kept within one ack wait, so a failing message holds the acks

@@ -127,23 +127,37 @@ where
     S: Service<Request, Response = (), Error = BoxError> + Send + 'static,
     S::Future: Send + 'static,
 {
-    /// The in-process retry loop, from the attempt after `attempt`.
-    fn retry(self, mut attempt: u32, mut delay: Duration) -> BoxFuture {
+    /// The in-process retry loop, from the attempt after `attempt`, which
+    /// failed with `err`.
+    ///
+    /// Each attempt is recorded (in the subscriber's attempt store, when the
+    /// transport keeps one) before it runs, so a process killed mid-retry
+    /// still counts it. When it cannot be recorded, the retries stop here
+    /// and the failure goes back to the dispatcher, which naks: each further
+    /// attempt is then a broker delivery, bounded by the broker's count.
+    fn retry(self, mut attempt: u32, mut delay: Duration, mut err: BoxError) -> BoxFuture {
         Box::pin(async move {
             let RetryState {
                 mut service,
                 request,
                 schedule,
             } = self;
+            let sequence = request.metadata().stream_sequence();
             loop {
                 tokio::time::sleep(delay).await;
+                if let Err(unrecorded) =
+                    request.recorder().before_retry(sequence, attempt + 1).await
+                {
+                    tracing::warn!(attempt = attempt + 1, error = %unrecorded, "attempt not recorded; not retried in-process, handed back to the broker");
+                    return Err(Box::new(Retried::new(attempt, err)) as BoxError);
+                }
                 attempt += 1;
                 let request = request.clone().with_attempt(attempt);
                 let result = match service.ready().await {
                     Ok(ready) => ready.call(request).await,
                     Err(err) => Err(err),
                 };
-                let err = match result {
+                err = match result {
                     Ok(()) => return Ok(()),
                     Err(err) => err,
                 };
@@ -216,7 +230,7 @@ where
                         return Poll::Ready(Err(err));
                     };
                     tracing::debug!(attempt, retry_in = ?delay, error = %err, "attempt failed; retrying in-process");
-                    let future = state.retry(attempt, delay);
+                    let future = state.retry(attempt, delay, err);
                     this.state.set(State::Retrying { future });
                 }
                 StateProj::Retrying { future } => return future.as_mut().poll(cx),

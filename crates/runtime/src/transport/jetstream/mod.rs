@@ -7,9 +7,11 @@
 //! | `max_in_flight` | `max_ack_pending`, and the local bound on running handlers |
 //! | `ack_wait`, `max_deliver` | the consumer's `ack_wait`, `max_deliver` |
 //! | `start` | the consumer's deliver policy |
+//! | the failure budget's count | a record per failing message in the key-value bucket [`ATTEMPTS_BUCKET`] |
 
 mod acker;
 mod advisory;
+mod attempt_store;
 mod consumer;
 mod outstanding;
 mod publish;
@@ -21,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use async_nats::jetstream::{self, stream::StorageType};
 
 pub use acker::JetStreamAcker;
+pub use attempt_store::ATTEMPTS_BUCKET;
 pub use publish::JetStreamPendingAck;
 pub use subscription::JetStreamSubscription;
 
@@ -226,6 +229,25 @@ impl Transport for JetStream {
 
     fn supports_coalesced_acks(&self) -> bool {
         true
+    }
+
+    /// A durable's (or queue group's) records in [`ATTEMPTS_BUCKET`]; `None`
+    /// for an ephemeral consumer, which no other process shares and which
+    /// does not outlive its app.
+    async fn attempt_store(
+        &self,
+        spec: &SubscriptionSpec,
+    ) -> Result<Option<Arc<dyn crate::AttemptStore>>, Error> {
+        let Some(consumer) = consumer::consumer_name(spec) else {
+            return Ok(None);
+        };
+        let stream = self.ensure_stream(&spec.channel).await?;
+        Ok(Some(Arc::new(attempt_store::KvAttemptStore::new(
+            self.context.clone(),
+            self.settings.replicas,
+            &stream,
+            consumer,
+        ))))
     }
 
     async fn flush(&self) -> Result<(), Error> {
