@@ -83,7 +83,10 @@ pub struct JetStream {
 }
 
 impl JetStream {
-    /// Connects to `url` with async-nats' default options.
+    /// Connects to `url` with async-nats' default options. `url` may be a
+    /// comma-separated seed list, and may carry credentials
+    /// (`nats://user:password@host`, `nats://token@host`), which errors and
+    /// logs never show.
     pub async fn connect(url: &str) -> Result<Self, Error> {
         Self::connect_with_options(url, async_nats::ConnectOptions::new()).await
     }
