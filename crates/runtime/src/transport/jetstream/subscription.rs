@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
+use tokio::time::Instant;
+
 use async_nats::jetstream::{self, consumer::pull};
 use futures::stream::BoxStream;
 use futures::{FutureExt, Stream, StreamExt};
@@ -23,6 +25,10 @@ const PULL_EXPIRY: Duration = Duration::from_secs(30);
 /// The idle heartbeat a pull request asks for: two missed ones and the pull
 /// stream is reopened, so a stalled pull is noticed within seconds.
 const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
+/// How long one attempt to rebind and pull again may take: during a leader
+/// election the server's API does not answer, and a shorter wait retries
+/// sooner than the client's request timeout would.
+const REOPEN_TIMEOUT: Duration = Duration::from_secs(2);
 /// The most messages one pull request asks for.
 const MAX_BATCH: usize = 1000;
 
@@ -56,6 +62,8 @@ struct State {
     /// nothing is outstanding.
     last_sequence: Option<u64>,
     backoff: Duration,
+    /// Since when no pull stream runs, while reopening.
+    interrupted: Option<Instant>,
 }
 
 impl JetStreamSubscription {
@@ -73,6 +81,7 @@ impl JetStreamSubscription {
             outstanding: Arc::default(),
             last_sequence: None,
             backoff: REOPEN_BACKOFF_MIN,
+            interrupted: None,
         };
         // The first bind reports its errors (a mismatched durable, a refused
         // name) to the caller; later ones are retried.
@@ -146,9 +155,18 @@ impl State {
     async fn next_delivery(&mut self) -> Delivery<JetStreamAcker> {
         loop {
             let Some(messages) = self.messages.as_mut() else {
-                match self.pull(self.resume_from()).await {
+                let reopened = tokio::time::timeout(REOPEN_TIMEOUT, self.pull(self.resume_from()))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Error::Subscribe {
+                            channel: self.spec.channel.clone(),
+                            source: format!("no answer within {REOPEN_TIMEOUT:?}").into(),
+                        })
+                    });
+                match reopened {
                     Ok(messages) => {
-                        tracing::info!(channel = %self.spec.channel, "subscription reopened");
+                        let interrupted = self.interrupted.take().map(|since| since.elapsed());
+                        tracing::info!(channel = %self.spec.channel, ?interrupted, "subscription reopened");
                         self.messages = Some(messages);
                         self.backoff = REOPEN_BACKOFF_MIN;
                     }
@@ -178,10 +196,12 @@ impl State {
                 Some(Err(err)) => {
                     tracing::warn!(channel = %self.spec.channel, error = %err, "pull stream failed; reopening");
                     self.messages = None;
+                    self.interrupted.get_or_insert_with(Instant::now);
                 }
                 None => {
                     tracing::warn!(channel = %self.spec.channel, "pull stream ended; reopening");
                     self.messages = None;
+                    self.interrupted.get_or_insert_with(Instant::now);
                 }
             }
         }
