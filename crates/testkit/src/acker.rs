@@ -3,16 +3,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowgate::{AckError, Acker};
+use flowgate::{AckError, Acker, Metadata};
 
 use crate::broker::{Binding, Broker, Settle};
 
 /// Settles one delivery of an [`InMemory`](crate::InMemory) subscription.
 ///
-/// Settlements reach the broker at once and never fail. As on JetStream,
-/// settling a message that is no longer pending (acked already, or
-/// redelivered to the limit) is ignored, and so is settling a delivery of an
-/// ephemeral consumer whose subscription has ended.
+/// Settlements reach the broker at once, and fail only when the test makes
+/// them fail ([`InMemory::fail_acks`](crate::InMemory::fail_acks) and the
+/// like). As on JetStream, settling a message that is no longer pending
+/// (acked already, or redelivered to the limit) is ignored, and so is
+/// settling a delivery of an ephemeral consumer whose subscription has
+/// ended. With coalesced acks (ack policy "all") an ack settles every
+/// pending message of the consumer at or below its sequence.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -68,26 +71,36 @@ impl InMemoryAcker {
         }
     }
 
-    fn send(&self, how: Settle) -> Result<(), AckError> {
-        self.broker.settle(&self.binding, self.sequence, how);
-        Ok(())
+    fn send(&self, action: &'static str, how: Settle) -> Result<(), AckError> {
+        self.broker
+            .settle(&self.binding, self.sequence, how)
+            .map_err(|injected| {
+                let metadata = Metadata::new(
+                    &*self.binding.channel,
+                    self.sequence,
+                    self.delivery_count,
+                    std::time::SystemTime::UNIX_EPOCH,
+                    None,
+                );
+                AckError::new(action, &metadata, Box::new(injected))
+            })
     }
 }
 
 impl Acker for InMemoryAcker {
     async fn ack(&self) -> Result<(), AckError> {
-        self.send(Settle::Ack)
+        self.send("ack", Settle::Ack)
     }
 
     async fn nak(&self, delay: Option<Duration>) -> Result<(), AckError> {
-        self.send(Settle::Nak(delay))
+        self.send("nak", Settle::Nak(delay))
     }
 
     async fn term(&self) -> Result<(), AckError> {
-        self.send(Settle::Term)
+        self.send("term", Settle::Term)
     }
 
     async fn in_progress(&self) -> Result<(), AckError> {
-        self.send(Settle::InProgress)
+        self.send("progress", Settle::InProgress)
     }
 }

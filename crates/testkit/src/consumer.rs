@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowgate::{StartPosition, SubscriptionSpec};
+use flowgate::{AckMode, StartPosition, SubscriptionSpec};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -17,23 +17,41 @@ use crate::channel::{stream_name, Channel};
 use crate::inspect::ConsumerInfo;
 use crate::settlement::{Log, Outcome, Settlement};
 
+/// How acks settle messages, as JetStream's consumer ack policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AckPolicy {
+    /// Each ack settles its own message (`ack = "auto"` and `"manual"`).
+    Explicit,
+    /// An ack settles every pending message at or below it (`ack = "coalesced"`).
+    All,
+}
+
 /// The settings a consumer is created with; a durable bound again must ask
 /// for the same ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ConsumerConfig {
     pub(crate) start: StartPosition,
+    pub(crate) ack_policy: AckPolicy,
     pub(crate) ack_wait: Duration,
     pub(crate) max_deliver: Option<u32>,
     pub(crate) max_ack_pending: usize,
 }
 
 impl ConsumerConfig {
+    /// The consumer `spec` asks for, as the JetStream transport creates it:
+    /// coalesced acks get ack policy "all" and twice `max_in_flight` unacked
+    /// messages (handled messages wait there for the prefix to be acked).
     pub(crate) fn from_spec(spec: &SubscriptionSpec) -> Self {
+        let (ack_policy, max_ack_pending) = match spec.ack {
+            AckMode::Coalesced => (AckPolicy::All, spec.max_in_flight.saturating_mul(2)),
+            AckMode::Auto | AckMode::Manual => (AckPolicy::Explicit, spec.max_in_flight),
+        };
         Self {
             start: spec.start,
+            ack_policy,
             ack_wait: spec.ack_wait,
             max_deliver: spec.max_deliver,
-            max_ack_pending: spec.max_in_flight,
+            max_ack_pending,
         }
     }
 
@@ -47,6 +65,7 @@ impl ConsumerConfig {
         let max_deliver = |m: &Option<u32>| m.map_or_else(|| "-1".to_owned(), |m| m.to_string());
         DriftCheck::new(stream_name(channel), durable)
             .field("deliver policy (start)", &self.start, &wanted.start)
+            .field("ack policy", &self.ack_policy, &wanted.ack_policy)
             .field("ack_wait", &self.ack_wait, &wanted.ack_wait)
             .field_shown(
                 "max_deliver",
@@ -136,11 +155,14 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// One delivery handed out: the stream sequence and its delivery count.
+/// One delivery handed out: the stream sequence, its delivery count, and the
+/// consumer's number for the delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Handout {
     pub(crate) sequence: u64,
     pub(crate) delivery_count: u32,
+    /// JetStream's consumer sequence: +1 for every delivery, redeliveries included.
+    pub(crate) consumer_sequence: u64,
 }
 
 /// The state of one consumer of one channel.
@@ -172,6 +194,8 @@ pub(crate) struct Consumer {
     ready: BTreeSet<u64>,
     /// The exhausted sequences in the order the broker gave up on them.
     exhausted_order: Vec<u64>,
+    /// Deliveries made so far (the last consumer sequence handed out).
+    delivered: u64,
     pending_high_water: usize,
     /// The channel's settlement log, which this consumer writes to.
     log: Log,
@@ -198,6 +222,7 @@ impl Consumer {
             timers: BTreeSet::new(),
             ready: BTreeSet::new(),
             exhausted_order: Vec::new(),
+            delivered: 0,
             pending_high_water: 0,
             log,
         }
@@ -277,12 +302,17 @@ impl Consumer {
     }
 
     fn record(&self, sequence: u64, outcome: Outcome, at: Instant) {
+        self.record_covered(sequence, outcome, at, None);
+    }
+
+    fn record_covered(&self, sequence: u64, outcome: Outcome, at: Instant, by: Option<u64>) {
         self.log.record(Settlement {
             consumer: self.name.clone(),
             sequence,
             delivery_count: self.delivery_count(sequence),
             outcome,
             at,
+            covered_by: by,
         });
     }
 
@@ -340,9 +370,11 @@ impl Consumer {
         };
         self.timers.insert((deadline, sequence));
         self.pending_high_water = self.pending_high_water.max(self.pending);
+        self.delivered += 1;
         Some(Handout {
             sequence,
             delivery_count,
+            consumer_sequence: self.delivered,
         })
     }
 
@@ -351,13 +383,37 @@ impl Consumer {
         self.timers.first().map(|&(at, _)| at)
     }
 
-    /// Settles `sequence` as handled. Returns whether it was pending.
+    /// Settles `sequence` as handled; with ack policy "all", every pending
+    /// sequence below it too (in flight, or awaiting redelivery after a nak
+    /// or an expired ack wait), as JetStream does. Returns whether anything
+    /// was pending.
     pub(crate) fn ack(&mut self, sequence: u64, now: Instant) -> bool {
+        if self.config.ack_policy == AckPolicy::All {
+            return self.ack_all(sequence, now);
+        }
         if !self.settle(sequence, Fate::Acked) {
             return false;
         }
         self.record(sequence, Outcome::Acked, now);
         true
+    }
+
+    /// Acks every pending sequence at or below `sequence`.
+    fn ack_all(&mut self, sequence: u64, now: Instant) -> bool {
+        let mut any = false;
+        // Nothing below the floor is pending, and each settlement of the
+        // floor moves it up: every slot is passed over about once.
+        while self.pending > 0 && self.floor <= sequence && self.floor < self.next_sequence {
+            let floor = self.floor;
+            if self.settle(floor, Fate::Acked) {
+                any = true;
+                let by = (floor != sequence).then_some(sequence);
+                self.record_covered(floor, Outcome::Acked, now, by);
+            } else {
+                self.floor += 1;
+            }
+        }
+        any
     }
 
     /// Settles `sequence` as never to be handled. Returns whether it was pending.
@@ -432,11 +488,20 @@ impl Consumer {
             .collect()
     }
 
+    /// How many messages are delivered and not settled (JetStream's
+    /// `num_ack_pending`).
+    pub(crate) fn ack_pending(&self) -> usize {
+        self.pending
+    }
+
     pub(crate) fn info(&self, channel: &str) -> ConsumerInfo {
         ConsumerInfo {
             channel: channel.to_owned(),
             name: self.name.as_deref().map(str::to_owned),
             live_subscriptions: self.subscriptions,
+            acks_all: self.config.ack_policy == AckPolicy::All,
+            max_ack_pending: self.config.max_ack_pending,
+            consumer_sequence: self.delivered,
             next_sequence: self.next_sequence,
             ack_floor: self.ack_floor(),
             acked: self.sequences(|fate| fate == Fate::Acked),
@@ -513,6 +578,7 @@ mod tests {
     fn config(max_ack_pending: usize, max_deliver: Option<u32>) -> ConsumerConfig {
         ConsumerConfig {
             start: StartPosition::All,
+            ack_policy: AckPolicy::Explicit,
             ack_wait: Duration::from_secs(30),
             max_deliver,
             max_ack_pending,
@@ -533,7 +599,8 @@ mod tests {
             again,
             Some(Handout {
                 sequence: 2,
-                delivery_count: 2
+                delivery_count: 2,
+                consumer_sequence: 3,
             })
         );
         assert!(consumer.ack(1, now));
@@ -644,6 +711,76 @@ mod tests {
         assert!(!consumer.ack(4, now), "not delivered yet");
         let info = consumer.info("a");
         assert_eq!((info.ack_floor, info.acked), (3, vec![3]));
+    }
+
+    #[test]
+    fn an_ack_with_policy_all_settles_every_pending_message_below_it() {
+        let channel = channel_with(6);
+        let now = Instant::now();
+        let mut all = config(10, Some(5));
+        all.ack_policy = AckPolicy::All;
+        let mut consumer = Consumer::new(None, all, &channel, Log::default());
+        for _ in 0..5 {
+            assert!(consumer.next(now, &channel).is_some());
+        }
+        assert!(consumer.nak(2, Some(Duration::from_secs(9)), now));
+        assert!(consumer.term(3, now));
+        assert!(consumer.ack(4, now), "1, 2 and 4 were pending");
+        let info = consumer.info("a");
+        assert_eq!(info.acked, vec![1, 2, 4], "the nak'd 2 is covered too");
+        assert_eq!(info.terminated, vec![3]);
+        assert_eq!(info.pending, vec![5]);
+        assert_eq!(info.ack_floor, 4);
+        assert!(!consumer.ack(3, now), "nothing pending at or below 3");
+        assert_eq!(
+            consumer
+                .next(now + Duration::from_secs(10), &channel)
+                .map(|h| h.sequence),
+            Some(6),
+            "the covered nak is not redelivered"
+        );
+        let covered: Vec<_> = consumer
+            .log
+            .snapshot()
+            .iter()
+            .filter(|s| s.outcome == Outcome::Acked)
+            .map(|s| (s.sequence, s.covered_by))
+            .collect();
+        assert_eq!(covered, vec![(1, Some(4)), (2, Some(4)), (4, None)]);
+    }
+
+    #[test]
+    fn every_delivery_gets_the_next_consumer_sequence() {
+        let channel = channel_with(2);
+        let now = Instant::now();
+        let mut consumer = Consumer::new(None, config(10, None), &channel, Log::default());
+        let numbers = |h: Option<Handout>| h.map(|h| (h.sequence, h.consumer_sequence));
+        assert_eq!(numbers(consumer.next(now, &channel)), Some((1, 1)));
+        assert!(consumer.nak(1, None, now));
+        assert_eq!(numbers(consumer.next(now, &channel)), Some((1, 2)));
+        assert_eq!(numbers(consumer.next(now, &channel)), Some((2, 3)));
+        assert_eq!(consumer.info("a").consumer_sequence, 3);
+    }
+
+    #[test]
+    fn coalesced_specs_ask_for_ack_policy_all_and_twice_the_pending() {
+        let mut spec = SubscriptionSpec::new("a").with_durable("d");
+        spec.max_in_flight = 8;
+        let explicit = ConsumerConfig::from_spec(&spec);
+        assert_eq!(
+            (explicit.ack_policy, explicit.max_ack_pending),
+            (AckPolicy::Explicit, 8)
+        );
+        spec.ack = AckMode::Coalesced;
+        let all = ConsumerConfig::from_spec(&spec);
+        assert_eq!((all.ack_policy, all.max_ack_pending), (AckPolicy::All, 16));
+        let mut same_limits = all.clone();
+        same_limits.ack_policy = AckPolicy::Explicit;
+        let drift = same_limits.mismatch("a", "d", &all).map(|e| e.to_string());
+        assert!(
+            drift.as_deref().is_some_and(|e| e.contains("ack policy")),
+            "{drift:?}"
+        );
     }
 
     #[test]
