@@ -553,24 +553,30 @@ impl Broker {
     }
 
     /// The messages consumer `name` of `channel` gave up on, after the first
-    /// `seen` of them, and how many it gave up on in all.
+    /// `seen` of them, how many it gave up on in all, and when its next
+    /// timer fires (a give-up may come then). Fires its due timers first.
     pub(crate) fn exhausted(
         &self,
         channel: &str,
         name: &str,
         seen: usize,
-    ) -> (Vec<Exhausted>, usize) {
-        let state = self.lock();
-        let Some(channel) = state.channels.get(channel) else {
-            return (Vec::new(), seen);
+    ) -> (Vec<Exhausted>, usize, Option<Instant>) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let Some(channel) = state.channels.get_mut(channel) else {
+            return (Vec::new(), seen, None);
         };
         let Some(consumer) = channel
             .named
             .get(name)
-            .and_then(|id| channel.consumers.get(id))
+            .copied()
+            .and_then(|id| channel.consumers.get_mut(&id))
         else {
-            return (Vec::new(), seen);
+            return (Vec::new(), seen, None);
         };
+        let mut change = Change::default();
+        change.expired(consumer, now);
+        let wake = consumer.next_wake();
         let given_up = consumer.exhausted_since(seen);
         let total = seen + given_up.len();
         let messages = given_up
@@ -589,7 +595,9 @@ impl Broker {
                 })
             })
             .collect();
-        (messages, total)
+        drop(state);
+        self.inspected(change);
+        (messages, total, wake)
     }
 
     /// Applies a settlement from an acker; a consumer that is gone (an

@@ -160,11 +160,23 @@ impl Watch {
             let notified = self.broker.given_up.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (messages, seen) = self.broker.exhausted(&self.channel, &self.name, self.seen);
+            let (messages, seen, wake) =
+                self.broker.exhausted(&self.channel, &self.name, self.seen);
             self.seen = seen;
             self.ready.extend(messages);
-            if self.ready.is_empty() {
-                notified.await;
+            if !self.ready.is_empty() {
+                continue;
+            }
+            // The broker gives up when a timer fires, also while no
+            // subscription of the consumer runs to fire it.
+            match wake {
+                Some(at) => {
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                None => notified.await,
             }
         }
     }
