@@ -8,15 +8,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use flowgate::{
     Delivery, Exhausted, Metadata, OutgoingMessage, PublishAck, PublishError, SubscriptionSpec,
 };
-
-use crate::attempts::AttemptStores;
-use crate::faults::{Faults, Injected};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::acker::InMemoryAcker;
+use crate::attempts::AttemptStores;
 use crate::channel::Channel;
 use crate::consumer::{Consumer, ConsumerConfig};
+use crate::faults::{Faults, Injected};
 use crate::settlement::Log;
 
 /// Identifies one consumer for as long as the broker lives.

@@ -26,7 +26,8 @@ impl Transport for InMemory {
     type PendingAck = InMemoryPendingAck;
 
     /// Binds the consumer `spec` names (created when new; an existing durable
-    /// with other settings is a [`Error::ConsumerMismatch`]).
+    /// with other settings is a [`Error::ConsumerMismatch`]), and starts the
+    /// broker's side of the pull subscription on the current tokio runtime.
     async fn subscribe(&self, spec: &SubscriptionSpec) -> Result<InMemorySubscription, Error> {
         let binding = self.broker.bind(spec)?;
         Ok(InMemorySubscription::new(
