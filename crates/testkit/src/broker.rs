@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use crate::acker::InMemoryAcker;
 use crate::attempts::AttemptStores;
 use crate::channel::Channel;
-use crate::consumer::{Consumer, ConsumerConfig};
+use crate::consumer::{Consumer, ConsumerConfig, Handout};
 use crate::faults::{Faults, Injected};
 use crate::settlement::Log;
 
@@ -35,7 +35,7 @@ pub(crate) struct ConsumerId(u64);
 /// | `durable` / `queue` | a consumer kept by the broker across subscriptions; all subscriptions bound to it share its messages |
 /// | neither | an ephemeral consumer that ends with its subscription |
 /// | `max_in_flight` | `max_ack_pending`: at most that many unsettled messages per consumer (twice that with coalesced acks) |
-/// | `ack = "coalesced"` | ack policy "all": an ack settles every pending message at or below it |
+/// | `ack = "coalesced"` | ack policy "all": an ack (or a term) settles every pending message at or below it; one from an older delivery than the last applied is ignored |
 /// | `ack_wait`, `max_deliver`, `start` | as on JetStream, on [`tokio::time`] (paused time works) |
 /// | a subscription | a pull consumer's client: it asks for batches of `min(max_in_flight, 1000)` and buffers what arrives |
 ///
@@ -483,12 +483,7 @@ impl Broker {
             .with_consumer_sequence(handout.consumer_sequence);
             push(Delivery {
                 payload: message.payload.clone(),
-                acker: InMemoryAcker::new(
-                    self.clone(),
-                    binding.clone(),
-                    handout.sequence,
-                    handout.delivery_count,
-                ),
+                acker: InMemoryAcker::new(self.clone(), binding.clone(), handout),
                 metadata,
             });
         }
@@ -605,9 +600,11 @@ impl Broker {
     pub(crate) fn settle(
         &self,
         binding: &Binding,
-        sequence: u64,
+        delivery: Handout,
         how: Settle,
     ) -> Result<(), Injected> {
+        let sequence = delivery.sequence;
+        let number = delivery.consumer_sequence;
         let now = Instant::now();
         let mut state = self.lock();
         if let Some(failed) = state.faults.settle(&binding.channel, sequence, how) {
@@ -622,13 +619,13 @@ impl Broker {
         let given_up = consumer.given_up();
         consumer.expire(now);
         let applied = match how {
-            Settle::Ack => consumer.ack(sequence, now),
-            Settle::Nak(delay) => consumer.nak(sequence, delay, now),
-            Settle::Term => consumer.term(sequence, now),
+            Settle::Ack => consumer.ack(sequence, number, now),
+            Settle::Nak(delay) => consumer.nak(sequence, number, delay, now),
+            Settle::Term => consumer.term(sequence, number, now),
             Settle::InProgress => consumer.in_progress(sequence, now),
         };
         if !applied {
-            tracing::debug!(channel = %binding.channel, sequence, ?how, "settlement for a message that is not pending; ignored");
+            tracing::debug!(channel = %binding.channel, sequence, delivery = number, ?how, "settlement for a message that is not pending (or, with ack policy all, of a delivery at or below the last ack's); ignored");
         }
         consumer.notify.wake();
         let change = Change {

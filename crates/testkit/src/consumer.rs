@@ -196,6 +196,11 @@ pub(crate) struct Consumer {
     exhausted_order: Vec<u64>,
     /// Deliveries made so far (the last consumer sequence handed out).
     delivered: u64,
+    /// Ack policy "all": the consumer sequence and the stream sequence of
+    /// the last ack (or term) applied, JetStream's delivery and stream ack
+    /// floors. An ack or term at or below either is ignored, and so is a nak
+    /// of a delivery at or below the first.
+    all_floor: (u64, u64),
     pending_high_water: usize,
     /// The channel's settlement log, which this consumer writes to.
     log: Log,
@@ -223,6 +228,7 @@ impl Consumer {
             ready: BTreeSet::new(),
             exhausted_order: Vec::new(),
             delivered: 0,
+            all_floor: (0, next_sequence.saturating_sub(1)),
             pending_high_water: 0,
             log,
         }
@@ -383,13 +389,12 @@ impl Consumer {
         self.timers.first().map(|&(at, _)| at)
     }
 
-    /// Settles `sequence` as handled; with ack policy "all", every pending
-    /// sequence below it too (in flight, or awaiting redelivery after a nak
-    /// or an expired ack wait), as JetStream does. Returns whether anything
-    /// was pending.
-    pub(crate) fn ack(&mut self, sequence: u64, now: Instant) -> bool {
+    /// Settles `sequence` as handled, from its delivery numbered `delivery`;
+    /// with ack policy "all", every pending sequence below it too (see
+    /// [`Consumer::ack_all`]). Returns whether it was applied.
+    pub(crate) fn ack(&mut self, sequence: u64, delivery: u64, now: Instant) -> bool {
         if self.config.ack_policy == AckPolicy::All {
-            return self.ack_all(sequence, now);
+            return self.ack_all(sequence, delivery, Fate::Acked, now);
         }
         if !self.settle(sequence, Fate::Acked) {
             return false;
@@ -398,26 +403,47 @@ impl Consumer {
         true
     }
 
-    /// Acks every pending sequence at or below `sequence`.
-    fn ack_all(&mut self, sequence: u64, now: Instant) -> bool {
-        let mut any = false;
+    /// An ack or a term with ack policy "all", as JetStream processes both:
+    /// ignored when its delivery or its sequence is not above the last one
+    /// applied; otherwise it settles `sequence` with `fate` and acks every
+    /// pending sequence below it (in flight, in a client's buffer, lost in
+    /// transit, or awaiting redelivery after a nak or an expired ack wait).
+    fn ack_all(&mut self, sequence: u64, delivery: u64, fate: Fate, now: Instant) -> bool {
+        let (delivery_floor, stream_floor) = self.all_floor;
+        if delivery <= delivery_floor || sequence <= stream_floor {
+            return false;
+        }
+        self.all_floor = (delivery, sequence);
+        let outcome = match fate {
+            Fate::Terminated => Outcome::Terminated,
+            _ => Outcome::Acked,
+        };
         // Nothing below the floor is pending, and each settlement of the
         // floor moves it up: every slot is passed over about once.
         while self.pending > 0 && self.floor <= sequence && self.floor < self.next_sequence {
             let floor = self.floor;
-            if self.settle(floor, Fate::Acked) {
-                any = true;
-                let by = (floor != sequence).then_some(sequence);
-                self.record_covered(floor, Outcome::Acked, now, by);
+            let own = floor == sequence;
+            if self.settle(floor, if own { fate } else { Fate::Acked }) {
+                if own {
+                    self.record(floor, outcome, now);
+                } else {
+                    self.record_covered(floor, Outcome::Acked, now, Some(sequence));
+                }
             } else {
                 self.floor += 1;
             }
         }
-        any
+        true
     }
 
-    /// Settles `sequence` as never to be handled. Returns whether it was pending.
-    pub(crate) fn term(&mut self, sequence: u64, now: Instant) -> bool {
+    /// Settles `sequence` as never to be handled, from its delivery numbered
+    /// `delivery`. With ack policy "all" JetStream processes a term as an
+    /// ack: it acks every pending sequence below it too. Returns whether it
+    /// was applied.
+    pub(crate) fn term(&mut self, sequence: u64, delivery: u64, now: Instant) -> bool {
+        if self.config.ack_policy == AckPolicy::All {
+            return self.ack_all(sequence, delivery, Fate::Terminated, now);
+        }
         if !self.settle(sequence, Fate::Terminated) {
             return false;
         }
@@ -425,8 +451,20 @@ impl Consumer {
         true
     }
 
-    /// Asks for redelivery of `sequence` after `delay`. Returns whether it was pending.
-    pub(crate) fn nak(&mut self, sequence: u64, delay: Option<Duration>, now: Instant) -> bool {
+    /// Asks for redelivery of `sequence` after `delay`, from its delivery
+    /// numbered `delivery`. Returns whether it was pending (with ack policy
+    /// "all", a nak of a delivery at or below the last ack's is ignored, as
+    /// JetStream does).
+    pub(crate) fn nak(
+        &mut self,
+        sequence: u64,
+        delivery: u64,
+        delay: Option<Duration>,
+        now: Instant,
+    ) -> bool {
+        if self.config.ack_policy == AckPolicy::All && delivery <= self.all_floor.0 {
+            return false;
+        }
         let Some(state) = self.pending_fate(sequence) else {
             return false;
         };
@@ -593,7 +631,7 @@ mod tests {
         assert_eq!(consumer.next(now, &channel).map(|h| h.sequence), Some(1));
         assert_eq!(consumer.next(now, &channel).map(|h| h.sequence), Some(2));
         assert_eq!(consumer.next(now, &channel), None);
-        assert!(consumer.nak(2, None, now));
+        assert!(consumer.nak(2, 0, None, now));
         let again = consumer.next(now, &channel);
         assert_eq!(
             again,
@@ -603,8 +641,11 @@ mod tests {
                 consumer_sequence: 3,
             })
         );
-        assert!(consumer.ack(1, now));
-        assert!(!consumer.ack(1, now), "a second ack finds nothing pending");
+        assert!(consumer.ack(1, 0, now));
+        assert!(
+            !consumer.ack(1, 0, now),
+            "a second ack finds nothing pending"
+        );
         assert_eq!(consumer.next(now, &channel).map(|h| h.sequence), Some(3));
         assert_eq!(consumer.info("orders.placed").ack_floor, 1);
         assert_eq!(consumer.info("orders.placed").pending_high_water, 2);
@@ -617,8 +658,8 @@ mod tests {
         let mut consumer = Consumer::new(None, config(10, None), &channel, Log::default());
         assert_eq!(consumer.next(now, &channel).map(|h| h.sequence), Some(1));
         assert_eq!(consumer.next(now, &channel).map(|h| h.sequence), Some(2));
-        assert!(consumer.nak(2, None, now));
-        assert!(consumer.nak(1, Some(Duration::from_secs(1)), now));
+        assert!(consumer.nak(2, 0, None, now));
+        assert!(consumer.nak(1, 0, Some(Duration::from_secs(1)), now));
         assert_eq!(consumer.next(now, &channel).map(|h| h.sequence), Some(2));
         assert_eq!(consumer.next(now, &channel).map(|h| h.sequence), Some(3));
         let later = now + Duration::from_secs(1);
@@ -657,7 +698,7 @@ mod tests {
             consumer.next(start + Duration::from_secs(31), &channel),
             None
         );
-        assert!(consumer.term(1, start));
+        assert!(consumer.term(1, 0, start));
         assert_eq!(
             consumer.next(start + Duration::from_secs(100), &channel),
             None
@@ -673,15 +714,15 @@ mod tests {
         for _ in 0..4 {
             assert!(consumer.next(now, &channel).is_some());
         }
-        assert!(consumer.ack(2, now));
+        assert!(consumer.ack(2, 0, now));
         assert_eq!(consumer.info("a").ack_floor, 0);
-        assert!(consumer.ack(1, now));
+        assert!(consumer.ack(1, 0, now));
         assert_eq!(consumer.info("a").ack_floor, 2);
-        assert!(consumer.nak(3, None, now));
+        assert!(consumer.nak(3, 0, None, now));
         assert_eq!(consumer.info("a").ack_floor, 2);
-        assert!(consumer.term(4, now));
+        assert!(consumer.term(4, 0, now));
         assert_eq!(consumer.next(now, &channel).map(|h| h.sequence), Some(3));
-        assert!(consumer.ack(3, now));
+        assert!(consumer.ack(3, 0, now));
         let info = consumer.info("a");
         assert_eq!(info.ack_floor, 4);
         assert_eq!(info.acked, vec![1, 2, 3]);
@@ -691,7 +732,7 @@ mod tests {
         assert!(!consumer.is_idle(channel.last_sequence()));
         assert_eq!(consumer.next(now, &channel).map(|h| h.sequence), Some(5));
         assert_eq!(consumer.info("a").ack_floor, 4);
-        assert!(consumer.ack(5, now));
+        assert!(consumer.ack(5, 0, now));
         assert!(consumer.is_idle(channel.last_sequence()));
         assert_eq!(consumer.info("a").ack_floor, 5);
     }
@@ -704,34 +745,47 @@ mod tests {
         spec.start = StartPosition::Last;
         let mut consumer = Consumer::new(None, spec, &channel, Log::default());
         assert_eq!(consumer.info("a").ack_floor, 2);
-        assert!(!consumer.ack(1, now), "never delivered");
+        assert!(!consumer.ack(1, 0, now), "never delivered");
         assert_eq!(consumer.next(now, &channel).map(|h| h.sequence), Some(3));
         assert_eq!(consumer.info("a").ack_floor, 2);
-        assert!(consumer.ack(3, now));
-        assert!(!consumer.ack(4, now), "not delivered yet");
+        assert!(consumer.ack(3, 0, now));
+        assert!(!consumer.ack(4, 0, now), "not delivered yet");
         let info = consumer.info("a");
         assert_eq!((info.ack_floor, info.acked), (3, vec![3]));
     }
 
-    #[test]
-    fn an_ack_with_policy_all_settles_every_pending_message_below_it() {
+    /// A consumer with ack policy "all", delivered 1..=5 (deliveries 1..=5).
+    fn acking_all() -> (Channel, Consumer) {
         let channel = channel_with(6);
-        let now = Instant::now();
         let mut all = config(10, Some(5));
         all.ack_policy = AckPolicy::All;
         let mut consumer = Consumer::new(None, all, &channel, Log::default());
         for _ in 0..5 {
-            assert!(consumer.next(now, &channel).is_some());
+            assert!(consumer.next(Instant::now(), &channel).is_some());
         }
-        assert!(consumer.nak(2, Some(Duration::from_secs(9)), now));
-        assert!(consumer.term(3, now));
-        assert!(consumer.ack(4, now), "1, 2 and 4 were pending");
+        (channel, consumer)
+    }
+
+    fn acked_with_cover(consumer: &Consumer) -> Vec<(u64, Outcome, Option<u64>)> {
+        consumer
+            .log
+            .snapshot()
+            .iter()
+            .filter(|s| matches!(s.outcome, Outcome::Acked | Outcome::Terminated))
+            .map(|s| (s.sequence, s.outcome, s.covered_by))
+            .collect()
+    }
+
+    #[test]
+    fn an_ack_with_policy_all_settles_every_pending_message_below_it() {
+        let (channel, mut consumer) = acking_all();
+        let now = Instant::now();
+        assert!(consumer.nak(2, 2, Some(Duration::from_secs(9)), now));
+        assert!(consumer.ack(4, 4, now), "settles 1, 2, 3 and 4");
         let info = consumer.info("a");
-        assert_eq!(info.acked, vec![1, 2, 4], "the nak'd 2 is covered too");
-        assert_eq!(info.terminated, vec![3]);
+        assert_eq!(info.acked, vec![1, 2, 3, 4], "the nak'd 2 is covered too");
         assert_eq!(info.pending, vec![5]);
         assert_eq!(info.ack_floor, 4);
-        assert!(!consumer.ack(3, now), "nothing pending at or below 3");
         assert_eq!(
             consumer
                 .next(now + Duration::from_secs(10), &channel)
@@ -739,14 +793,50 @@ mod tests {
             Some(6),
             "the covered nak is not redelivered"
         );
-        let covered: Vec<_> = consumer
-            .log
-            .snapshot()
-            .iter()
-            .filter(|s| s.outcome == Outcome::Acked)
-            .map(|s| (s.sequence, s.covered_by))
-            .collect();
-        assert_eq!(covered, vec![(1, Some(4)), (2, Some(4)), (4, None)]);
+        assert_eq!(
+            acked_with_cover(&consumer),
+            vec![
+                (1, Outcome::Acked, Some(4)),
+                (2, Outcome::Acked, Some(4)),
+                (3, Outcome::Acked, Some(4)),
+                (4, Outcome::Acked, None)
+            ]
+        );
+    }
+
+    #[test]
+    fn with_policy_all_a_term_acks_below_it_and_stale_deliveries_are_ignored() {
+        let (channel, mut consumer) = acking_all();
+        let now = Instant::now();
+        assert!(consumer.nak(1, 1, None, now));
+        let again = consumer.next(now, &channel).expect("1 again");
+        assert_eq!((again.sequence, again.consumer_sequence), (1, 6));
+        assert!(
+            consumer.term(2, 2, now),
+            "processed as an ack: settles 1 too"
+        );
+        assert_eq!(consumer.info("a").acked, vec![1]);
+        assert_eq!(consumer.info("a").terminated, vec![2]);
+        // An ack of 4 from delivery 4 is above both floors (2, 2).
+        assert!(consumer.ack(4, 4, now));
+        // The floors are now (4, 4): an ack or a nak from a delivery numbered
+        // 4 or less, or an ack of a sequence of 4 or less, is ignored.
+        assert!(!consumer.ack(5, 3, now), "a stale delivery");
+        assert!(!consumer.nak(5, 4, None, now), "a stale delivery");
+        assert!(!consumer.ack(3, 6, now), "at or below the stream floor");
+        assert_eq!(consumer.info("a").pending, vec![5]);
+        assert!(consumer.ack(5, 5, now));
+        assert!(consumer.info("a").pending.is_empty());
+        assert_eq!(
+            acked_with_cover(&consumer),
+            vec![
+                (1, Outcome::Acked, Some(2)),
+                (2, Outcome::Terminated, None),
+                (3, Outcome::Acked, Some(4)),
+                (4, Outcome::Acked, None),
+                (5, Outcome::Acked, None)
+            ]
+        );
     }
 
     #[test]
@@ -756,7 +846,7 @@ mod tests {
         let mut consumer = Consumer::new(None, config(10, None), &channel, Log::default());
         let numbers = |h: Option<Handout>| h.map(|h| (h.sequence, h.consumer_sequence));
         assert_eq!(numbers(consumer.next(now, &channel)), Some((1, 1)));
-        assert!(consumer.nak(1, None, now));
+        assert!(consumer.nak(1, 0, None, now));
         assert_eq!(numbers(consumer.next(now, &channel)), Some((1, 2)));
         assert_eq!(numbers(consumer.next(now, &channel)), Some((2, 3)));
         assert_eq!(consumer.info("a").consumer_sequence, 3);

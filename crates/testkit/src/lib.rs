@@ -107,7 +107,9 @@
 //!   JetStream, on [`tokio::time`]. Every delivery carries the consumer's
 //!   delivery number ([`Metadata::consumer_sequence`](flowgate::Metadata::consumer_sequence)).
 //! - `ack = "coalesced"` gets JetStream's ack policy "all": an ack settles
-//!   every pending message of the consumer at or below it.
+//!   every pending message of the consumer at or below it, and so does a
+//!   term (JetStream processes it as an ack); an ack, term or nak from a
+//!   delivery numbered at or below the last applied ack's is ignored.
 //! - A subscription is a pull consumer's client ([`InMemorySubscription`]):
 //!   the broker sends batches into its buffer, where they count as delivered
 //!   (their ack wait runs) until the app takes them.

@@ -33,7 +33,10 @@ pub enum Outcome {
         /// The redelivery delay asked for.
         delay: Option<Duration>,
     },
-    /// Terminated: never delivered again (a payload that does not decode).
+    /// Terminated: never delivered again (dead-lettered by the runtime). With
+    /// coalesced acks JetStream processes a term as an ack: it also acks
+    /// every pending message below it (logged as [`Acked`](Outcome::Acked),
+    /// [`covered_by`](Settlement::covered_by) this one).
     Terminated,
     /// Work in progress: the ack wait restarted.
     InProgress,
@@ -88,8 +91,8 @@ pub struct Settlement {
     pub at: Instant,
     /// For an [`Acked`](Outcome::Acked) entry of a consumer with coalesced
     /// acks (ack policy "all"): the higher sequence whose ack settled this
-    /// one too. `None` for a message acked by its own ack, and for every
-    /// other outcome.
+    /// one too (or whose term: JetStream processes a term as an ack). `None`
+    /// for a message acked by its own ack, and for every other outcome.
     pub covered_by: Option<u64>,
 }
 
