@@ -393,6 +393,60 @@ async fn a_failed_coalesced_ack_does_not_rerun_handled_messages() {
     app.shutdown().await.expect("clean shutdown");
 }
 
+/// RUNTIME BUG (crates/runtime, coalesced settlement): with ack policy
+/// "all" JetStream processes a term as an ack of everything below it. The
+/// runtime terminates a dead-lettered message at once, so a message before
+/// it that is still running is settled on the server unhandled; when that
+/// one then fails, its nak finds nothing pending: it is never tried again
+/// and never dead-lettered. Asserts the correct behaviour.
+#[tokio::test(start_paused = true)]
+async fn a_dead_letter_does_not_settle_the_messages_before_it() {
+    let broker = InMemory::new();
+    publish_orders(&broker, 1..=2).await;
+    let runs = Runs::new();
+    let handler = {
+        let runs = runs.clone();
+        move |order: Message<Order>| {
+            let runs = runs.clone();
+            async move {
+                let result = match order.id {
+                    // Slow, and fails on its first attempt.
+                    1 => {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        if order.attempt() == 1 {
+                            Err(Failure::retryable("not yet"))
+                        } else {
+                            Ok(())
+                        }
+                    }
+                    _ => Err(Failure::permanent("never valid")),
+                };
+                runs.record(0, &order, result.is_ok());
+                result
+            }
+        }
+    };
+    let subscriber = Subscriber::new(CHANNEL, handler)
+        .durable("billing")
+        .start(StartPosition::All)
+        .coalesced_acks()
+        .retry(flowgate::middleware::retry::RetryPolicy::broker_only());
+    let app = start(&broker, subscriber).await;
+
+    settle(&broker).await;
+    let watched = runs.clone();
+    within(broker.wait_until(move |_| watched.times(1) >= 1)).await;
+    settle(&broker).await;
+    assert_eq!(dead_letter_ids(&broker), vec![2]);
+    assert!(
+        runs.of(1).iter().any(|run| run.ok),
+        "order 1 was never handled: {:?}",
+        runs.of(1)
+    );
+    assert_nothing_acked_unhandled(&broker, &runs);
+    app.shutdown().await.expect("clean shutdown");
+}
+
 #[tokio::test]
 async fn a_durable_with_another_ack_policy_is_refused() {
     let broker = InMemory::new();
