@@ -122,6 +122,20 @@
 //! - The same conformance suite runs against this broker and against
 //!   JetStream on a real `nats-server` (package `flowgate-tests`).
 //!
+//! ## Where it differs from JetStream
+//!
+//! - Message ids de-duplicate for as long as the broker lives (JetStream:
+//!   within the stream's duplicate window, 2 minutes by default).
+//! - A pull request never expires (JetStream: after 30 s the client asks
+//!   again); what is delivered is the same.
+//! - The broker gives up on a message when its last delivery's ack wait
+//!   ends or its last nak arrives; JetStream does when it next tries to
+//!   deliver it, which is then too while an app pulls.
+//! - A nak from an outdated delivery is ignored only with coalesced acks
+//!   (JetStream ignores some with explicit acks too).
+//! - There is no connection to lose: lost deliveries and failed publishes
+//!   or settlements happen when a test injects them (below).
+
 //! ## Faults
 //!
 //! A test can make the broker fail the way a real one does and check what
