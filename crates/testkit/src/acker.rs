@@ -3,16 +3,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowgate::{AckError, Acker};
+use flowgate::{AckError, Acker, Metadata};
 
 use crate::broker::{Binding, Broker, Settle};
+use crate::consumer::Handout;
 
 /// Settles one delivery of an [`InMemory`](crate::InMemory) subscription.
 ///
-/// Settlements reach the broker at once and never fail. As on JetStream,
-/// settling a message that is no longer pending (acked already, or
-/// redelivered to the limit) is ignored, and so is settling a delivery of an
-/// ephemeral consumer whose subscription has ended.
+/// Settlements reach the broker at once, and fail only when the test makes
+/// them fail ([`InMemory::fail_acks`](crate::InMemory::fail_acks) and the
+/// like). As on JetStream, settling a message that is no longer pending
+/// (acked already, or redelivered to the limit) is ignored, and so is
+/// settling a delivery of an ephemeral consumer whose subscription has
+/// ended. With coalesced acks (ack policy "all") an ack, and a term too (as
+/// JetStream processes it), settles every pending message of the consumer at
+/// or below its sequence, and one from a delivery numbered at or below the
+/// last applied one's ([`consumer_sequence`](flowgate::Metadata::consumer_sequence))
+/// is ignored, as on JetStream.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -39,55 +46,59 @@ use crate::broker::{Binding, Broker, Settle};
 pub struct InMemoryAcker {
     broker: Arc<Broker>,
     binding: Binding,
-    sequence: u64,
-    delivery_count: u32,
+    delivery: Handout,
 }
 
 impl std::fmt::Debug for InMemoryAcker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InMemoryAcker")
             .field("channel", &self.binding.channel)
-            .field("stream_sequence", &self.sequence)
-            .field("delivery_count", &self.delivery_count)
+            .field("stream_sequence", &self.delivery.sequence)
+            .field("delivery_count", &self.delivery.delivery_count)
+            .field("consumer_sequence", &self.delivery.consumer_sequence)
             .finish()
     }
 }
 
 impl InMemoryAcker {
-    pub(crate) fn new(
-        broker: Arc<Broker>,
-        binding: Binding,
-        sequence: u64,
-        delivery_count: u32,
-    ) -> Self {
+    pub(crate) fn new(broker: Arc<Broker>, binding: Binding, delivery: Handout) -> Self {
         Self {
             broker,
             binding,
-            sequence,
-            delivery_count,
+            delivery,
         }
     }
 
-    fn send(&self, how: Settle) -> Result<(), AckError> {
-        self.broker.settle(&self.binding, self.sequence, how);
-        Ok(())
+    fn send(&self, action: &'static str, how: Settle) -> Result<(), AckError> {
+        self.broker
+            .settle(&self.binding, self.delivery, how)
+            .map_err(|injected| {
+                let metadata = Metadata::new(
+                    &*self.binding.channel,
+                    self.delivery.sequence,
+                    self.delivery.delivery_count,
+                    std::time::SystemTime::UNIX_EPOCH,
+                    None,
+                );
+                AckError::new(action, &metadata, Box::new(injected))
+            })
     }
 }
 
 impl Acker for InMemoryAcker {
     async fn ack(&self) -> Result<(), AckError> {
-        self.send(Settle::Ack)
+        self.send("ack", Settle::Ack)
     }
 
     async fn nak(&self, delay: Option<Duration>) -> Result<(), AckError> {
-        self.send(Settle::Nak(delay))
+        self.send("nak", Settle::Nak(delay))
     }
 
     async fn term(&self) -> Result<(), AckError> {
-        self.send(Settle::Term)
+        self.send("term", Settle::Term)
     }
 
     async fn in_progress(&self) -> Result<(), AckError> {
-        self.send(Settle::InProgress)
+        self.send("progress", Settle::InProgress)
     }
 }

@@ -12,8 +12,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::acker::InMemoryAcker;
+use crate::attempts::AttemptStores;
 use crate::channel::Channel;
-use crate::consumer::{Consumer, ConsumerConfig};
+use crate::consumer::{Consumer, ConsumerConfig, Handout};
+use crate::faults::{Faults, Injected};
 use crate::settlement::Log;
 
 /// Identifies one consumer for as long as the broker lives.
@@ -32,8 +34,10 @@ pub(crate) struct ConsumerId(u64);
 /// | channel `orders.placed` | a stream `orders_placed`, sequences from 1 |
 /// | `durable` / `queue` | a consumer kept by the broker across subscriptions; all subscriptions bound to it share its messages |
 /// | neither | an ephemeral consumer that ends with its subscription |
-/// | `max_in_flight` | `max_ack_pending`: at most that many unsettled messages per consumer |
+/// | `max_in_flight` | `max_ack_pending`: at most that many unsettled messages per consumer (twice that with coalesced acks) |
+/// | `ack = "coalesced"` | ack policy "all": an ack (or a term) settles every pending message at or below it; one from an older delivery than the last applied is ignored |
 /// | `ack_wait`, `max_deliver`, `start` | as on JetStream, on [`tokio::time`] (paused time works) |
+/// | a subscription | a pull consumer's client: it asks for batches of `min(max_in_flight, 1000)` and buffers what arrives |
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -93,6 +97,8 @@ pub(crate) struct Broker {
     /// Notified when a consumer gives up on a message, for the
     /// [`Transport::exhausted`](flowgate::Transport::exhausted) streams.
     pub(crate) given_up: Notify,
+    /// The attempt stores of named consumers.
+    pub(crate) attempts: AttemptStores,
 }
 
 /// Registers a waiter for every change of the broker while it lives.
@@ -137,6 +143,8 @@ impl Change {
 pub(crate) struct State {
     pub(crate) channels: Channels,
     next_consumer: u64,
+    /// Faults the test armed, and those that took effect.
+    pub(crate) faults: Faults,
 }
 
 /// The channels by name; a channel, once created, keeps its index, which
@@ -218,13 +226,15 @@ impl ChannelState {
     }
 }
 
-/// What a subscription gets when it asks for its next delivery.
-// Matched as soon as it is returned, never stored: boxing would only add an allocation.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Next {
-    Delivery(Delivery<InMemoryAcker>),
-    /// Nothing now; ask again when notified or at this instant.
-    Wait(Option<Instant>),
+/// What one round of deliveries to a pull subscription did.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Delivered {
+    /// Deliveries made (lost ones included).
+    pub(crate) made: usize,
+    /// When the consumer's next timer fires, if any runs.
+    pub(crate) wake: Option<Instant>,
+    /// The consumer is gone: nothing will be delivered any more.
+    pub(crate) gone: bool,
 }
 
 /// How a delivery is settled.
@@ -310,9 +320,24 @@ impl Broker {
         Some((&mut channel.stream, consumer))
     }
 
-    pub(crate) fn publish(&self, message: OutgoingMessage) -> Result<PublishAck, PublishError> {
+    /// Stores `message`. The outer error refuses it before it is sent (a
+    /// subject that is not a channel); the inner result is the broker's
+    /// receipt, an error when an injected fault refuses it.
+    pub(crate) fn publish(
+        &self,
+        message: OutgoingMessage,
+    ) -> Result<Result<PublishAck, PublishError>, PublishError> {
         flowgate::validate_channel(&message.subject)?;
-        let mut state = self.lock();
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        if let Some(refused) = state.faults.publish(&message.subject) {
+            drop(guard);
+            self.changed(Change::default());
+            return Ok(Err(PublishError::Broker {
+                subject: message.subject,
+                source: Box::new(refused),
+            }));
+        }
         let index = state.channels.index_or_create(&message.subject);
         let channel = &mut state.channels.all[index];
         let (ack, stored) = channel.stream.store(message);
@@ -320,10 +345,10 @@ impl Broker {
             for consumer in channel.consumers.values() {
                 consumer.notify.wake();
             }
-            drop(state);
+            drop(guard);
             self.changed(Change::default());
         }
-        Ok(ack)
+        Ok(Ok(ack))
     }
 
     /// Binds a subscription to the consumer `spec` names, creating it when it
@@ -406,76 +431,146 @@ impl Broker {
         });
     }
 
-    /// The next delivery for a subscription bound by `binding`.
-    pub(crate) fn next(self: &Arc<Self>, binding: &Binding) -> Next {
+    /// Makes up to `owed` deliveries to a pull subscription bound by
+    /// `binding`, handing each that is not lost in transit to `push`.
+    pub(crate) fn deliver(
+        self: &Arc<Self>,
+        binding: &Binding,
+        owed: usize,
+        mut push: impl FnMut(Delivery<InMemoryAcker>),
+    ) -> Delivered {
         let now = Instant::now();
         let mut guard = self.lock();
-        let Some((stream, consumer)) = Self::bound(&mut guard, binding) else {
-            return Next::Wait(None);
+        let State {
+            channels, faults, ..
+        } = &mut *guard;
+        let Some((stream, consumer)) = channels.all.get_mut(binding.index).and_then(|channel| {
+            let stream = &channel.stream;
+            channel
+                .consumers
+                .get_mut(&binding.consumer)
+                .map(|consumer| (stream, consumer))
+        }) else {
+            return Delivered {
+                made: 0,
+                wake: None,
+                gone: true,
+            };
         };
         let given_up = consumer.given_up();
         let expired = consumer.expire(now);
-        let Some(handout) = consumer.next(now, stream) else {
-            let wake = consumer.next_wake();
-            let change = Change {
-                may_idle: consumer.is_idle(stream.last_sequence()),
-                gave_up: consumer.given_up() > given_up,
+        let mut made = 0;
+        while made < owed {
+            let Some(handout) = consumer.next(now, stream) else {
+                break;
             };
-            drop(guard);
-            if expired {
-                self.changed(change);
-            }
-            return Next::Wait(wake);
-        };
-        let gave_up = consumer.given_up() > given_up;
-        let Some(message) = stream.get(handout.sequence) else {
-            return Next::Wait(None);
-        };
-        let metadata = Metadata::new(
-            message.subject.as_str(),
-            message.sequence,
-            handout.delivery_count,
-            message.timestamp,
-            message.headers.clone(),
-        );
-        let payload = message.payload.clone();
-        drop(guard);
-        let delivery = Delivery {
-            payload,
-            acker: InMemoryAcker::new(
-                self.clone(),
-                binding.clone(),
+            made += 1;
+            let lost = faults.lose(
+                &binding.channel,
                 handout.sequence,
+                handout.consumer_sequence,
+            );
+            let Some(message) = stream.get(handout.sequence).filter(|_| !lost) else {
+                continue;
+            };
+            let metadata = Metadata::new(
+                message.subject.as_str(),
+                message.sequence,
                 handout.delivery_count,
-            ),
-            metadata,
+                message.timestamp,
+                message.headers.clone(),
+            )
+            .with_consumer_sequence(handout.consumer_sequence);
+            push(Delivery {
+                payload: message.payload.clone(),
+                acker: InMemoryAcker::new(self.clone(), binding.clone(), handout),
+                metadata,
+            });
+        }
+        let wake = consumer.next_wake();
+        let change = Change {
+            may_idle: expired && consumer.is_idle(stream.last_sequence()),
+            gave_up: consumer.given_up() > given_up,
         };
-        self.changed(Change {
-            may_idle: false,
-            gave_up,
-        });
-        Next::Delivery(delivery)
+        drop(guard);
+        if expired || made > 0 {
+            self.changed(change);
+        }
+        Delivered {
+            made,
+            wake,
+            gone: false,
+        }
+    }
+
+    /// How many messages the consumer of `binding` holds as delivered and
+    /// not settled (JetStream's `num_ack_pending`), after firing its due timers.
+    pub(crate) fn ack_pending(&self, binding: &Binding) -> Result<usize, flowgate::Error> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let Some((_, consumer)) = Self::bound(&mut state, binding) else {
+            return Err(flowgate::Error::Broker(
+                format!("the consumer of `{}` is gone", binding.channel).into(),
+            ));
+        };
+        let mut change = Change::default();
+        change.expired(consumer, now);
+        let pending = consumer.ack_pending();
+        drop(state);
+        self.inspected(change);
+        Ok(pending)
+    }
+
+    /// How many messages consumer `name` of `channel` gave up on so far,
+    /// after firing its due timers: a listener that starts now hears of
+    /// the ones after these.
+    pub(crate) fn given_up_so_far(&self, channel: &str, name: &str) -> usize {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let Some(channel) = state.channels.get_mut(channel) else {
+            return 0;
+        };
+        let Some(consumer) = channel
+            .named
+            .get(name)
+            .copied()
+            .and_then(|id| channel.consumers.get_mut(&id))
+        else {
+            return 0;
+        };
+        let mut change = Change::default();
+        change.expired(consumer, now);
+        let given_up = consumer.given_up();
+        drop(state);
+        self.inspected(change);
+        given_up
     }
 
     /// The messages consumer `name` of `channel` gave up on, after the first
-    /// `seen` of them, and how many it gave up on in all.
+    /// `seen` of them, how many it gave up on in all, and when its next
+    /// timer fires (a give-up may come then). Fires its due timers first.
     pub(crate) fn exhausted(
         &self,
         channel: &str,
         name: &str,
         seen: usize,
-    ) -> (Vec<Exhausted>, usize) {
-        let state = self.lock();
-        let Some(channel) = state.channels.get(channel) else {
-            return (Vec::new(), seen);
+    ) -> (Vec<Exhausted>, usize, Option<Instant>) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let Some(channel) = state.channels.get_mut(channel) else {
+            return (Vec::new(), seen, None);
         };
         let Some(consumer) = channel
             .named
             .get(name)
-            .and_then(|id| channel.consumers.get(id))
+            .copied()
+            .and_then(|id| channel.consumers.get_mut(&id))
         else {
-            return (Vec::new(), seen);
+            return (Vec::new(), seen, None);
         };
+        let mut change = Change::default();
+        change.expired(consumer, now);
+        let wake = consumer.next_wake();
         let given_up = consumer.exhausted_since(seen);
         let total = seen + given_up.len();
         let messages = given_up
@@ -494,28 +589,43 @@ impl Broker {
                 })
             })
             .collect();
-        (messages, total)
+        drop(state);
+        self.inspected(change);
+        (messages, total, wake)
     }
 
     /// Applies a settlement from an acker; a consumer that is gone (an
-    /// ephemeral whose subscription ended) ignores it, as JetStream does.
-    pub(crate) fn settle(&self, binding: &Binding, sequence: u64, how: Settle) {
+    /// ephemeral whose subscription ended) ignores it, as JetStream does. An
+    /// injected fault fails it unapplied.
+    pub(crate) fn settle(
+        &self,
+        binding: &Binding,
+        delivery: Handout,
+        how: Settle,
+    ) -> Result<(), Injected> {
+        let sequence = delivery.sequence;
+        let number = delivery.consumer_sequence;
         let now = Instant::now();
         let mut state = self.lock();
+        if let Some(failed) = state.faults.settle(&binding.channel, sequence, how) {
+            drop(state);
+            self.changed(Change::default());
+            return Err(failed);
+        }
         let Some((stream, consumer)) = Self::bound(&mut state, binding) else {
             tracing::debug!(channel = %binding.channel, sequence, "settlement for a consumer that is gone; ignored");
-            return;
+            return Ok(());
         };
         let given_up = consumer.given_up();
         consumer.expire(now);
         let applied = match how {
-            Settle::Ack => consumer.ack(sequence, now),
-            Settle::Nak(delay) => consumer.nak(sequence, delay, now),
-            Settle::Term => consumer.term(sequence, now),
+            Settle::Ack => consumer.ack(sequence, number, now),
+            Settle::Nak(delay) => consumer.nak(sequence, number, delay, now),
+            Settle::Term => consumer.term(sequence, number, now),
             Settle::InProgress => consumer.in_progress(sequence, now),
         };
         if !applied {
-            tracing::debug!(channel = %binding.channel, sequence, ?how, "settlement for a message that is not pending; ignored");
+            tracing::debug!(channel = %binding.channel, sequence, delivery = number, ?how, "settlement for a message that is not pending (or, with ack policy all, of a delivery at or below the last ack's); ignored");
         }
         consumer.notify.wake();
         let change = Change {
@@ -524,5 +634,6 @@ impl Broker {
         };
         drop(state);
         self.changed(change);
+        Ok(())
     }
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowgate::{StartPosition, SubscriptionSpec};
+use flowgate::{AckMode, StartPosition, SubscriptionSpec};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -17,23 +17,41 @@ use crate::channel::{stream_name, Channel};
 use crate::inspect::ConsumerInfo;
 use crate::settlement::{Log, Outcome, Settlement};
 
+/// How acks settle messages, as JetStream's consumer ack policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AckPolicy {
+    /// Each ack settles its own message (`ack = "auto"` and `"manual"`).
+    Explicit,
+    /// An ack settles every pending message at or below it (`ack = "coalesced"`).
+    All,
+}
+
 /// The settings a consumer is created with; a durable bound again must ask
 /// for the same ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ConsumerConfig {
     pub(crate) start: StartPosition,
+    pub(crate) ack_policy: AckPolicy,
     pub(crate) ack_wait: Duration,
     pub(crate) max_deliver: Option<u32>,
     pub(crate) max_ack_pending: usize,
 }
 
 impl ConsumerConfig {
+    /// The consumer `spec` asks for, as the JetStream transport creates it:
+    /// coalesced acks get ack policy "all" and twice `max_in_flight` unacked
+    /// messages (handled messages wait there for the prefix to be acked).
     pub(crate) fn from_spec(spec: &SubscriptionSpec) -> Self {
+        let (ack_policy, max_ack_pending) = match spec.ack {
+            AckMode::Coalesced => (AckPolicy::All, spec.max_in_flight.saturating_mul(2)),
+            AckMode::Auto | AckMode::Manual => (AckPolicy::Explicit, spec.max_in_flight),
+        };
         Self {
             start: spec.start,
+            ack_policy,
             ack_wait: spec.ack_wait,
             max_deliver: spec.max_deliver,
-            max_ack_pending: spec.max_in_flight,
+            max_ack_pending,
         }
     }
 
@@ -47,6 +65,7 @@ impl ConsumerConfig {
         let max_deliver = |m: &Option<u32>| m.map_or_else(|| "-1".to_owned(), |m| m.to_string());
         DriftCheck::new(stream_name(channel), durable)
             .field("deliver policy (start)", &self.start, &wanted.start)
+            .field("ack policy", &self.ack_policy, &wanted.ack_policy)
             .field("ack_wait", &self.ack_wait, &wanted.ack_wait)
             .field_shown(
                 "max_deliver",
@@ -136,11 +155,14 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// One delivery handed out: the stream sequence and its delivery count.
+/// One delivery handed out: the stream sequence, its delivery count, and the
+/// consumer's number for the delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Handout {
     pub(crate) sequence: u64,
     pub(crate) delivery_count: u32,
+    /// JetStream's consumer sequence: +1 for every delivery, redeliveries included.
+    pub(crate) consumer_sequence: u64,
 }
 
 /// The state of one consumer of one channel.
@@ -172,6 +194,13 @@ pub(crate) struct Consumer {
     ready: BTreeSet<u64>,
     /// The exhausted sequences in the order the broker gave up on them.
     exhausted_order: Vec<u64>,
+    /// Deliveries made so far (the last consumer sequence handed out).
+    delivered: u64,
+    /// Ack policy "all": the consumer sequence and the stream sequence of
+    /// the last ack (or term) applied, JetStream's delivery and stream ack
+    /// floors. An ack or term at or below either is ignored, and so is a nak
+    /// of a delivery at or below the first.
+    all_floor: (u64, u64),
     pending_high_water: usize,
     /// The channel's settlement log, which this consumer writes to.
     log: Log,
@@ -198,6 +227,8 @@ impl Consumer {
             timers: BTreeSet::new(),
             ready: BTreeSet::new(),
             exhausted_order: Vec::new(),
+            delivered: 0,
+            all_floor: (0, next_sequence.saturating_sub(1)),
             pending_high_water: 0,
             log,
         }
@@ -277,12 +308,17 @@ impl Consumer {
     }
 
     fn record(&self, sequence: u64, outcome: Outcome, at: Instant) {
+        self.record_covered(sequence, outcome, at, None);
+    }
+
+    fn record_covered(&self, sequence: u64, outcome: Outcome, at: Instant, by: Option<u64>) {
         self.log.record(Settlement {
             consumer: self.name.clone(),
             sequence,
             delivery_count: self.delivery_count(sequence),
             outcome,
             at,
+            covered_by: by,
         });
     }
 
@@ -340,9 +376,11 @@ impl Consumer {
         };
         self.timers.insert((deadline, sequence));
         self.pending_high_water = self.pending_high_water.max(self.pending);
+        self.delivered += 1;
         Some(Handout {
             sequence,
             delivery_count,
+            consumer_sequence: self.delivered,
         })
     }
 
@@ -351,8 +389,13 @@ impl Consumer {
         self.timers.first().map(|&(at, _)| at)
     }
 
-    /// Settles `sequence` as handled. Returns whether it was pending.
-    pub(crate) fn ack(&mut self, sequence: u64, now: Instant) -> bool {
+    /// Settles `sequence` as handled, from its delivery numbered `delivery`;
+    /// with ack policy "all", every pending sequence below it too (see
+    /// [`Consumer::ack_all`]). Returns whether it was applied.
+    pub(crate) fn ack(&mut self, sequence: u64, delivery: u64, now: Instant) -> bool {
+        if self.config.ack_policy == AckPolicy::All {
+            return self.ack_all(sequence, delivery, Fate::Acked, now);
+        }
         if !self.settle(sequence, Fate::Acked) {
             return false;
         }
@@ -360,8 +403,47 @@ impl Consumer {
         true
     }
 
-    /// Settles `sequence` as never to be handled. Returns whether it was pending.
-    pub(crate) fn term(&mut self, sequence: u64, now: Instant) -> bool {
+    /// An ack or a term with ack policy "all", as JetStream processes both:
+    /// ignored when its delivery or its sequence is not above the last one
+    /// applied; otherwise it settles `sequence` with `fate` and acks every
+    /// pending sequence below it (in flight, in a client's buffer, lost in
+    /// transit, or awaiting redelivery after a nak or an expired ack wait).
+    fn ack_all(&mut self, sequence: u64, delivery: u64, fate: Fate, now: Instant) -> bool {
+        let (delivery_floor, stream_floor) = self.all_floor;
+        if delivery <= delivery_floor || sequence <= stream_floor {
+            return false;
+        }
+        self.all_floor = (delivery, sequence);
+        let outcome = match fate {
+            Fate::Terminated => Outcome::Terminated,
+            _ => Outcome::Acked,
+        };
+        // Nothing below the floor is pending, and each settlement of the
+        // floor moves it up: every slot is passed over about once.
+        while self.pending > 0 && self.floor <= sequence && self.floor < self.next_sequence {
+            let floor = self.floor;
+            let own = floor == sequence;
+            if self.settle(floor, if own { fate } else { Fate::Acked }) {
+                if own {
+                    self.record(floor, outcome, now);
+                } else {
+                    self.record_covered(floor, Outcome::Acked, now, Some(sequence));
+                }
+            } else {
+                self.floor += 1;
+            }
+        }
+        true
+    }
+
+    /// Settles `sequence` as never to be handled, from its delivery numbered
+    /// `delivery`. With ack policy "all" JetStream processes a term as an
+    /// ack: it acks every pending sequence below it too. Returns whether it
+    /// was applied.
+    pub(crate) fn term(&mut self, sequence: u64, delivery: u64, now: Instant) -> bool {
+        if self.config.ack_policy == AckPolicy::All {
+            return self.ack_all(sequence, delivery, Fate::Terminated, now);
+        }
         if !self.settle(sequence, Fate::Terminated) {
             return false;
         }
@@ -369,8 +451,20 @@ impl Consumer {
         true
     }
 
-    /// Asks for redelivery of `sequence` after `delay`. Returns whether it was pending.
-    pub(crate) fn nak(&mut self, sequence: u64, delay: Option<Duration>, now: Instant) -> bool {
+    /// Asks for redelivery of `sequence` after `delay`, from its delivery
+    /// numbered `delivery`. Returns whether it was pending (with ack policy
+    /// "all", a nak of a delivery at or below the last ack's is ignored, as
+    /// JetStream does).
+    pub(crate) fn nak(
+        &mut self,
+        sequence: u64,
+        delivery: u64,
+        delay: Option<Duration>,
+        now: Instant,
+    ) -> bool {
+        if self.config.ack_policy == AckPolicy::All && delivery <= self.all_floor.0 {
+            return false;
+        }
         let Some(state) = self.pending_fate(sequence) else {
             return false;
         };
@@ -432,11 +526,20 @@ impl Consumer {
             .collect()
     }
 
+    /// How many messages are delivered and not settled (JetStream's
+    /// `num_ack_pending`).
+    pub(crate) fn ack_pending(&self) -> usize {
+        self.pending
+    }
+
     pub(crate) fn info(&self, channel: &str) -> ConsumerInfo {
         ConsumerInfo {
             channel: channel.to_owned(),
             name: self.name.as_deref().map(str::to_owned),
             live_subscriptions: self.subscriptions,
+            acks_all: self.config.ack_policy == AckPolicy::All,
+            max_ack_pending: self.config.max_ack_pending,
+            consumer_sequence: self.delivered,
             next_sequence: self.next_sequence,
             ack_floor: self.ack_floor(),
             acked: self.sequences(|fate| fate == Fate::Acked),
@@ -513,6 +616,7 @@ mod tests {
     fn config(max_ack_pending: usize, max_deliver: Option<u32>) -> ConsumerConfig {
         ConsumerConfig {
             start: StartPosition::All,
+            ack_policy: AckPolicy::Explicit,
             ack_wait: Duration::from_secs(30),
             max_deliver,
             max_ack_pending,
@@ -527,17 +631,21 @@ mod tests {
         assert_eq!(consumer.next(now, &channel).map(|h| h.sequence), Some(1));
         assert_eq!(consumer.next(now, &channel).map(|h| h.sequence), Some(2));
         assert_eq!(consumer.next(now, &channel), None);
-        assert!(consumer.nak(2, None, now));
+        assert!(consumer.nak(2, 0, None, now));
         let again = consumer.next(now, &channel);
         assert_eq!(
             again,
             Some(Handout {
                 sequence: 2,
-                delivery_count: 2
+                delivery_count: 2,
+                consumer_sequence: 3,
             })
         );
-        assert!(consumer.ack(1, now));
-        assert!(!consumer.ack(1, now), "a second ack finds nothing pending");
+        assert!(consumer.ack(1, 0, now));
+        assert!(
+            !consumer.ack(1, 0, now),
+            "a second ack finds nothing pending"
+        );
         assert_eq!(consumer.next(now, &channel).map(|h| h.sequence), Some(3));
         assert_eq!(consumer.info("orders.placed").ack_floor, 1);
         assert_eq!(consumer.info("orders.placed").pending_high_water, 2);
@@ -550,8 +658,8 @@ mod tests {
         let mut consumer = Consumer::new(None, config(10, None), &channel, Log::default());
         assert_eq!(consumer.next(now, &channel).map(|h| h.sequence), Some(1));
         assert_eq!(consumer.next(now, &channel).map(|h| h.sequence), Some(2));
-        assert!(consumer.nak(2, None, now));
-        assert!(consumer.nak(1, Some(Duration::from_secs(1)), now));
+        assert!(consumer.nak(2, 0, None, now));
+        assert!(consumer.nak(1, 0, Some(Duration::from_secs(1)), now));
         assert_eq!(consumer.next(now, &channel).map(|h| h.sequence), Some(2));
         assert_eq!(consumer.next(now, &channel).map(|h| h.sequence), Some(3));
         let later = now + Duration::from_secs(1);
@@ -590,7 +698,7 @@ mod tests {
             consumer.next(start + Duration::from_secs(31), &channel),
             None
         );
-        assert!(consumer.term(1, start));
+        assert!(consumer.term(1, 0, start));
         assert_eq!(
             consumer.next(start + Duration::from_secs(100), &channel),
             None
@@ -606,15 +714,15 @@ mod tests {
         for _ in 0..4 {
             assert!(consumer.next(now, &channel).is_some());
         }
-        assert!(consumer.ack(2, now));
+        assert!(consumer.ack(2, 0, now));
         assert_eq!(consumer.info("a").ack_floor, 0);
-        assert!(consumer.ack(1, now));
+        assert!(consumer.ack(1, 0, now));
         assert_eq!(consumer.info("a").ack_floor, 2);
-        assert!(consumer.nak(3, None, now));
+        assert!(consumer.nak(3, 0, None, now));
         assert_eq!(consumer.info("a").ack_floor, 2);
-        assert!(consumer.term(4, now));
+        assert!(consumer.term(4, 0, now));
         assert_eq!(consumer.next(now, &channel).map(|h| h.sequence), Some(3));
-        assert!(consumer.ack(3, now));
+        assert!(consumer.ack(3, 0, now));
         let info = consumer.info("a");
         assert_eq!(info.ack_floor, 4);
         assert_eq!(info.acked, vec![1, 2, 3]);
@@ -624,7 +732,7 @@ mod tests {
         assert!(!consumer.is_idle(channel.last_sequence()));
         assert_eq!(consumer.next(now, &channel).map(|h| h.sequence), Some(5));
         assert_eq!(consumer.info("a").ack_floor, 4);
-        assert!(consumer.ack(5, now));
+        assert!(consumer.ack(5, 0, now));
         assert!(consumer.is_idle(channel.last_sequence()));
         assert_eq!(consumer.info("a").ack_floor, 5);
     }
@@ -637,13 +745,132 @@ mod tests {
         spec.start = StartPosition::Last;
         let mut consumer = Consumer::new(None, spec, &channel, Log::default());
         assert_eq!(consumer.info("a").ack_floor, 2);
-        assert!(!consumer.ack(1, now), "never delivered");
+        assert!(!consumer.ack(1, 0, now), "never delivered");
         assert_eq!(consumer.next(now, &channel).map(|h| h.sequence), Some(3));
         assert_eq!(consumer.info("a").ack_floor, 2);
-        assert!(consumer.ack(3, now));
-        assert!(!consumer.ack(4, now), "not delivered yet");
+        assert!(consumer.ack(3, 0, now));
+        assert!(!consumer.ack(4, 0, now), "not delivered yet");
         let info = consumer.info("a");
         assert_eq!((info.ack_floor, info.acked), (3, vec![3]));
+    }
+
+    /// A consumer with ack policy "all", delivered 1..=5 (deliveries 1..=5).
+    fn acking_all() -> (Channel, Consumer) {
+        let channel = channel_with(6);
+        let mut all = config(10, Some(5));
+        all.ack_policy = AckPolicy::All;
+        let mut consumer = Consumer::new(None, all, &channel, Log::default());
+        for _ in 0..5 {
+            assert!(consumer.next(Instant::now(), &channel).is_some());
+        }
+        (channel, consumer)
+    }
+
+    fn acked_with_cover(consumer: &Consumer) -> Vec<(u64, Outcome, Option<u64>)> {
+        consumer
+            .log
+            .snapshot()
+            .iter()
+            .filter(|s| matches!(s.outcome, Outcome::Acked | Outcome::Terminated))
+            .map(|s| (s.sequence, s.outcome, s.covered_by))
+            .collect()
+    }
+
+    #[test]
+    fn an_ack_with_policy_all_settles_every_pending_message_below_it() {
+        let (channel, mut consumer) = acking_all();
+        let now = Instant::now();
+        assert!(consumer.nak(2, 2, Some(Duration::from_secs(9)), now));
+        assert!(consumer.ack(4, 4, now), "settles 1, 2, 3 and 4");
+        let info = consumer.info("a");
+        assert_eq!(info.acked, vec![1, 2, 3, 4], "the nak'd 2 is covered too");
+        assert_eq!(info.pending, vec![5]);
+        assert_eq!(info.ack_floor, 4);
+        assert_eq!(
+            consumer
+                .next(now + Duration::from_secs(10), &channel)
+                .map(|h| h.sequence),
+            Some(6),
+            "the covered nak is not redelivered"
+        );
+        assert_eq!(
+            acked_with_cover(&consumer),
+            vec![
+                (1, Outcome::Acked, Some(4)),
+                (2, Outcome::Acked, Some(4)),
+                (3, Outcome::Acked, Some(4)),
+                (4, Outcome::Acked, None)
+            ]
+        );
+    }
+
+    #[test]
+    fn with_policy_all_a_term_acks_below_it_and_stale_deliveries_are_ignored() {
+        let (channel, mut consumer) = acking_all();
+        let now = Instant::now();
+        assert!(consumer.nak(1, 1, None, now));
+        let again = consumer.next(now, &channel).expect("1 again");
+        assert_eq!((again.sequence, again.consumer_sequence), (1, 6));
+        assert!(
+            consumer.term(2, 2, now),
+            "processed as an ack: settles 1 too"
+        );
+        assert_eq!(consumer.info("a").acked, vec![1]);
+        assert_eq!(consumer.info("a").terminated, vec![2]);
+        // An ack of 4 from delivery 4 is above both floors (2, 2).
+        assert!(consumer.ack(4, 4, now));
+        // The floors are now (4, 4): an ack or a nak from a delivery numbered
+        // 4 or less, or an ack of a sequence of 4 or less, is ignored.
+        assert!(!consumer.ack(5, 3, now), "a stale delivery");
+        assert!(!consumer.nak(5, 4, None, now), "a stale delivery");
+        assert!(!consumer.ack(3, 6, now), "at or below the stream floor");
+        assert_eq!(consumer.info("a").pending, vec![5]);
+        assert!(consumer.ack(5, 5, now));
+        assert!(consumer.info("a").pending.is_empty());
+        assert_eq!(
+            acked_with_cover(&consumer),
+            vec![
+                (1, Outcome::Acked, Some(2)),
+                (2, Outcome::Terminated, None),
+                (3, Outcome::Acked, Some(4)),
+                (4, Outcome::Acked, None),
+                (5, Outcome::Acked, None)
+            ]
+        );
+    }
+
+    #[test]
+    fn every_delivery_gets_the_next_consumer_sequence() {
+        let channel = channel_with(2);
+        let now = Instant::now();
+        let mut consumer = Consumer::new(None, config(10, None), &channel, Log::default());
+        let numbers = |h: Option<Handout>| h.map(|h| (h.sequence, h.consumer_sequence));
+        assert_eq!(numbers(consumer.next(now, &channel)), Some((1, 1)));
+        assert!(consumer.nak(1, 0, None, now));
+        assert_eq!(numbers(consumer.next(now, &channel)), Some((1, 2)));
+        assert_eq!(numbers(consumer.next(now, &channel)), Some((2, 3)));
+        assert_eq!(consumer.info("a").consumer_sequence, 3);
+    }
+
+    #[test]
+    fn coalesced_specs_ask_for_ack_policy_all_and_twice_the_pending() {
+        let mut spec = SubscriptionSpec::new("a").with_durable("d");
+        spec.max_in_flight = 8;
+        let explicit = ConsumerConfig::from_spec(&spec);
+        assert_eq!(
+            (explicit.ack_policy, explicit.max_ack_pending),
+            (AckPolicy::Explicit, 8)
+        );
+        spec.ack = AckMode::Coalesced;
+        let all = ConsumerConfig::from_spec(&spec);
+        assert_eq!((all.ack_policy, all.max_ack_pending), (AckPolicy::All, 16));
+        let mut same_limits = all.clone();
+        same_limits.ack_policy = AckPolicy::Explicit;
+        let drift = same_limits.mismatch("a", "d", &all).map(|e| e.to_string());
+        assert!(
+            drift.as_deref().is_some_and(|e| e.contains("ack policy")),
+            "{drift:?}"
+        );
     }
 
     #[test]

@@ -34,9 +34,11 @@ use crate::InMemory;
 /// let worker = broker.consumer_info("jobs", "worker").expect("durable");
 /// assert_eq!(worker.ack_floor, 1);
 /// assert_eq!(worker.acked, vec![1]);
-/// assert_eq!(worker.pending, vec![2]);
+/// // 3 is delivered too: it waits in the subscription's buffer.
+/// assert_eq!(worker.pending, vec![2, 3]);
 /// assert_eq!(worker.delivery_counts.get(&2), Some(&1));
-/// assert_eq!(worker.next_sequence, 3);
+/// assert_eq!(worker.next_sequence, 4);
+/// assert_eq!(worker.consumer_sequence, 3);
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +50,15 @@ pub struct ConsumerInfo {
     pub name: Option<String>,
     /// Subscriptions bound to it now.
     pub live_subscriptions: usize,
+    /// Its ack policy is "all" (a subscriber with `ack = "coalesced"`): an
+    /// ack settles every pending message at or below its sequence.
+    pub acks_all: bool,
+    /// The most messages it lets be delivered and unsettled at once:
+    /// `max_in_flight`, doubled with coalesced acks (as on JetStream).
+    pub max_ack_pending: usize,
+    /// The number of its last delivery (JetStream's consumer sequence): one
+    /// more with every delivery, redeliveries and lost ones included.
+    pub consumer_sequence: u64,
     /// The next sequence it delivers for the first time.
     pub next_sequence: u64,
     /// The highest sequence at or below which nothing is pending (JetStream's
@@ -65,7 +76,7 @@ pub struct ConsumerInfo {
     /// Sequences dropped after `max_deliver` deliveries without an ack
     /// (dead-lettered).
     pub dead_lettered: Vec<u64>,
-    /// The most messages ever pending at once (never above `max_in_flight`).
+    /// The most messages ever pending at once (never above `max_ack_pending`).
     pub pending_high_water: usize,
 }
 

@@ -101,17 +101,95 @@
 //!   an app restarted in the same process resumes where it stopped, and apps
 //!   bound to the same consumer share its messages. Other subscribers get an
 //!   ephemeral consumer that ends with their subscription.
-//! - `max_in_flight` bounds unsettled messages per consumer; `ack_wait`,
-//!   nak delays, in-progress acks, `max_deliver` and start positions behave
-//!   as on JetStream, on [`tokio::time`].
+//! - `max_in_flight` bounds unsettled messages per consumer (twice that with
+//!   `ack = "coalesced"`, as on JetStream); `ack_wait`, nak delays,
+//!   in-progress acks, `max_deliver` and start positions behave as on
+//!   JetStream, on [`tokio::time`]. Every delivery carries the consumer's
+//!   delivery number ([`Metadata::consumer_sequence`](flowgate::Metadata::consumer_sequence)).
+//! - `ack = "coalesced"` gets JetStream's ack policy "all": an ack settles
+//!   every pending message of the consumer at or below it, and so does a
+//!   term (JetStream processes it as an ack); an ack, term or nak from a
+//!   delivery numbered at or below the last applied ack's is ignored.
+//! - A subscription is a pull consumer's client ([`InMemorySubscription`]):
+//!   the broker sends batches into its buffer, where they count as delivered
+//!   (their ack wait runs) until the app takes them.
+//! - The max-deliveries notice ([`Transport::exhausted`](flowgate::Transport::exhausted))
+//!   is JetStream's advisory: an app hears of the give-ups made while it
+//!   listens, and one made while no app runs is missed.
+//! - The broker keeps the failure budget's attempts per durable
+//!   ([`Transport::attempt_store`](flowgate::Transport::attempt_store),
+//!   [`InMemory::recorded_attempts`]).
 //! - The same conformance suite runs against this broker and against
 //!   JetStream on a real `nats-server` (package `flowgate-tests`).
+//!
+//! ## Where it differs from JetStream
+//!
+//! - Message ids de-duplicate for as long as the broker lives (JetStream:
+//!   within the stream's duplicate window, 2 minutes by default).
+//! - A pull request never expires (JetStream: after 30 s the client asks
+//!   again); what is delivered is the same.
+//! - The broker gives up on a message when its last delivery's ack wait
+//!   ends or its last nak arrives; JetStream does when it next tries to
+//!   deliver it, which is then too while an app pulls.
+//! - A nak from an outdated delivery is ignored only with coalesced acks
+//!   (JetStream ignores some with explicit acks too).
+//! - There is no connection to lose: lost deliveries and failed publishes
+//!   or settlements happen when a test injects them (below).
+
+//! ## Faults
+//!
+//! A test can make the broker fail the way a real one does and check what
+//! the app does then: publishes that fail ([`InMemory::fail_publishes`]: a
+//! full stream, for example the dead-letter one), acks, naks and terms that
+//! fail ([`InMemory::fail_acks`], [`InMemory::fail_naks`],
+//! [`InMemory::fail_terms`]), deliveries lost on the way to the client
+//! ([`InMemory::lose_next_deliveries`]: a gap in the consumer sequence, the
+//! message comes again after its ack wait). [`InMemory::faults`] lists the
+//! faults that took effect.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! use flowgate::{App, Failure};
+//! use flowgate_testkit::InMemory;
+//!
+//! #[derive(serde::Serialize, serde::Deserialize, flowgate::Event)]
+//! #[event(channel = "orders.placed")]
+//! struct OrderPlaced { id: u64 }
+//!
+//! #[flowgate::subscriber(durable = "billing", start = "all", ack = "coalesced")]
+//! async fn bill(_: OrderPlaced) -> Result<(), Failure> {
+//!     Ok(())
+//! }
+//!
+//! let broker = InMemory::new();
+//! for id in 1..=8 {
+//!     broker.publish_event(&OrderPlaced { id }).await.unwrap();
+//! }
+//! broker.lose_next_deliveries("orders.placed", 1); // a connection blip
+//! let app = App::new().subscriber(bill::subscriber()).start(broker.clone()).await.unwrap();
+//! broker.wait_idle().await;
+//!
+//! // Message 1 was lost on its first delivery: no ack covered it before its
+//! // redelivery was handled.
+//! let log = broker.settlements("orders.placed");
+//! let first_ack = log.iter().find(|s| s.outcome == flowgate_testkit::Outcome::Acked).unwrap();
+//! assert!(first_ack.at >= log.of(1)[0].at, "nothing acked before 1 expired");
+//! assert_eq!(log.expired(), vec![1]);
+//! let mut acked = log.acked();
+//! acked.sort_unstable();
+//! assert_eq!(acked, (1..=8).collect::<Vec<_>>());
+//! app.shutdown().await.unwrap();
+//! # }
+//! ```
 
 mod acker;
+mod attempts;
 mod broker;
 mod call;
 mod channel;
 mod consumer;
+mod faults;
 mod inspect;
 mod publish;
 mod settlement;
@@ -122,6 +200,7 @@ pub use acker::InMemoryAcker;
 pub use broker::InMemory;
 pub use call::{call, call_payload};
 pub use channel::{stream_name, StoredMessage, MESSAGE_ID_HEADER};
+pub use faults::Fault;
 pub use inspect::ConsumerInfo;
 pub use settlement::{Outcome, Settlement, Settlements};
 pub use subscription::InMemorySubscription;

@@ -24,14 +24,19 @@ use tokio::time::Instant;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Outcome {
-    /// Acked: handled, never delivered again.
+    /// Acked: handled, never delivered again. With coalesced acks (ack
+    /// policy "all") also every pending message an ack of a higher sequence
+    /// covered: see [`Settlement::covered_by`].
     Acked,
     /// Nak'd: delivered again after `delay` (at once when `None`).
     Nakked {
         /// The redelivery delay asked for.
         delay: Option<Duration>,
     },
-    /// Terminated: never delivered again (a payload that does not decode).
+    /// Terminated: never delivered again (dead-lettered by the runtime). With
+    /// coalesced acks JetStream processes a term as an ack: it also acks
+    /// every pending message below it (logged as [`Acked`](Outcome::Acked),
+    /// [`covered_by`](Settlement::covered_by) this one).
     Terminated,
     /// Work in progress: the ack wait restarted.
     InProgress,
@@ -84,6 +89,11 @@ pub struct Settlement {
     pub outcome: Outcome,
     /// When, on [`tokio::time`]'s clock.
     pub at: Instant,
+    /// For an [`Acked`](Outcome::Acked) entry of a consumer with coalesced
+    /// acks (ack policy "all"): the higher sequence whose ack settled this
+    /// one too (or whose term: JetStream processes a term as an ack). `None`
+    /// for a message acked by its own ack, and for every other outcome.
+    pub covered_by: Option<u64>,
 }
 
 /// The settlement log of one channel, oldest first, all consumers together
@@ -124,9 +134,47 @@ impl Settlements {
         self.matching(|o| *o == outcome)
     }
 
-    /// Sequences acked.
+    /// Sequences acked, by their own ack or (coalesced acks) covered by the
+    /// ack of a higher sequence.
     pub fn acked(&self) -> Vec<u64> {
         self.with(Outcome::Acked)
+    }
+
+    /// Sequences acked by an ack of their own: with coalesced acks, one per
+    /// ack the app sent that settled something (each also settled what it
+    /// covered). Without, the same as [`acked`](Self::acked).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use flowgate::{Acker, AckMode, OutgoingMessage, StartPosition, SubscriptionSpec, Transport};
+    /// use futures::StreamExt;
+    ///
+    /// let broker = flowgate_testkit::InMemory::new();
+    /// for n in 1..=3 {
+    ///     broker.publish(OutgoingMessage::new("jobs", n.to_string())).await?.await?;
+    /// }
+    /// let mut spec = SubscriptionSpec::new("jobs").with_durable("worker");
+    /// spec.start = StartPosition::All;
+    /// spec.ack = AckMode::Coalesced;
+    /// let mut jobs = broker.subscribe(&spec).await?;
+    /// let _one = jobs.next().await.expect("delivered");
+    /// let _two = jobs.next().await.expect("delivered");
+    /// let three = jobs.next().await.expect("delivered");
+    /// three.acker.ack().await?; // ack policy "all": settles 1 and 2 too
+    ///
+    /// let log = broker.settlements("jobs");
+    /// assert_eq!(log.acked(), vec![1, 2, 3]);
+    /// assert_eq!(log.acked_directly(), vec![3]);
+    /// assert_eq!(log.of(1)[0].covered_by, Some(3));
+    /// # Ok(()) }
+    /// ```
+    pub fn acked_directly(&self) -> Vec<u64> {
+        self.0
+            .iter()
+            .filter(|s| s.outcome == Outcome::Acked && s.covered_by.is_none())
+            .map(|s| s.sequence)
+            .collect()
     }
 
     /// Sequences nak'd, whatever the delay, once per nak.

@@ -416,3 +416,52 @@ async fn deliveries_that_run_out_unsettled_reach_the_dead_letters() {
     app.shutdown().await.expect("clean shutdown");
     drop(taken);
 }
+
+/// The broker's side of a subscription runs on a task of its own: on a
+/// multi-threaded runtime it fills the client's buffer while the app takes
+/// from it on another thread, and nothing is lost or handled twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_threaded_runtime_delivers_every_message_once() {
+    const N: u64 = 2000;
+    let broker = InMemory::new();
+    publish_orders(&broker, 1..=N).await;
+    let seen = Log::new();
+    for (name, coalesced) in [("auto", false), ("coalesced", true)] {
+        let log = seen.clone();
+        let handler = move |order: Message<Order>| {
+            let log = log.clone();
+            async move {
+                tokio::task::yield_now().await;
+                log.push((name, order.stream_sequence()));
+                Handled::Ok(())
+            }
+        };
+        let mut subscriber = durable(name, Subscriber::new(CHANNEL, handler)).max_in_flight(64);
+        if coalesced {
+            subscriber = subscriber.coalesced_acks();
+        }
+        let app = App::new()
+            .subscriber(subscriber)
+            .start(broker.clone())
+            .await
+            .expect("app starts");
+        tokio::time::timeout(Duration::from_secs(60), broker.wait_idle())
+            .await
+            .expect("settled");
+        app.shutdown().await.expect("clean shutdown");
+        let consumer = broker.consumer_info(CHANNEL, name).expect("durable");
+        assert_eq!(consumer.acked.len(), N as usize, "{name}");
+        let mut handled: Vec<u64> = seen
+            .items()
+            .iter()
+            .filter(|(by, _)| *by == name)
+            .map(|(_, sequence)| *sequence)
+            .collect();
+        handled.sort_unstable();
+        assert_eq!(
+            handled,
+            (1..=N).collect::<Vec<_>>(),
+            "{name}: each handled once"
+        );
+    }
+}

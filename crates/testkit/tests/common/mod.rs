@@ -80,3 +80,79 @@ impl<T: Clone> Log<T> {
         self.0.lock().expect("log lock").clone()
     }
 }
+
+/// One handler run.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// Which app ran it (for tests with several).
+    pub app: usize,
+    pub id: u64,
+    pub sequence: u64,
+    pub delivery: u32,
+    /// When the handler returned.
+    pub at: tokio::time::Instant,
+    /// Whether it returned `Ok`.
+    pub ok: bool,
+}
+
+/// Every handler run of a test.
+pub type Runs = Log<Run>;
+
+impl Runs {
+    /// Records a run of `order` by `app` that returned `ok`.
+    pub fn record(&self, app: usize, order: &flowgate::Message<Order>, ok: bool) {
+        self.push(Run {
+            app,
+            id: order.id,
+            sequence: order.stream_sequence(),
+            delivery: order.delivery_count(),
+            at: tokio::time::Instant::now(),
+            ok,
+        });
+    }
+
+    /// How many times the handler ran for `id`.
+    pub fn times(&self, id: u64) -> usize {
+        self.items().iter().filter(|run| run.id == id).count()
+    }
+
+    /// The runs of `id`.
+    pub fn of(&self, id: u64) -> Vec<Run> {
+        self.items()
+            .into_iter()
+            .filter(|run| run.id == id)
+            .collect()
+    }
+}
+
+/// Fails the test when the broker logged an ack of a message (its own, or
+/// one covering it) before a handler run of it returned `Ok`: a message
+/// settled without being handled.
+pub fn assert_nothing_acked_unhandled(broker: &InMemory, runs: &Runs) {
+    let runs = runs.items();
+    for settlement in broker.settlements(CHANNEL).iter() {
+        if settlement.outcome != flowgate_testkit::Outcome::Acked {
+            continue;
+        }
+        let handled = runs
+            .iter()
+            .any(|run| run.ok && run.sequence == settlement.sequence && run.at <= settlement.at);
+        assert!(
+            handled,
+            "sequence {} was acked (covered by {:?}) before any handler run of it succeeded; runs: {:?}",
+            settlement.sequence,
+            settlement.covered_by,
+            runs.iter()
+                .map(|r| (r.sequence, r.delivery, r.ok))
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
+/// The dead letters of `CHANNEL`, as order ids.
+pub fn dead_letter_ids(broker: &InMemory) -> Vec<u64> {
+    let letters: Vec<Order> = broker
+        .published_on(&format!("dlq.{CHANNEL}"))
+        .expect("dead letters decode");
+    letters.iter().map(|order| order.id).collect()
+}
