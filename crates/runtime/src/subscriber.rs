@@ -163,7 +163,8 @@ impl Subscriber {
     }
 
     /// One ack covers every handled message before it
-    /// ([`AckMode::Coalesced`]; JetStream only).
+    /// ([`AckMode::Coalesced`]; JetStream and the in-memory broker, not NATS
+    /// Streaming).
     pub fn coalesced_acks(mut self) -> Self {
         self.spec.ack = AckMode::Coalesced;
         self
