@@ -91,6 +91,29 @@ async fn publish_steadily(nats: flowgate::JetStream, stop: CancellationToken) ->
     next
 }
 
+/// Kills node `index` and waits until 300 more messages were handled;
+/// returns the longest pause in handling after the kill.
+async fn kill_and_watch(
+    cluster: &mut NatsCluster,
+    index: usize,
+    handled: &Handled,
+    what: &str,
+) -> Duration {
+    let killed_at = Instant::now();
+    cluster.kill(index);
+    let before = handled.count();
+    let resumed = eventually(Duration::from_secs(30), || async {
+        handled.count() > before + 300
+    })
+    .await;
+    assert!(
+        resumed,
+        "consumption did not resume after {what} died\n{}",
+        cluster.logs()
+    );
+    handled.longest_pause_after(killed_at)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumption_resumes_after_the_stream_leader_and_the_clients_node_die() {
     init_tracing();
@@ -126,38 +149,14 @@ async fn consumption_resumes_after_the_stream_leader_and_the_clients_node_die() 
     assert!(flowing, "messages flow before the fault");
 
     // The stream leader dies.
-    let killed_at = Instant::now();
-    cluster.kill(leader);
-    let before = handled.count();
-    let resumed = eventually(Duration::from_secs(30), || async {
-        handled.count() > before + 300
-    })
-    .await;
-    assert!(
-        resumed,
-        "consumption resumed after the leader died\n{}",
-        cluster.logs()
-    );
-    let leader_pause = handled.longest_pause_after(killed_at);
+    let leader_pause = kill_and_watch(&mut cluster, leader, &handled, "the stream leader").await;
     cluster.restart(leader).await;
     cluster.wait_for_stream_leader(&stream).await;
 
     // The node the client is connected to dies.
     let name = nats.client().server_info().server_name;
     let node = cluster.index_of(&name).expect("the client's node");
-    let killed_at = Instant::now();
-    cluster.kill(node);
-    let before = handled.count();
-    let resumed = eventually(Duration::from_secs(30), || async {
-        handled.count() > before + 300
-    })
-    .await;
-    assert!(
-        resumed,
-        "consumption resumed after the client's node died\n{}",
-        cluster.logs()
-    );
-    let node_pause = handled.longest_pause_after(killed_at);
+    let node_pause = kill_and_watch(&mut cluster, node, &handled, "the client's node").await;
 
     stop.cancel();
     let total = publisher.await.expect("the publisher did not panic");

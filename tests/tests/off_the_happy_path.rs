@@ -35,6 +35,14 @@ async fn publish(nats: &flowgate::JetStream, channel: &str, ids: impl IntoIterat
     }
 }
 
+/// A server of this test's own, and a transport connected to it.
+async fn started() -> (NatsServer, flowgate::JetStream) {
+    init_tracing();
+    let server = NatsServer::start().await;
+    let nats = server.jetstream().await;
+    (server, nats)
+}
+
 /// How often each id was handled, shared with the test.
 #[derive(Clone, Default)]
 struct Runs(Arc<Mutex<BTreeMap<u64, usize>>>);
@@ -67,9 +75,7 @@ impl Drop for DropFlag {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_past_the_shutdown_deadline_is_stopped_before_shutdown_returns() {
-    init_tracing();
-    let server = NatsServer::start().await;
-    let nats = server.jetstream().await;
+    let (_server, nats) = started().await;
     let channel = "offpath.abandon";
     let started = Arc::new(Notify::new());
     let release = Arc::new(Notify::new());
@@ -129,9 +135,7 @@ async fn a_handler_past_the_shutdown_deadline_is_stopped_before_shutdown_returns
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_hands_back_buffered_deliveries_so_they_come_again_at_once() {
-    init_tracing();
-    let server = NatsServer::start().await;
-    let nats = server.jetstream().await;
+    let (_server, nats) = started().await;
     let channel = "offpath.release";
     let started = Arc::new(Notify::new());
     let release = Arc::new(Notify::new());
@@ -180,10 +184,6 @@ async fn shutdown_hands_back_buffered_deliveries_so_they_come_again_at_once() {
         .expect("shutdown returns")
         .expect("no panic")
         .expect("clean shutdown");
-    eprintln!(
-        "DEBUG after shutdown: {:?}",
-        consumer_state(&nats, channel, "release").await
-    );
     let handled_first: Vec<u64> = first_runs.all().keys().copied().collect();
     assert_eq!(handled_first.len(), 1, "one handler ran: {handled_first:?}");
 
@@ -214,12 +214,6 @@ async fn shutdown_hands_back_buffered_deliveries_so_they_come_again_at_once() {
         second_runs.all().len() == 3
     })
     .await;
-    eprintln!(
-        "DEBUG second: {:?} {:?}",
-        consumer_state(&nats, channel, "release").await,
-        lock(&deliveries)
-    );
-    std::fs::write("/tmp/release-trace.log", server.log()).ok();
     assert!(
         all,
         "the buffered messages did not come again within 10 s (ack wait 30 s): {:?}",
@@ -237,9 +231,7 @@ async fn shutdown_hands_back_buffered_deliveries_so_they_come_again_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_layer_waiting_for_readiness_holds_no_message() {
-    init_tracing();
-    let server = NatsServer::start().await;
-    let nats = server.jetstream().await;
+    let (_server, nats) = started().await;
     let channel = "offpath.ready";
     let runs = Runs::default();
     let handler = {
@@ -291,9 +283,7 @@ async fn a_layer_waiting_for_readiness_holds_no_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_that_cannot_be_stored_is_retried_without_running_the_handler_again() {
-    init_tracing();
-    let server = NatsServer::start().await;
-    let nats = server.jetstream().await;
+    let (_server, nats) = started().await;
     let channel = "offpath.dlqfull";
     let dead_letters = "dlq.offpath.dlqfull";
     let dlq_stream = full_stream(&nats, dead_letters).await;
@@ -354,9 +344,7 @@ async fn a_dead_letter_that_cannot_be_stored_is_retried_without_running_the_hand
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_ephemeral_subscribers_each_get_their_dead_letter() {
-    init_tracing();
-    let server = NatsServer::start().await;
-    let nats = server.jetstream().await;
+    let (_server, nats) = started().await;
     let channel = "offpath.twins";
     let failing = |name: &str| {
         Subscriber::new(channel, |_job: Job| async {
@@ -418,9 +406,7 @@ async fn consumer_names(nats: &flowgate::JetStream, stream: &str) -> Vec<String>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_ephemeral_consumer_is_recreated_without_skipping_a_nakd_message() {
-    init_tracing();
-    let server = NatsServer::start().await;
-    let nats = server.jetstream().await;
+    let (_server, nats) = started().await;
     let channel = "offpath.ephemeral";
     let stream = nats.ensure_stream(channel).await.expect("stream");
     let (runs, ok) = (Runs::default(), Runs::default());
@@ -452,9 +438,7 @@ async fn a_lost_ephemeral_consumer_is_recreated_without_skipping_a_nakd_message(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_durable_is_recreated_from_the_lowest_unsettled_message() {
-    init_tracing();
-    let server = NatsServer::start().await;
-    let nats = server.jetstream().await;
+    let (_server, nats) = started().await;
     let channel = "offpath.durable";
     let stream = nats.ensure_stream(channel).await.expect("stream");
     let (runs, ok) = (Runs::default(), Runs::default());
@@ -497,9 +481,7 @@ async fn a_deleted_durable_is_recreated_from_the_lowest_unsettled_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_ack_mode_pulls_with_an_idle_heartbeat() {
-    init_tracing();
-    let server = NatsServer::start().await;
-    let nats = server.jetstream().await;
+    let (server, nats) = started().await;
     let watcher = async_nats::connect(server.url()).await.expect("watcher");
     let mut pulls = watcher
         .subscribe("$JS.API.CONSUMER.MSG.NEXT.>")
