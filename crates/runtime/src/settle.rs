@@ -107,11 +107,10 @@ impl<A: Acker> Settler<A> {
                 sequence,
             } => {
                 let due = match how {
-                    Settlement::Ack => window.done(sequence, acker),
-                    Settlement::Term => {
-                        acker.term().await?;
-                        window.settled(sequence)
-                    }
+                    // No TERM under the ack-all policy: the server would
+                    // settle every message before it too. The ack that
+                    // passes it settles it.
+                    Settlement::Ack | Settlement::Term => window.done(sequence, acker),
                     Settlement::Nak(delay) => {
                         acker.nak(delay).await?;
                         window.nakked(sequence, delivered);

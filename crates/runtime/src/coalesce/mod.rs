@@ -1,18 +1,25 @@
 //! Coalesced acks (`ack = "coalesced"`, JetStream's ack-all policy): one ack
 //! settles every message up to it, so the server does a fraction of the ack
-//! work. flowgate acks only the contiguous prefix of handled messages: never
+//! work. flowgate acks only the contiguous prefix of settled messages: never
 //! past a message that is still running, was nak'd, or awaits redelivery.
 //!
 //! The window lists the stream sequences delivered and not yet covered by an
 //! ack, in order. When its head is handled, the prefix pops; the acker of the
 //! highest handled message in it is kept and used once enough messages have
-//! popped, or when the periodic flush comes round.
+//! popped, or when the periodic flush comes round. A dead-lettered message is
+//! settled the same way: under the ack-all policy a TERM would settle every
+//! message before it too.
+//!
+//! The server ignores an ack-all (and a nak) whose delivery number is not
+//! above the highest delivery number acked so far. So the prefix pops only up
+//! to a message delivered before every running or handled one left behind
+//! it; past a redelivery it waits for the messages delivered earlier.
 //!
 //! An ack-all also settles messages this window never saw: deliveries lost
 //! in transit (a connection blip, a reopened pull), or messages an earlier or
 //! another instance holds. So the window starts **fenced** and fences again at
-//! every gap in the consumer's delivery numbers; while fenced nothing is
-//! acked. The fence lifts once the broker's count of delivered-and-unacked
+//! every gap in the consumer's delivery numbers; while fenced nothing more
+//! pops. The fence lifts once the broker's count of delivered-and-unacked
 //! messages is no more than the ones listed here: every such message is then
 //! known to this window. Handled messages waiting for the prefix are kept
 //! alive with progress acks, and a redelivery of one is not handled again.
@@ -31,12 +38,33 @@ enum Slot<A> {
     Running,
     /// Nak'd: awaits its redelivery (the broker's delivery count so far).
     Waiting { delivered: u32 },
-    /// Handled: its acker acks the prefix up to it.
+    /// Settled by the app (handled, or dead-lettered): its acker acks the
+    /// prefix up to it.
     Done(A),
-    /// Handled, its acker lent out for a progress ack.
+    /// Done, its acker lent out for a progress ack: the prefix stops here
+    /// until it is given back.
     DoneLent,
-    /// Terminated on its own (dead-lettered): the prefix may move past it.
-    Settled,
+}
+
+impl<A> Slot<A> {
+    /// Delivered and not nak'd: the broker holds it for the delivery the
+    /// window knows, whose acker may still be used.
+    fn is_live(&self) -> bool {
+        !matches!(self, Slot::Waiting { .. })
+    }
+}
+
+/// One message of the window.
+#[derive(Debug)]
+struct Entry<A> {
+    sequence: u64,
+    /// The consumer's number of the delivery whose acker the window holds
+    /// (or the running handler will hand in).
+    delivery: Option<u64>,
+    /// Delivered after messages that follow it in the window: the delivery
+    /// numbers are out of order here, so the ack point is searched for.
+    reordered: bool,
+    slot: Slot<A>,
 }
 
 /// What a delivery is to the window.
@@ -45,21 +73,24 @@ pub(crate) enum Arrival<A> {
     /// To be handled: its acker, handed back.
     Handle(A),
     /// A redelivery of a message already handled and waiting for its ack:
-    /// not handled again (its newer acker is kept).
+    /// not handled again (the acker of its first delivery is kept).
     AlreadyHandled,
 }
 
 #[derive(Debug)]
 struct Inner<A> {
-    /// Nothing is acked while set (see the module docs).
+    /// Nothing more pops while set (see the module docs).
     fenced: bool,
-    /// Bumped by every termination, so a fence check that raced one is retried.
-    terms: u64,
+    /// Bumped by every ack taken out of the window, so a fence check that
+    /// raced one is retried.
+    acks: u64,
     /// The consumer's number of the last delivery seen.
     last_delivery: Option<u64>,
-    slots: VecDeque<(u64, Slot<A>)>,
-    /// The acker of the highest handled message popped from the head, not
-    /// yet sent, with its sequence.
+    entries: VecDeque<Entry<A>>,
+    /// Live entries marked `reordered`.
+    reordered: usize,
+    /// The acker of the highest message popped from the head, not yet
+    /// sent, with its sequence.
     pending: Option<(u64, A)>,
     popped_since_ack: usize,
 }
@@ -68,7 +99,7 @@ struct Inner<A> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Listed {
     unacked: usize,
-    terms: u64,
+    acks: u64,
 }
 
 /// The delivered-but-unacked messages of one coalescing subscription.
@@ -87,9 +118,10 @@ impl<A> AckWindow<A> {
         Self {
             inner: Mutex::new(Inner {
                 fenced: true,
-                terms: 0,
+                acks: 0,
                 last_delivery: None,
-                slots: VecDeque::new(),
+                entries: VecDeque::new(),
+                reordered: 0,
                 pending: None,
                 popped_since_ack: 0,
             }),
@@ -115,32 +147,55 @@ impl<A> AckWindow<A> {
         if delivery.is_some() {
             inner.last_delivery = delivery;
         }
-        match inner.slots.back() {
-            Some((last, _)) if *last >= sequence => {}
+        let len = inner.entries.len();
+        match inner.entries.back() {
+            Some(last) if last.sequence >= sequence => {}
             _ => {
-                inner.slots.push_back((sequence, Slot::Running));
+                inner.entries.push_back(Entry {
+                    sequence,
+                    delivery,
+                    reordered: false,
+                    slot: Slot::Running,
+                });
                 return Arrival::Handle(acker);
             }
         }
-        match inner.slots.binary_search_by_key(&sequence, |(s, _)| *s) {
-            Ok(at) => match &mut inner.slots[at].1 {
-                slot @ (Slot::Done(_) | Slot::DoneLent) => {
-                    *slot = Slot::Done(acker);
-                    Arrival::AlreadyHandled
+        match inner
+            .entries
+            .binary_search_by_key(&sequence, |e| e.sequence)
+        {
+            Ok(at) => {
+                let entry = &mut inner.entries[at];
+                if matches!(entry.slot, Slot::Done(_) | Slot::DoneLent) {
+                    return Arrival::AlreadyHandled;
                 }
-                slot => {
-                    *slot = Slot::Running;
-                    Arrival::Handle(acker)
-                }
-            },
+                entry.slot = Slot::Running;
+                entry.delivery = delivery;
+                let newly_reordered = at + 1 < len && !entry.reordered;
+                entry.reordered |= newly_reordered;
+                inner.reordered += usize::from(newly_reordered);
+                Arrival::Handle(acker)
+            }
             Err(at) => {
-                inner.slots.insert(at, (sequence, Slot::Running));
+                inner.entries.insert(
+                    at,
+                    Entry {
+                        sequence,
+                        delivery,
+                        reordered: true,
+                        slot: Slot::Running,
+                    },
+                );
+                inner.reordered += 1;
                 Arrival::Handle(acker)
             }
         }
     }
 
-    /// Marks `sequence` handled; returns the acker to send now, if any.
+    /// Marks `sequence` settled by the app: handled, or dead-lettered (under
+    /// the ack-all policy a TERM would settle every message before it too, so
+    /// a dead-lettered message is settled by the ack that passes it).
+    /// Returns the acker to send now, if any.
     pub(crate) fn done(&self, sequence: u64, acker: A) -> Option<A> {
         self.mark(sequence, Slot::Done(acker))
     }
@@ -150,24 +205,17 @@ impl<A> AckWindow<A> {
         let _ = self.mark(sequence, Slot::Waiting { delivered });
     }
 
-    /// Marks `sequence` terminated on its own; returns the acker to send now, if any.
-    pub(crate) fn settled(&self, sequence: u64) -> Option<A> {
-        if let Ok(mut inner) = self.inner.lock() {
-            inner.terms += 1;
-        }
-        self.mark(sequence, Slot::Settled)
-    }
-
     /// The acker to send now, for the periodic flush: what popped and waits,
-    /// or the prefix that can pop. Nothing while fenced.
+    /// or the prefix that can pop. While fenced nothing more pops, but what
+    /// popped before the fence went up is sent: the window knew every
+    /// message the broker held below it then.
     pub(crate) fn flush(&self) -> Option<A> {
         let mut inner = self.inner.lock().ok()?;
-        if inner.fenced {
-            return None;
+        if !inner.fenced {
+            pop_prefix(&mut inner);
         }
-        pop_prefix(&mut inner);
         inner.popped_since_ack = 0;
-        inner.pending.take().map(|(_, acker)| acker)
+        take_pending(&mut inner)
     }
 
     /// Whether acks are held back until a fence check passes.
@@ -182,36 +230,35 @@ impl<A> AckWindow<A> {
         let Ok(inner) = self.inner.lock() else {
             return Listed {
                 unacked: 0,
-                terms: u64::MAX,
+                acks: u64::MAX,
             };
         };
         let unacked = inner
-            .slots
+            .entries
             .iter()
-            .filter(|(_, slot)| match slot {
+            .filter(|entry| match entry.slot {
                 Slot::Running | Slot::Done(_) | Slot::DoneLent => true,
                 // One the broker exhausted is no longer pending there.
-                Slot::Waiting { delivered } => self.max_deliver.is_none_or(|max| *delivered < max),
-                Slot::Settled => false,
+                Slot::Waiting { delivered } => self.max_deliver.is_none_or(|max| delivered < max),
             })
             .count()
             + usize::from(inner.pending.is_some());
         Listed {
             unacked,
-            terms: inner.terms,
+            acks: inner.acks,
         }
     }
 
     /// Lifts the fence when the broker's count of delivered-and-unacked
     /// messages (asked after `listed` was taken) is no more than the window
-    /// lists: every one of them is then known here. A termination between
-    /// the two makes the check inconclusive. Returns whether the window is
+    /// lists: every one of them is then known here. An ack sent between the
+    /// two makes the check inconclusive. Returns whether the window is
     /// unfenced now.
     pub(crate) fn lift_fence(&self, listed: Listed, broker_unacked: usize) -> bool {
         let Ok(mut inner) = self.inner.lock() else {
             return false;
         };
-        if inner.fenced && inner.terms == listed.terms && broker_unacked <= listed.unacked {
+        if inner.fenced && inner.acks == listed.acks && broker_unacked <= listed.unacked {
             inner.fenced = false;
         }
         !inner.fenced
@@ -225,41 +272,29 @@ impl<A> AckWindow<A> {
             return Vec::new();
         };
         let mut lent = Vec::new();
-        for (sequence, slot) in inner.slots.iter_mut() {
-            if matches!(slot, Slot::Done(_)) {
-                if let Slot::Done(acker) = std::mem::replace(slot, Slot::DoneLent) {
-                    lent.push((*sequence, acker));
+        for entry in inner.entries.iter_mut() {
+            if matches!(entry.slot, Slot::Done(_)) {
+                if let Slot::Done(acker) = std::mem::replace(&mut entry.slot, Slot::DoneLent) {
+                    lent.push((entry.sequence, acker));
                 }
             }
         }
         lent
     }
 
-    /// Takes back lent ackers. One whose message popped meanwhile becomes the
-    /// one to ack with, when it is the highest popped.
+    /// Takes back lent ackers; the prefix may pop past them again.
     pub(crate) fn give_back(&self, lent: Vec<(u64, A)>) {
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
         for (sequence, acker) in lent {
-            match inner.slots.binary_search_by_key(&sequence, |(s, _)| *s) {
-                Ok(at) => {
-                    if matches!(inner.slots[at].1, Slot::DoneLent) {
-                        inner.slots[at].1 = Slot::Done(acker);
-                    }
-                }
-                Err(_) => {
-                    let higher = inner
-                        .pending
-                        .as_ref()
-                        .is_none_or(|(pending, _)| sequence > *pending);
-                    let popped = inner
-                        .slots
-                        .front()
-                        .is_none_or(|(front, _)| sequence < *front);
-                    if higher && popped {
-                        inner.pending = Some((sequence, acker));
-                    }
+            if let Ok(at) = inner
+                .entries
+                .binary_search_by_key(&sequence, |e| e.sequence)
+            {
+                let entry = &mut inner.entries[at];
+                if matches!(entry.slot, Slot::DoneLent) {
+                    entry.slot = Slot::Done(acker);
                 }
             }
         }
@@ -268,39 +303,97 @@ impl<A> AckWindow<A> {
     /// Messages delivered and not yet covered by an ack.
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.inner.lock().map(|i| i.slots.len()).unwrap_or(0)
+        self.inner.lock().map(|i| i.entries.len()).unwrap_or(0)
     }
 
     fn mark(&self, sequence: u64, state: Slot<A>) -> Option<A> {
         let mut inner = self.inner.lock().ok()?;
         let at = inner
-            .slots
-            .binary_search_by_key(&sequence, |(s, _)| *s)
+            .entries
+            .binary_search_by_key(&sequence, |e| e.sequence)
             .ok()?;
-        inner.slots[at].1 = state;
-        if at != 0 || inner.fenced {
+        let entry = &mut inner.entries[at];
+        let unordered = entry.reordered && !state.is_live();
+        if unordered {
+            entry.reordered = false;
+        }
+        entry.slot = state;
+        inner.reordered = inner.reordered.saturating_sub(usize::from(unordered));
+        // Out of order, a message done behind the head may free the ack point.
+        if (at != 0 && inner.reordered == 0) || inner.fenced {
             return None;
         }
         pop_prefix(&mut inner);
         if inner.popped_since_ack >= self.batch && inner.pending.is_some() {
             inner.popped_since_ack = 0;
-            return inner.pending.take().map(|(_, acker)| acker);
+            return take_pending(&mut inner);
         }
         None
     }
 }
 
-/// Pops the handled prefix, keeping the acker of the highest handled message.
+fn take_pending<A>(inner: &mut Inner<A>) -> Option<A> {
+    let (_, acker) = inner.pending.take()?;
+    inner.acks += 1;
+    Some(acker)
+}
+
+/// Pops the done prefix up to its ack point, keeping the acker there.
+///
+/// Under the ack-all policy the broker ignores an ack whose delivery number
+/// is not above the highest one acked so far (and a nak too). So the ack
+/// point is the highest done message whose delivery number is below that of
+/// every running or done message left behind it: the acks and naks of those
+/// stay valid. Where deliveries arrived in order that is the prefix's end;
+/// past a redelivery, the prefix waits (its messages kept alive) until the
+/// messages delivered before the redelivery are done too.
 fn pop_prefix<A>(inner: &mut Inner<A>) {
-    while matches!(
-        inner.slots.front(),
-        Some((_, Slot::Done(_) | Slot::DoneLent | Slot::Settled))
-    ) {
-        if let Some((sequence, Slot::Done(acker))) = inner.slots.pop_front() {
-            inner.pending = Some((sequence, acker));
+    let done = inner
+        .entries
+        .iter()
+        .take_while(|entry| matches!(entry.slot, Slot::Done(_)))
+        .count();
+    if done == 0 {
+        return;
+    }
+    let point = if inner.reordered == 0 {
+        done - 1
+    } else {
+        match ack_point(&inner.entries, done) {
+            Some(point) => point,
+            None => return,
+        }
+    };
+    for _ in 0..=point {
+        let Some(entry) = inner.entries.pop_front() else {
+            break;
+        };
+        inner.reordered = inner.reordered.saturating_sub(usize::from(entry.reordered));
+        if let Slot::Done(acker) = entry.slot {
+            inner.pending = Some((entry.sequence, acker));
         }
         inner.popped_since_ack += 1;
     }
+}
+
+/// The highest index below `done` whose delivery number is below that of
+/// every live entry after it.
+fn ack_point<A>(entries: &VecDeque<Entry<A>>, done: usize) -> Option<usize> {
+    let after = entries
+        .iter()
+        .skip(done)
+        .filter(|entry| entry.slot.is_live())
+        .filter_map(|entry| entry.delivery)
+        .min()
+        .unwrap_or(u64::MAX);
+    for at in (0..done).rev() {
+        match entries[at].delivery {
+            // `after` stays the lowest for the entries before this one.
+            Some(delivery) if delivery >= after => {}
+            _ => return Some(at),
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -367,10 +460,15 @@ mod tests {
     }
 
     #[test]
-    fn a_terminated_message_lets_the_prefix_pass() {
+    fn a_dead_lettered_message_is_settled_by_the_ack_past_it() {
         let window = open_window(10, &[1, 2, 3]);
         assert_eq!(window.done(1, "ack-1"), None, "batch of 10 not reached");
-        assert_eq!(window.settled(2), None);
+        window.nakked(2, 1);
+        assert_eq!(window.flush(), Some("ack-1"));
+        let _ = window.delivered(2, Some(4), "d");
+        // Dead-lettered: no TERM of its own, it waits for the prefix.
+        assert_eq!(window.done(2, "ack-2"), None);
+        assert_eq!(window.flush(), None, "3 is running");
         assert_eq!(window.done(3, "ack-3"), None);
         assert_eq!(window.flush(), Some("ack-3"));
         assert_eq!(window.flush(), None);
@@ -415,13 +513,47 @@ mod tests {
     }
 
     #[test]
-    fn a_termination_during_a_fence_check_makes_it_inconclusive() {
-        let window = AckWindow::new(1, Some(5));
-        deliver(&window, 1, &[1, 2]);
+    fn an_ack_sent_during_a_fence_check_makes_it_inconclusive() {
+        let window = open_window(10, &[1, 2, 3]);
+        assert_eq!(window.done(1, "ack-1"), None, "popped, batch not reached");
+        assert_eq!(window.done(2, "ack-2"), None);
+        // Delivery 4 was lost in transit; 5 arrives and fences.
+        let _ = window.delivered(5, Some(5), "d");
         let listed = window.listed();
-        let _ = window.settled(1);
-        assert!(!window.lift_fence(listed, 1));
-        assert!(window.lift_fence(window.listed(), 1));
+        // What popped before the fence is sent while fenced.
+        assert_eq!(window.flush(), Some("ack-2"));
+        // The broker's count dropped by the two acked: 3, 4 and 5 are left,
+        // one more than the window lists now, but the check cannot tell.
+        assert!(!window.lift_fence(listed, 2), "the ack raced the check");
+        assert!(!window.lift_fence(window.listed(), 3), "4 is unknown here");
+    }
+
+    #[test]
+    fn a_redelivered_head_waits_for_the_messages_delivered_before_it() {
+        let window = open_window(1, &[1, 2, 3]);
+        window.nakked(1, 1);
+        assert_eq!(window.delivered(1, Some(4), "d"), Arrival::Handle("d"));
+        // An ack at 1 carries delivery 4: the broker would then ignore the
+        // acks (and naks) of deliveries 2 and 3.
+        assert_eq!(window.done(1, "ack-1"), None);
+        assert_eq!(window.flush(), None);
+        assert_eq!(window.done(3, "ack-3"), None, "2 is still running");
+        assert_eq!(window.flush(), None);
+        assert_eq!(window.done(2, "ack-2"), Some("ack-3"));
+        assert_eq!(window.len(), 0);
+    }
+
+    #[test]
+    fn past_a_redelivery_the_ack_point_is_below_every_later_delivery() {
+        let window = open_window(1, &[1, 2, 3]);
+        window.nakked(1, 1);
+        let _ = window.delivered(1, Some(4), "d");
+        assert_eq!(window.done(2, "ack-2"), None);
+        // 1 (delivery 4) and 2 (delivery 2) are done, 3 (delivery 3) runs:
+        // an ack at 2 covers 1 too and leaves 3 ackable.
+        assert_eq!(window.done(1, "ack-1"), Some("ack-2"));
+        assert_eq!(window.len(), 1);
+        assert_eq!(window.done(3, "ack-3"), Some("ack-3"));
     }
 
     #[test]
@@ -436,15 +568,20 @@ mod tests {
             Arrival::AlreadyHandled
         );
         assert_eq!(window.done(1, "ack-1"), None);
-        assert_eq!(window.flush(), Some("ack-2-again"));
+        assert_eq!(
+            window.flush(),
+            Some("ack-2"),
+            "the acker of the first delivery is kept: its number is the lower"
+        );
     }
 
     #[test]
-    fn an_acker_lent_while_its_message_pops_is_the_one_acked_with() {
+    fn a_lent_acker_holds_the_prefix_until_it_is_given_back() {
         let window = open_window(10, &[1, 2]);
         assert_eq!(window.done(2, "ack-2"), None);
         let lent = window.lend_waiting();
         assert_eq!(window.done(1, "ack-1"), None, "below the batch");
+        assert_eq!(window.flush(), Some("ack-1"), "2 is lent");
         window.give_back(lent);
         assert_eq!(window.flush(), Some("ack-2"));
     }

@@ -14,7 +14,10 @@ use crate::Acker;
 
 /// How often handled messages waiting in the window are acked.
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
-/// How often a fenced window asks the broker for its count.
+/// How often a fenced window asks the broker for its count, at most: a new
+/// fence is checked at the next tick, then ever less often up to this. (A
+/// fence that went up while deliveries flowed usually lifts within a tick or
+/// two, once what was delivered has reached the window.)
 const FENCE_CHECK_EVERY: Duration = Duration::from_millis(250);
 
 /// Keeps `window` going until `finish`, then acks what it holds once more.
@@ -30,6 +33,7 @@ pub(crate) async fn keep<A: Acker>(
 ) {
     let mut ticks = tokio::time::interval(FLUSH_EVERY);
     let mut next_fence_check = Instant::now();
+    let mut fence_check_every = FLUSH_EVERY;
     let mut next_progress = Instant::now() + progress_every;
     let mut fenced_since: Option<Instant> = None;
     let mut warned = false;
@@ -40,7 +44,11 @@ pub(crate) async fn keep<A: Acker>(
         };
         let now = Instant::now();
         if window.is_fenced() && now >= next_fence_check && !finished {
-            next_fence_check = now + FENCE_CHECK_EVERY;
+            if fenced_since.is_none() {
+                fence_check_every = FLUSH_EVERY;
+            }
+            next_fence_check = now + fence_check_every;
+            fence_check_every = (fence_check_every * 2).min(FENCE_CHECK_EVERY);
             let since = *fenced_since.get_or_insert(now);
             let listed = window.listed();
             match probe().await {
