@@ -253,7 +253,7 @@ pub(crate) async fn dispatch<T: Transport>(
             .instrument(span),
         );
     }
-    release_buffered(&mut deliveries, &mut parked).await;
+    release_buffered(&mut deliveries, &mut parked, window.as_deref()).await;
     // The subscription lives until every handler has settled: a transport
     // that ties acks to an open subscription (NATS Streaming) keeps them.
     finish.cancelled().await;
@@ -361,12 +361,19 @@ async fn with_progress<A: Acker>(
 async fn release_buffered<A: Acker>(
     deliveries: &mut impl DeliveryStream<A>,
     parked: &mut Parked<A>,
+    window: Option<&AckWindow<A>>,
 ) {
     let buffered = deliveries.stop();
     let mut released: Vec<Delivery<A>> = parked.drain().chain(buffered).collect();
     released
         .sort_unstable_by_key(|delivery| std::cmp::Reverse(delivery.metadata.stream_sequence()));
     for delivery in released {
+        if let Some(window) = window {
+            window.released(
+                delivery.metadata.stream_sequence(),
+                delivery.metadata.delivery_count(),
+            );
+        }
         if let Err(err) = delivery.acker.nak(None).await {
             tracing::debug!(error = %err, "could not release a buffered delivery; it is redelivered after the ack wait");
         }

@@ -119,7 +119,14 @@ impl<A: Acker> Settler<A> {
                     Settlement::InProgress => return acker.in_progress().await,
                 };
                 match due {
-                    Some(prefix) => prefix.ack().await,
+                    Some(prefix) => match prefix.ack().await {
+                        Ok(()) => Ok(()),
+                        Err(err) => {
+                            // Sent again at the next flush.
+                            window.unsent(prefix);
+                            Err(err)
+                        }
+                    },
                     None => Ok(()),
                 }
             }

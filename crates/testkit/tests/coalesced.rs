@@ -201,15 +201,9 @@ async fn a_lost_delivery_is_not_acked_over_and_is_handled_after_its_redelivery()
 
 /// The repro of issue 9, defect 2: handled messages waiting behind a failing
 /// head used to be redelivered each ack wait, run again, and dead-lettered.
-///
-/// RUNTIME BUG (crates/runtime, coalesced settlement): the head is
-/// terminated from its third delivery; JetStream processes a term as an ack,
-/// and with ack policy "all" that raises the consumer's delivery ack floor
-/// to that delivery's number. The window then acks 1..=4 with the acker of
-/// id 4's first delivery, a lower number: the server ignores that ack, the
-/// window has already let go of them (no more progress acks), and after the
-/// ack wait they come again and are handled a second time. Asserts the
-/// correct behaviour.
+/// The dead-lettered head is settled by the ack-all that passes it (a TERM
+/// would act as an ack-all from its own, newer delivery, and void the acks
+/// of the older deliveries behind it).
 #[tokio::test(start_paused = true)]
 async fn handled_messages_behind_a_failing_head_are_not_rerun_or_dead_lettered() {
     let broker = InMemory::new();
@@ -231,8 +225,8 @@ async fn handled_messages_behind_a_failing_head_are_not_rerun_or_dead_lettered()
     assert_eq!(times, vec![3, 1, 1, 1, 1], "runs of ids 0..=4");
     assert_eq!(dead_letter_ids(&broker), vec![0], "only the failing id");
     let billing = broker.consumer_info(CHANNEL, "billing").expect("durable");
-    assert_eq!(billing.acked, vec![2, 3, 4, 5]);
-    assert_eq!(billing.terminated, vec![1]);
+    assert_eq!(billing.acked, vec![1, 2, 3, 4, 5]);
+    assert!(billing.terminated.is_empty(), "settled by the ack-all");
     assert!(
         billing.dead_lettered.is_empty(),
         "the broker gave up on none"
@@ -311,13 +305,10 @@ async fn an_app_started_while_another_holds_messages_acks_once_they_are_settled(
     new.shutdown().await.expect("clean shutdown");
 }
 
-/// RUNTIME BUG (crates/runtime, coalesced window): a coalescing app that
-/// shuts down while the client buffer holds deliveries never acks what it
-/// handled. The window fences at its first delivery; the broker's unacked
-/// count includes the buffered deliveries the window never saw (also after
-/// the shutdown handed them back with a nak), so the fence cannot lift and
-/// the final flush sends nothing: the handled messages come again after the
-/// ack wait and are handled twice. Asserts the correct behaviour.
+/// A coalescing app that shuts down while the client buffer holds
+/// deliveries acks what it handled: the deliveries it hands back are listed
+/// in the window (the broker still counts them unacked), and the fence is
+/// checked once more at the end, so the final flush goes out.
 #[tokio::test(start_paused = true)]
 async fn a_coalescing_app_acks_what_it_handled_when_it_shuts_down_with_deliveries_buffered() {
     const WORK: Duration = Duration::from_secs(5);
@@ -356,12 +347,8 @@ async fn a_coalescing_app_acks_what_it_handled_when_it_shuts_down_with_deliverie
     second.shutdown().await.expect("clean shutdown");
 }
 
-/// RUNTIME BUG (crates/runtime, coalesced window): an ack-all that fails
-/// drops the messages it covered from the window (they popped before the
-/// ack was sent), so their redeliveries after the ack wait are handled
-/// again, although the runtime's warning says "they are not handled again
-/// while this app holds them" and issue 9 asks never to re-run a
-/// redelivery of a handled message. Asserts the correct behaviour.
+/// An ack-all that fails is sent again at the next flush, so the messages it
+/// covers are not redelivered and handled again.
 #[tokio::test(start_paused = true)]
 async fn a_failed_coalesced_ack_does_not_rerun_handled_messages() {
     let broker = InMemory::new();
@@ -393,12 +380,10 @@ async fn a_failed_coalesced_ack_does_not_rerun_handled_messages() {
     app.shutdown().await.expect("clean shutdown");
 }
 
-/// RUNTIME BUG (crates/runtime, coalesced settlement): with ack policy
-/// "all" JetStream processes a term as an ack of everything below it. The
-/// runtime terminates a dead-lettered message at once, so a message before
-/// it that is still running is settled on the server unhandled; when that
-/// one then fails, its nak finds nothing pending: it is never tried again
-/// and never dead-lettered. Asserts the correct behaviour.
+/// With ack policy "all" JetStream processes a term as an ack of everything
+/// below it, so a dead-lettered message is not terminated: the ack-all that
+/// passes it settles it, and a message before it that is still running is
+/// not settled unhandled.
 #[tokio::test(start_paused = true)]
 async fn a_dead_letter_does_not_settle_the_messages_before_it() {
     let broker = InMemory::new();

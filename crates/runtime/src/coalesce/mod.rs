@@ -93,6 +93,8 @@ struct Inner<A> {
     /// sent, with its sequence.
     pending: Option<(u64, A)>,
     popped_since_ack: usize,
+    /// The highest sequence popped so far.
+    last_popped: u64,
 }
 
 /// A snapshot for a fence check: what the window lists as unacked on the broker.
@@ -124,6 +126,7 @@ impl<A> AckWindow<A> {
                 reordered: 0,
                 pending: None,
                 popped_since_ack: 0,
+                last_popped: 0,
             }),
             batch: batch.max(1),
             max_deliver,
@@ -200,6 +203,29 @@ impl<A> AckWindow<A> {
         self.mark(sequence, Slot::Done(acker))
     }
 
+    /// Lists `sequence`, a delivery handed back to the broker unhandled (at
+    /// shutdown) after `delivered` deliveries, as awaiting redelivery: the
+    /// broker still counts it unacked, so a fence check must too.
+    pub(crate) fn released(&self, sequence: u64, delivered: u32) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        if let Err(at) = inner
+            .entries
+            .binary_search_by_key(&sequence, |e| e.sequence)
+        {
+            inner.entries.insert(
+                at,
+                Entry {
+                    sequence,
+                    delivery: None,
+                    reordered: false,
+                    slot: Slot::Waiting { delivered },
+                },
+            );
+        }
+    }
+
     /// Marks `sequence` nak'd after `delivered` deliveries: it stays listed.
     pub(crate) fn nakked(&self, sequence: u64, delivered: u32) {
         let _ = self.mark(sequence, Slot::Waiting { delivered });
@@ -216,6 +242,18 @@ impl<A> AckWindow<A> {
         }
         inner.popped_since_ack = 0;
         take_pending(&mut inner)
+    }
+
+    /// An ack taken from the window could not be sent: keep its acker, so
+    /// the next flush sends it again (unless a newer one is waiting, which
+    /// covers it), and the messages it covers are not redelivered and run
+    /// again meanwhile.
+    pub(crate) fn unsent(&self, acker: A) {
+        if let Ok(mut inner) = self.inner.lock() {
+            if inner.pending.is_none() {
+                inner.pending = Some((inner.last_popped, acker));
+            }
+        }
     }
 
     /// Whether acks are held back until a fence check passes.
@@ -369,6 +407,7 @@ fn pop_prefix<A>(inner: &mut Inner<A>) {
             break;
         };
         inner.reordered = inner.reordered.saturating_sub(usize::from(entry.reordered));
+        inner.last_popped = inner.last_popped.max(entry.sequence);
         if let Slot::Done(acker) = entry.slot {
             inner.pending = Some((entry.sequence, acker));
         }

@@ -19,6 +19,8 @@ const FLUSH_EVERY: Duration = Duration::from_millis(50);
 /// fence that went up while deliveries flowed usually lifts within a tick or
 /// two, once what was delivered has reached the window.)
 const FENCE_CHECK_EVERY: Duration = Duration::from_millis(250);
+/// How long a fence check waits for the broker's answer.
+const FENCE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Keeps `window` going until `finish`, then acks what it holds once more.
 /// `progress_every` is half the ack wait: handled messages waiting for the
@@ -43,7 +45,8 @@ pub(crate) async fn keep<A: Acker>(
             _ = ticks.tick() => false,
         };
         let now = Instant::now();
-        if window.is_fenced() && now >= next_fence_check && !finished {
+        // At `finish` too: what the app handled is acked before it stops.
+        if window.is_fenced() && (now >= next_fence_check || finished) {
             if fenced_since.is_none() {
                 fence_check_every = FLUSH_EVERY;
             }
@@ -51,7 +54,14 @@ pub(crate) async fn keep<A: Acker>(
             fence_check_every = (fence_check_every * 2).min(FENCE_CHECK_EVERY);
             let since = *fenced_since.get_or_insert(now);
             let listed = window.listed();
-            match probe().await {
+            let answer = tokio::time::timeout(FENCE_CHECK_TIMEOUT, probe())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(crate::Error::Broker(
+                        format!("no answer within {FENCE_CHECK_TIMEOUT:?}").into(),
+                    ))
+                });
+            match answer {
                 Ok(broker_unacked) => {
                     if window.lift_fence(listed, broker_unacked) {
                         fenced_since = None;
@@ -73,7 +83,8 @@ pub(crate) async fn keep<A: Acker>(
         }
         if let Some(acker) = window.flush() {
             if let Err(err) = acker.ack().await {
-                tracing::warn!(error = %err, "coalesced ack failed; the broker redelivers those messages after the ack wait, and they are not handled again while this app holds them");
+                tracing::warn!(error = %err, "coalesced ack failed; it is sent again at the next flush");
+                window.unsent(acker);
             }
         }
         if finished {
