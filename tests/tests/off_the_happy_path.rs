@@ -138,16 +138,16 @@ async fn shutdown_hands_back_buffered_deliveries_so_they_come_again_at_once() {
     let (_server, nats) = started().await;
     let channel = "offpath.release";
     let started = Arc::new(Notify::new());
-    let release = Arc::new(Notify::new());
+    let (release, released) = tokio::sync::watch::channel(false);
     let first_runs = Runs::default();
     let handler = {
-        let (started, release, runs) = (started.clone(), release.clone(), first_runs.clone());
+        let (started, released, runs) = (started.clone(), released.clone(), first_runs.clone());
         move |job: Job| {
-            let (started, release, runs) = (started.clone(), release.clone(), runs.clone());
+            let (started, mut released, runs) = (started.clone(), released.clone(), runs.clone());
             async move {
                 runs.record(job.id);
                 started.notify_one();
-                release.notified().await;
+                let _ = released.wait_for(|released| *released).await;
                 Ok::<(), JobError>(())
             }
         }
@@ -178,16 +178,20 @@ async fn shutdown_hands_back_buffered_deliveries_so_they_come_again_at_once() {
     assert!(buffered, "the consumer delivered all four");
 
     let shutdown = tokio::spawn(app.shutdown());
-    release.notify_waiters();
+    // Handlers taken before the stop took effect finish too.
+    let _ = release.send(true);
     tokio::time::timeout(DEADLINE, shutdown)
         .await
         .expect("shutdown returns")
         .expect("no panic")
         .expect("clean shutdown");
     let handled_first: Vec<u64> = first_runs.all().keys().copied().collect();
-    assert_eq!(handled_first.len(), 1, "one handler ran: {handled_first:?}");
+    assert!(
+        !handled_first.is_empty() && handled_first.len() < 4,
+        "the first app handled some, not all: {handled_first:?}"
+    );
 
-    // The other three come to the next app at once, not after the 30 s ack wait.
+    // The rest come to the next app at once, not after the 30 s ack wait.
     let second_runs = Runs::default();
     let deliveries = Arc::new(Mutex::new(Vec::new()));
     let handler = {
@@ -210,8 +214,9 @@ async fn shutdown_hands_back_buffered_deliveries_so_they_come_again_at_once() {
         .start(nats.clone())
         .await
         .expect("second app starts");
+    let rest: Vec<u64> = (1..=4).filter(|id| !handled_first.contains(id)).collect();
     let all = eventually(Duration::from_secs(10), || async {
-        second_runs.all().len() == 3
+        rest.iter().all(|id| second_runs.of(*id) >= 1)
     })
     .await;
     assert!(

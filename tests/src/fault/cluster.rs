@@ -85,13 +85,45 @@ impl NatsCluster {
                 })
                 .collect();
             match cluster.spawn_all_and_wait().await {
-                Ok(()) => return cluster,
+                Ok(()) => {
+                    cluster.wait_for_placement().await;
+                    return cluster;
+                }
                 Err(failure) => last_failure = failure,
             }
         }
         panic!(
             "the {size}-node cluster did not start after {PORT_ATTEMPTS} attempts: {last_failure}"
         );
+    }
+
+    /// Waits until the meta leader knows every node as a peer: a stream with
+    /// one replica per node can be placed (right after the cluster answers,
+    /// newer servers may still say "no suitable peers for placement").
+    async fn wait_for_placement(&self) {
+        let context = async_nats::jetstream::new(self.client().await);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let config = async_nats::jetstream::stream::Config {
+            name: "cluster_ready_probe".to_owned(),
+            subjects: vec!["cluster.ready.probe".to_owned()],
+            num_replicas: self.size().min(5),
+            storage: async_nats::jetstream::stream::StorageType::Memory,
+            ..Default::default()
+        };
+        loop {
+            match context.create_stream(config.clone()).await {
+                Ok(_) => {
+                    let _ = context.delete_stream("cluster_ready_probe").await;
+                    return;
+                }
+                Err(err) if tokio::time::Instant::now() >= deadline => panic!(
+                    "the cluster cannot place a {}-replica stream: {err}\n{}",
+                    self.size(),
+                    self.logs()
+                ),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
     }
 
     /// How many nodes the cluster has (running or not).
