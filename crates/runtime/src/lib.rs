@@ -54,6 +54,14 @@
 //!
 //! Handlers that take [`Message<T>`] read the delivery metadata; with
 //! `ack = "manual"` they settle the message themselves.
+//!
+//! ## Cargo features
+//!
+//! - `stan` (on by default): the NATS Streaming transport,
+//!   `flowgate::NatsStreaming`. A JetStream-only app leaves it out with
+//!   `flowgate = { version = "0.1", default-features = false }` and builds
+//!   neither the STAN code nor its protobuf code generation (prost-build,
+//!   protox).
 
 mod app;
 mod attempts;
@@ -91,6 +99,7 @@ pub use publisher::{PublishOptions, PublishWindow, Publisher};
 pub use request::{ManualAck, Request};
 pub use subscriber::{BoxHandlerService, Subscriber};
 pub use transport::jetstream::{JetStream, JetStreamSettings};
+#[cfg(feature = "stan")]
 pub use transport::stan::{NatsStreaming, StanOptions};
 pub use transport::{
     AckError, AckMode, AckPendingFuture, AckPendingProbe, Acker, AttemptFuture, AttemptStore,
