@@ -98,7 +98,9 @@ pub use message::Message;
 pub use publisher::{PublishOptions, PublishWindow, Publisher};
 pub use request::{ManualAck, Request};
 pub use subscriber::{BoxHandlerService, Subscriber};
-pub use transport::jetstream::{JetStream, JetStreamSettings};
+pub use transport::jetstream::{
+    JetStream, JetStreamSettings, ServerFeature, ServerTooOld, ServerVersion,
+};
 #[cfg(feature = "stan")]
 pub use transport::stan::{NatsStreaming, StanOptions};
 pub use transport::{
