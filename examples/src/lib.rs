@@ -5,16 +5,15 @@
 //! - `telemetry`: protobuf events on JetStream.
 //! - `migrate`: one handler consuming from NATS Streaming and JetStream side
 //!   by side, the way a migration runs.
-//! - `bench`: flowgate side by side with the raw async-nats client.
-//! - `prometheus`: the framework's metrics on a Prometheus endpoint.
+//!
+//! The benchmark and the Prometheus demo live in `bench/` (package
+//! `flowgate-bench`), so their heavy dependencies stay out of this package.
 
 /// Event types generated from `proto/telemetry.proto` at build time.
 pub mod telemetry {
     #![allow(missing_docs)]
     include!(concat!(env!("OUT_DIR"), "/flowgate.examples.telemetry.rs"));
 }
-
-pub mod bench;
 
 /// Logs to stderr at the level `RUST_LOG` asks for (warnings by default).
 pub fn init_logging() {

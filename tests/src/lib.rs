@@ -26,7 +26,7 @@ mod wait;
 
 pub use consumer::{consumer_state, stored_messages, stream_messages, ConsumerState};
 pub use fault::{FaultProxy, NatsCluster};
-pub use server::NatsServer;
+pub use server::{server_binary, NatsServer, ServerBinary, SERVER_VAR};
 pub use wait::{eventually, round_trip};
 
 /// Sends test logs to the test's captured output; `RUST_LOG` picks the level

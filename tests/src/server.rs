@@ -14,7 +14,7 @@ const READY_DEADLINE: Duration = Duration::from_secs(20);
 /// between finding it free and the server binding it.
 const PORT_ATTEMPTS: usize = 5;
 
-pub(crate) const NOT_FOUND: &str = "nats-server not found: install it with `apt-get update && apt-get install -y nats-server` (or run the README's test command, which does)";
+pub(crate) const NOT_FOUND: &str = "nats-server not found: install it with `apt-get update && apt-get install -y nats-server`, point FLOWGATE_NATS_SERVER at one, or run the README's test command, which installs the tested versions";
 
 /// A `nats-server` with JetStream enabled, owned by one test: its own port,
 /// its own store directory, stopped when dropped.
@@ -285,8 +285,67 @@ pub(crate) fn free_port() -> u16 {
         .port()
 }
 
-/// `nats-server` from PATH, else from the usual system locations.
+/// The variable that points every test at one `nats-server` binary (the
+/// README's test command sets it for each server version it runs).
+pub const SERVER_VAR: &str = "FLOWGATE_NATS_SERVER";
+
+/// The `nats-server` the tests run: the one [`SERVER_VAR`] names, else the
+/// first on PATH or in the usual system locations.
+#[derive(Debug, Clone)]
+pub struct ServerBinary {
+    /// Where it is.
+    pub path: PathBuf,
+    /// What `nats-server --version` says, e.g. `2.12.8`.
+    pub version: String,
+}
+
+/// The server binary of this test process, found once; the first call prints
+/// which one it is (past the test harness' capture, so every test binary's
+/// run shows it). `None` when there is none; panics when [`SERVER_VAR`]
+/// names something that is not an executable `nats-server`.
+pub fn server_binary() -> Option<&'static ServerBinary> {
+    static FOUND: std::sync::OnceLock<Option<ServerBinary>> = std::sync::OnceLock::new();
+    FOUND
+        .get_or_init(|| {
+            let found = locate_binary().map(|path| ServerBinary {
+                version: binary_version(&path),
+                path,
+            });
+            if let Some(binary) = &found {
+                use std::io::Write;
+                let chosen = if std::env::var_os(SERVER_VAR).is_some() {
+                    format!("from {SERVER_VAR}")
+                } else {
+                    format!("found on PATH; set {SERVER_VAR} to choose another")
+                };
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "flowgate-tests: nats-server {} at {} ({chosen})",
+                    binary.version,
+                    binary.path.display()
+                );
+            }
+            found
+        })
+        .as_ref()
+}
+
+/// The path of [`server_binary`].
 pub(crate) fn find_binary() -> Option<PathBuf> {
+    server_binary().map(|binary| binary.path.clone())
+}
+
+fn locate_binary() -> Option<PathBuf> {
+    if let Some(chosen) = std::env::var_os(SERVER_VAR).filter(|value| !value.is_empty()) {
+        let path = PathBuf::from(chosen);
+        assert!(
+            is_executable(&path),
+            "{SERVER_VAR}={} is not an executable file: point it at a nats-server binary \
+             (./scripts/test installs the pinned versions under ~/.cache/flowgate/nats-server/<version>/)",
+            path.display()
+        );
+        return Some(path);
+    }
     let from_path = std::env::var_os("PATH")
         .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
         .unwrap_or_default();
@@ -298,6 +357,27 @@ pub(crate) fn find_binary() -> Option<PathBuf> {
         .chain(system)
         .map(|dir| dir.join("nats-server"))
         .find(|candidate| is_executable(candidate))
+}
+
+/// `2.12.8` from `nats-server: v2.12.8`; panics when the binary does not
+/// answer `--version` like a nats-server.
+fn binary_version(path: &Path) -> String {
+    let output = Command::new(path)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running `{} --version`: {e}", path.display()));
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.trim()
+        .strip_prefix("nats-server: v")
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            panic!(
+                "`{} --version` printed {:?}, not a nats-server version",
+                path.display(),
+                text.trim()
+            )
+        })
 }
 
 fn is_executable(path: &Path) -> bool {

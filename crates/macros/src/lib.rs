@@ -6,7 +6,7 @@
 //! path `::flowgate::...`, so what you import never matters.
 //!
 //! Every mistake in an attribute is a compile error pointing at the offending
-//! token; `tests/ui` pins each message.
+//! token; `crates/macros-tests/tests/ui` pins each message.
 
 mod attr;
 mod event;
@@ -31,28 +31,7 @@ use proc_macro::TokenStream;
 ///
 /// Generic types are refused; implement `flowgate::Event` by hand for those.
 ///
-/// ```
-/// use flowgate::Event;
-///
-/// #[derive(serde::Serialize, serde::Deserialize, flowgate::Event)]
-/// #[event(channel = "orders.placed")]
-/// struct OrderPlaced {
-///     id: u64,
-///     total_cents: i64,
-/// }
-///
-/// #[derive(Clone, PartialEq, prost::Message, flowgate::Event)]
-/// #[event(codec = "protobuf")]
-/// struct Shipped {
-///     #[prost(uint64, tag = "1")]
-///     order_id: u64,
-/// }
-///
-/// assert_eq!(OrderPlaced::CHANNEL, Some("orders.placed"));
-/// assert_eq!(Shipped::CHANNEL, None);
-/// let bytes = Shipped { order_id: 7 }.encode().unwrap();
-/// assert_eq!(Shipped::decode(&bytes).unwrap().order_id, 7);
-/// ```
+/// (The example is on `flowgate::Event`, where it runs as a doc test.)
 #[proc_macro_derive(Event, attributes(event))]
 pub fn derive_event(input: TokenStream) -> TokenStream {
     let input = syn::parse_macro_input!(input as syn::DeriveInput);
@@ -89,34 +68,7 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 /// with `ack = "manual"`, acks by hand. `Ok` acks the message, `Err` naks it
 /// for redelivery, and a payload that does not decode is terminated.
 ///
-/// ```
-/// #[derive(serde::Serialize, serde::Deserialize, flowgate::Event)]
-/// #[event(channel = "orders.placed")]
-/// struct OrderPlaced {
-///     id: u64,
-/// }
-///
-/// #[derive(Debug)]
-/// struct BillingError;
-/// impl std::fmt::Display for BillingError {
-///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-///         f.write_str("card declined")
-///     }
-/// }
-/// impl std::error::Error for BillingError {}
-///
-/// #[flowgate::subscriber(durable = "billing", max_in_flight = 32, ack_wait = "1m")]
-/// async fn bill(order: OrderPlaced) -> Result<(), BillingError> {
-///     println!("billing order {}", order.id);
-///     Ok(())
-/// }
-///
-/// let subscriber = bill::subscriber();
-/// assert_eq!(subscriber.name(), "bill");
-/// assert_eq!(subscriber.spec().channel, "orders.placed");
-/// assert_eq!(subscriber.spec().durable.as_deref(), Some("billing"));
-/// assert_eq!(subscriber.spec().ack_wait, std::time::Duration::from_secs(60));
-/// ```
+/// (The example is on `flowgate::subscriber`, where it runs as a doc test.)
 ///
 /// Errors point at the offending token: unknown or duplicate keys, values of
 /// the wrong type, invalid names, durations or start positions, limits of 0,

@@ -47,6 +47,9 @@ pub enum Error {
         /// What the subscriber wants.
         wanted: String,
     },
+    /// A requested JetStream feature needs a newer nats-server.
+    #[error(transparent)]
+    ServerTooOld(#[from] crate::transport::jetstream::ServerTooOld),
     /// Talking to the broker failed.
     #[error("broker error: {0}")]
     Broker(#[source] BoxError),

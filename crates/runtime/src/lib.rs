@@ -54,6 +54,14 @@
 //!
 //! Handlers that take [`Message<T>`] read the delivery metadata; with
 //! `ack = "manual"` they settle the message themselves.
+//!
+//! ## Cargo features
+//!
+//! - `stan` (on by default): the NATS Streaming transport,
+//!   `flowgate::NatsStreaming`. A JetStream-only app leaves it out with
+//!   `flowgate = { version = "0.1", default-features = false }` and builds
+//!   neither the STAN code nor its protobuf code generation (prost-build,
+//!   protox).
 
 mod app;
 mod attempts;
@@ -84,13 +92,67 @@ pub use dead_letter::DeadLetter;
 pub use error::{BoxError, Error, HandlerError, PublishError, Unstored};
 pub use event::{DecodeError, EncodeError, Event};
 pub use failure::{Failure, FailureKind};
-pub use flowgate_macros::{subscriber, Event};
+/// ```
+/// #[derive(serde::Serialize, serde::Deserialize, flowgate::Event)]
+/// #[event(channel = "orders.placed")]
+/// struct OrderPlaced {
+///     id: u64,
+/// }
+///
+/// #[derive(Debug)]
+/// struct BillingError;
+/// impl std::fmt::Display for BillingError {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         f.write_str("card declined")
+///     }
+/// }
+/// impl std::error::Error for BillingError {}
+///
+/// #[flowgate::subscriber(durable = "billing", max_in_flight = 32, ack_wait = "1m")]
+/// async fn bill(order: OrderPlaced) -> Result<(), BillingError> {
+///     println!("billing order {}", order.id);
+///     Ok(())
+/// }
+///
+/// let subscriber = bill::subscriber();
+/// assert_eq!(subscriber.name(), "bill");
+/// assert_eq!(subscriber.spec().channel, "orders.placed");
+/// assert_eq!(subscriber.spec().durable.as_deref(), Some("billing"));
+/// assert_eq!(subscriber.spec().ack_wait, std::time::Duration::from_secs(60));
+/// ```
+pub use flowgate_macros::subscriber;
+/// ```
+/// use flowgate::Event;
+///
+/// #[derive(serde::Serialize, serde::Deserialize, flowgate::Event)]
+/// #[event(channel = "orders.placed")]
+/// struct OrderPlaced {
+///     id: u64,
+///     total_cents: i64,
+/// }
+///
+/// #[derive(Clone, PartialEq, prost::Message, flowgate::Event)]
+/// #[event(codec = "protobuf")]
+/// struct Shipped {
+///     #[prost(uint64, tag = "1")]
+///     order_id: u64,
+/// }
+///
+/// assert_eq!(OrderPlaced::CHANNEL, Some("orders.placed"));
+/// assert_eq!(Shipped::CHANNEL, None);
+/// let bytes = Shipped { order_id: 7 }.encode().unwrap();
+/// assert_eq!(Shipped::decode(&bytes).unwrap().order_id, 7);
+/// ```
+pub use flowgate_macros::Event;
 pub use handler::{FromRequest, Handler, HandlerService};
 pub use message::Message;
 pub use publisher::{PublishOptions, PublishWindow, Publisher};
 pub use request::{ManualAck, Request};
 pub use subscriber::{BoxHandlerService, Subscriber};
-pub use transport::jetstream::{JetStream, JetStreamSettings};
+pub use transport::jetstream::{
+    JetStream, JetStreamSettings, ServerFeature, ServerTooOld, ServerVersion,
+};
+#[cfg(feature = "stan")]
 pub use transport::stan::{NatsStreaming, StanOptions};
 pub use transport::{
     AckError, AckMode, AckPendingFuture, AckPendingProbe, Acker, AttemptFuture, AttemptStore,

@@ -9,6 +9,7 @@ mod drift;
 pub mod jetstream;
 mod seeds;
 mod spec;
+#[cfg(feature = "stan")]
 pub mod stan;
 mod stream;
 

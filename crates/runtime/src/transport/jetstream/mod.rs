@@ -15,6 +15,7 @@ mod attempt_store;
 mod consumer;
 mod outstanding;
 mod publish;
+mod server_version;
 mod subscription;
 
 use std::collections::HashMap;
@@ -25,6 +26,7 @@ use async_nats::jetstream::{self, stream::StorageType};
 pub use acker::JetStreamAcker;
 pub use attempt_store::ATTEMPTS_BUCKET;
 pub use publish::JetStreamPendingAck;
+pub use server_version::{ServerFeature, ServerTooOld, ServerVersion};
 pub use subscription::JetStreamSubscription;
 
 use crate::{Error, OutgoingMessage, PublishError, SubscriptionSpec, Transport};
@@ -102,6 +104,7 @@ impl JetStream {
 
     /// Uses a client you connected yourself.
     pub fn from_client(client: async_nats::Client) -> Self {
+        server_version::log_server(&client);
         let context = jetstream::new(client.clone());
         Self {
             client,

@@ -13,11 +13,15 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
-    /// Starts `nats-server` (or `$NATS_SERVER_BIN`) on a free loopback port.
+    /// Starts the server that `$FLOWGATE_NATS_SERVER` names (the variable the
+    /// tests read too; `$NATS_SERVER_BIN` also works), else `nats-server`
+    /// from PATH, on a free loopback port.
     pub fn start() -> std::io::Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let store = tempfile::tempdir()?;
-        let binary = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
+        let binary = std::env::var("FLOWGATE_NATS_SERVER")
+            .or_else(|_| std::env::var("NATS_SERVER_BIN"))
+            .unwrap_or_else(|_| "nats-server".into());
         let child = Command::new(&binary)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(store.path())

@@ -2,8 +2,8 @@
 //! `dashboards/`.
 //!
 //! ```text
-//! cargo run -p flowgate-examples --bin prometheus                 # in memory
-//! NATS_URL=nats://127.0.0.1:4222 cargo run -p flowgate-examples --bin prometheus
+//! cargo run -p flowgate-bench --bin prometheus                 # in memory
+//! NATS_URL=nats://127.0.0.1:4222 cargo run -p flowgate-bench --bin prometheus
 //! curl -s localhost:9464/metrics | grep flowgate_
 //! ```
 //!

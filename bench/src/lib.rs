@@ -1,5 +1,13 @@
-//! The parts of the `bench` binary: it compares flowgate with the bare
-//! async-nats client on the same server, in the same run.
+//! The benchmark, a package of its own so that its heavy dependencies
+//! (plotting, the Prometheus exporter, CPU-time probes) stay out of the
+//! examples a new user builds first. Two binaries:
+//!
+//! - `bench`: flowgate side by side with the bare async-nats client on the
+//!   same server, in the same run.
+//! - `prometheus`: the framework's metrics on a Prometheus endpoint, for the
+//!   Grafana dashboard in `dashboards/`.
+//!
+//! The parts of `bench`:
 //!
 //! - [`args`]: the command line.
 //! - [`server`]: a throw-away `nats-server -js` on a free loopback port.
@@ -56,3 +64,12 @@ impl RunStats {
 
 /// A boxed error for the benchmark's plumbing.
 pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Logs to stderr at the level `RUST_LOG` asks for (warnings by default).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+}

@@ -1,10 +1,10 @@
 //! The benchmark: flowgate side by side with the bare async-nats client.
 //!
 //! ```text
-//! cargo run --release -p flowgate-examples --bin bench -- --n 50000 --rounds 3
-//! cargo run --release -p flowgate-examples --bin bench -- --cases 1 --plot bench.png --json bench.jsonl
-//! cargo run --release -p flowgate-examples --bin bench -- --backlog 1000000
-//! cargo run --release -p flowgate-examples --bin bench -- --transport memory
+//! cargo run --release -p flowgate-bench --bin bench -- --n 50000 --rounds 3
+//! cargo run --release -p flowgate-bench --bin bench -- --cases 1 --plot bench.png --json bench.jsonl
+//! cargo run --release -p flowgate-bench --bin bench -- --backlog 1000000
+//! cargo run --release -p flowgate-bench --bin bench -- --transport memory
 //! ```
 //!
 //! It starts its own `nats-server -js` on a free port with a temp store
@@ -12,12 +12,12 @@
 
 use std::time::Duration;
 
-use flowgate_examples::bench::args::TransportKind;
-use flowgate_examples::bench::counters::{counters, spawn_sampler, CountingRecorder};
-use flowgate_examples::bench::report::{self, JsonLines};
-use flowgate_examples::bench::runner::{print_targets, Env};
-use flowgate_examples::bench::server::NatsServer;
-use flowgate_examples::bench::{backlog, plot, probe, Args, BenchError};
+use flowgate_bench::args::TransportKind;
+use flowgate_bench::counters::{counters, spawn_sampler, CountingRecorder};
+use flowgate_bench::report::{self, JsonLines};
+use flowgate_bench::runner::{print_targets, Env};
+use flowgate_bench::server::NatsServer;
+use flowgate_bench::{backlog, plot, probe, Args, BenchError};
 
 #[tokio::main]
 async fn main() {
@@ -28,7 +28,7 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    flowgate_examples::init_logging();
+    flowgate_bench::init_logging();
     if let Err(err) = run(args).await {
         eprintln!("bench failed: {err}");
         std::process::exit(1);
