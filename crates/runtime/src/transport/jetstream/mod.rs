@@ -256,10 +256,18 @@ impl Transport for JetStream {
         ))))
     }
 
+    /// Flushes, then makes one request on the connection: the server answers
+    /// only after it has read everything sent before (acks, unsubscribes),
+    /// which a flush alone does not wait for.
     async fn flush(&self) -> Result<(), Error> {
         self.client
             .flush()
             .await
+            .map_err(|e| Error::Broker(Box::new(e)))?;
+        self.client
+            .request("$JS.API.INFO", bytes::Bytes::new())
+            .await
+            .map(|_| ())
             .map_err(|e| Error::Broker(Box::new(e)))
     }
 }
