@@ -8,8 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    assert_nothing_acked_unhandled, dead_letter_ids, publish_orders, settle, within, Order, Runs,
-    CHANNEL,
+    assert_nothing_acked_unhandled, billing, dead_letter_ids, publish_orders, settle, within,
+    Order, Runs, CHANNEL,
 };
 use flowgate::{
     Acker, App, DeliveryStream, Failure, Message, StartPosition, Subscriber, SubscriptionSpec,
@@ -25,23 +25,7 @@ fn coalescing<F>(runs: &Runs, app: usize, work: Duration, outcome: F) -> Subscri
 where
     F: Fn(&Message<Order>) -> Result<(), Failure> + Clone + Send + Sync + 'static,
 {
-    let runs = runs.clone();
-    let handler = move |order: Message<Order>| {
-        let runs = runs.clone();
-        let outcome = outcome.clone();
-        async move {
-            if !work.is_zero() {
-                tokio::time::sleep(work).await;
-            }
-            let result = outcome(&order);
-            runs.record(app, &order, result.is_ok());
-            result
-        }
-    };
-    Subscriber::new(CHANNEL, handler)
-        .durable("billing")
-        .start(StartPosition::All)
-        .coalesced_acks()
+    billing(runs, app, work, outcome).coalesced_acks()
 }
 
 fn ok(_: &Message<Order>) -> Result<(), Failure> {

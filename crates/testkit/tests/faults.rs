@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{dead_letter_ids, publish_orders, settle, within, Order, Runs, CHANNEL};
+use common::{billing, dead_letter_ids, publish_orders, settle, within, Order, Runs, CHANNEL};
 use flowgate::{
     Acker, App, DeliveryStream, Failure, Message, StartPosition, Subscriber, SubscriptionSpec,
     Transport,
@@ -20,28 +20,6 @@ const DEAD_LETTERS: &str = "dlq.orders.placed";
 /// A subscriber of every order under the durable `billing`, as app `app`:
 /// each run takes `work` (virtual time), records itself, and returns what
 /// `outcome` says.
-fn billing<F>(runs: &Runs, app: usize, work: Duration, outcome: F) -> Subscriber
-where
-    F: Fn(&Message<Order>) -> Result<(), Failure> + Clone + Send + Sync + 'static,
-{
-    let runs = runs.clone();
-    let handler = move |order: Message<Order>| {
-        let runs = runs.clone();
-        let outcome = outcome.clone();
-        async move {
-            if !work.is_zero() {
-                tokio::time::sleep(work).await;
-            }
-            let result = outcome(&order);
-            runs.record(app, &order, result.is_ok());
-            result
-        }
-    };
-    Subscriber::new(CHANNEL, handler)
-        .durable("billing")
-        .start(StartPosition::All)
-}
-
 fn ok(_: &Message<Order>) -> Result<(), Failure> {
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flowgate::{Event, OutgoingMessage, Transport};
+use flowgate::{Event, Failure, Message, OutgoingMessage, StartPosition, Subscriber, Transport};
 use flowgate_testkit::InMemory;
 
 pub const CHANNEL: &str = "orders.placed";
@@ -176,4 +176,28 @@ pub fn dead_letter_ids(broker: &InMemory) -> Vec<u64> {
         .published_on(&format!("dlq.{CHANNEL}"))
         .expect("dead letters decode");
     letters.iter().map(|order| order.id).collect()
+}
+
+/// A durable `billing` subscriber from the start that works `work`, then
+/// answers with `outcome` and records the run.
+pub fn billing<F>(runs: &Runs, app: usize, work: Duration, outcome: F) -> Subscriber
+where
+    F: Fn(&Message<Order>) -> Result<(), Failure> + Clone + Send + Sync + 'static,
+{
+    let runs = runs.clone();
+    let handler = move |order: Message<Order>| {
+        let runs = runs.clone();
+        let outcome = outcome.clone();
+        async move {
+            if !work.is_zero() {
+                tokio::time::sleep(work).await;
+            }
+            let result = outcome(&order);
+            runs.record(app, &order, result.is_ok());
+            result
+        }
+    };
+    Subscriber::new(CHANNEL, handler)
+        .durable("billing")
+        .start(StartPosition::All)
 }
