@@ -302,8 +302,8 @@ impl AttemptLedger {
     /// The message at `sequence` is settled for good (acked or
     /// dead-lettered): drops its record. `None`, at the cost of one atomic
     /// read, for a message that never failed; otherwise a future that tells
-    /// the store to forget it (a failure is logged: the record expires with
-    /// the store's age limit).
+    /// the store to forget it, waiting no longer than a load (a failure is
+    /// logged: the record expires with the store's age limit).
     pub(crate) fn settled(&self, sequence: u64) -> Option<LedgerFuture<'_>> {
         if self.entries.load(Ordering::Acquire) == 0 {
             return None;
@@ -316,8 +316,15 @@ impl AttemptLedger {
         };
         removed?;
         let store = self.store.as_ref()?;
+        // Bounded like a load: while the store is out of reach (a cluster
+        // electing leaders) the handler's slot is not held for it.
         Some(Box::pin(async move {
-            if let Err(err) = store.forget(sequence).await {
+            let forgotten = tokio::time::timeout(self.load_timeout, store.forget(sequence))
+                .await
+                .unwrap_or_else(
+                    |_| Err(format!("no answer within {:?}", self.load_timeout).into()),
+                );
+            if let Err(err) = forgotten {
                 tracing::warn!(error = %err, channel = %self.channel, seq = sequence, "could not drop the attempt record of a settled message; it expires with the bucket's age limit");
             }
         }))

@@ -5,12 +5,14 @@ use std::time::Duration;
 
 use async_nats::jetstream::message::{AckKind, Acker as NatsAcker};
 
-use super::outstanding::Outstanding;
+use super::outstanding::{Outstanding, Settled};
 use crate::{AckError, Acker, Metadata};
 
 /// Settles one JetStream delivery by publishing to its reply subject.
 pub struct JetStreamAcker {
     acker: NatsAcker,
+    /// Where the settlement goes, kept to send it again after a failover.
+    reply: async_nats::Subject,
     subject: async_nats::Subject,
     stream_sequence: u64,
     outstanding: Arc<Outstanding>,
@@ -30,6 +32,7 @@ impl std::fmt::Debug for JetStreamAcker {
 impl JetStreamAcker {
     pub(crate) fn new(
         acker: NatsAcker,
+        reply: async_nats::Subject,
         subject: async_nats::Subject,
         stream_sequence: u64,
         outstanding: Arc<Outstanding>,
@@ -37,6 +40,7 @@ impl JetStreamAcker {
     ) -> Self {
         Self {
             acker,
+            reply,
             subject,
             stream_sequence,
             outstanding,
@@ -62,9 +66,11 @@ impl Acker for JetStreamAcker {
     async fn ack(&self) -> Result<(), AckError> {
         self.send("ack", AckKind::Ack).await?;
         if self.acks_all {
-            self.outstanding.settled_through(self.stream_sequence);
+            self.outstanding
+                .settled_through(self.stream_sequence, &self.reply);
         } else {
-            self.outstanding.settled(self.stream_sequence);
+            self.outstanding
+                .settled(self.stream_sequence, &self.reply, Settled::Acked);
         }
         Ok(())
     }
@@ -75,7 +81,8 @@ impl Acker for JetStreamAcker {
 
     async fn term(&self) -> Result<(), AckError> {
         self.send("term", AckKind::Term).await?;
-        self.outstanding.settled(self.stream_sequence);
+        self.outstanding
+            .settled(self.stream_sequence, &self.reply, Settled::Terminated);
         Ok(())
     }
 

@@ -15,6 +15,7 @@ mod attempt_store;
 mod consumer;
 mod outstanding;
 mod publish;
+mod reopen;
 mod server_version;
 mod subscription;
 

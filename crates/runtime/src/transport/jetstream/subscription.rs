@@ -9,11 +9,13 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+use async_nats::jetstream::consumer::pull::MessagesError;
 use async_nats::jetstream::{self, consumer::pull};
 use futures::stream::BoxStream;
 use futures::{FutureExt, Stream, StreamExt};
 
 use super::outstanding::Outstanding;
+use super::reopen::ReopenTrigger;
 use super::{consumer, JetStreamAcker};
 use crate::transport::{AckPendingFuture, AckPendingProbe, DeliveryStream};
 use crate::{AckMode, Delivery, Error, Metadata, SubscriptionSpec};
@@ -31,6 +33,11 @@ const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
 const REOPEN_TIMEOUT: Duration = Duration::from_secs(2);
 /// The most messages one pull request asks for.
 const MAX_BATCH: usize = 1000;
+/// How long a pull that was told to reopen (a reconnect, a new consumer
+/// leader) may still deliver before it is taken for dead: one that does is
+/// alive (the client re-pulled on its own), and dropping it would leave what
+/// it has in transit to come again only after the ack wait.
+const REOPEN_GRACE: Duration = Duration::from_millis(250);
 
 /// The deliveries of one JetStream subscriber. It never ends on its own: on
 /// an error it logs, waits a little, rebinds the consumer and pulls again.
@@ -64,6 +71,8 @@ struct State {
     backoff: Duration,
     /// Since when no pull stream runs, while reopening.
     interrupted: Option<Instant>,
+    /// Reconnects and leader elections: the pull is reopened at once.
+    trigger: ReopenTrigger,
 }
 
 impl JetStreamSubscription {
@@ -72,16 +81,20 @@ impl JetStreamSubscription {
         stream: String,
         spec: SubscriptionSpec,
     ) -> Result<Self, Error> {
+        let consumer = Arc::<Mutex<String>>::default();
+        let outstanding = Arc::new(Outstanding::new(consumer::max_ack_pending(&spec)));
+        let trigger = ReopenTrigger::watch(context.client(), &stream, consumer.clone()).await;
         let mut state = State {
             context,
             stream,
             spec,
             messages: None,
-            consumer: Arc::default(),
-            outstanding: Arc::default(),
+            consumer,
+            outstanding,
             last_sequence: None,
             backoff: REOPEN_BACKOFF_MIN,
             interrupted: None,
+            trigger,
         };
         // The first bind reports its errors (a mismatched durable, a refused
         // name) to the caller; later ones are retried.
@@ -154,31 +167,15 @@ impl State {
 
     async fn next_delivery(&mut self) -> Delivery<JetStreamAcker> {
         loop {
-            let Some(messages) = self.messages.as_mut() else {
-                let reopened = tokio::time::timeout(REOPEN_TIMEOUT, self.pull(self.resume_from()))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(Error::Subscribe {
-                            channel: self.spec.channel.clone(),
-                            source: format!("no answer within {REOPEN_TIMEOUT:?}").into(),
-                        })
-                    });
-                match reopened {
-                    Ok(messages) => {
-                        let interrupted = self.interrupted.take().map(|since| since.elapsed());
-                        tracing::info!(channel = %self.spec.channel, ?interrupted, "subscription reopened");
-                        self.messages = Some(messages);
-                        self.backoff = REOPEN_BACKOFF_MIN;
-                    }
-                    Err(err) => {
-                        tracing::warn!(channel = %self.spec.channel, error = %err, retry_in = ?self.backoff, "cannot reopen subscription");
-                        tokio::time::sleep(self.backoff).await;
-                        self.backoff = (self.backoff * 2).min(REOPEN_BACKOFF_MAX);
-                    }
-                }
+            if self.messages.is_none() {
+                self.reopen().await;
                 continue;
+            }
+            let next = match self.next_message().await {
+                Some(next) => next,
+                None => continue,
             };
-            match messages.next().await {
+            match next {
                 Some(Ok(message)) => {
                     let acks_all = self.spec.ack == AckMode::Coalesced;
                     match into_delivery(message, &self.outstanding, acks_all) {
@@ -195,14 +192,97 @@ impl State {
                 }
                 Some(Err(err)) => {
                     tracing::warn!(channel = %self.spec.channel, error = %err, "pull stream failed; reopening");
-                    self.messages = None;
-                    self.interrupted.get_or_insert_with(Instant::now);
+                    self.interrupt(Instant::now());
                 }
                 None => {
                     tracing::warn!(channel = %self.spec.channel, "pull stream ended; reopening");
-                    self.messages = None;
-                    self.interrupted.get_or_insert_with(Instant::now);
+                    self.interrupt(Instant::now());
                 }
+            }
+        }
+    }
+
+    /// The pull stream's next item. What is there already is taken without
+    /// waiting; while waiting, a reconnect or a new consumer leader drops a
+    /// pull that stays quiet for [`REOPEN_GRACE`] after it (returns `None`).
+    async fn next_message(&mut self) -> Option<Option<Result<jetstream::Message, MessagesError>>> {
+        let messages = self.messages.as_mut()?;
+        if let Some(next) = messages.next().now_or_never() {
+            return Some(next);
+        }
+        let waiting_since = Instant::now();
+        let cause = tokio::select! {
+            biased;
+            next = messages.next() => return Some(next),
+            cause = self.trigger.fired() => cause,
+        };
+        match tokio::time::timeout(REOPEN_GRACE, messages.next()).await {
+            Ok(next) => Some(next),
+            Err(_) => {
+                tracing::info!(channel = %self.spec.channel, %cause, "reopening the pull");
+                self.interrupt(waiting_since);
+                None
+            }
+        }
+    }
+
+    /// Sends the latest acks and terminations again: sent while the
+    /// consumer had no leader, they were lost, and the messages they settled
+    /// would block the consumer's `max_ack_pending` until their ack wait.
+    async fn settle_again(&self) {
+        let client = self.context.client();
+        for (reply, how) in self.outstanding.recent() {
+            if let Err(err) = client
+                .publish(reply, bytes::Bytes::from_static(how.payload()))
+                .await
+            {
+                tracing::debug!(channel = %self.spec.channel, error = %err, "could not send a settlement again");
+                return;
+            }
+        }
+    }
+
+    fn interrupt(&mut self, since: Instant) {
+        self.messages = None;
+        self.interrupted.get_or_insert(since);
+    }
+
+    /// One attempt to bind the consumer and pull again; after a failure it
+    /// waits (ever longer), unless a reconnect or a new leader says to retry now.
+    async fn reopen(&mut self) {
+        let attempt = tokio::time::timeout(REOPEN_TIMEOUT, self.pull(self.resume_from()));
+        let reopened = tokio::select! {
+            reopened = attempt => reopened.unwrap_or_else(|_| {
+                Err(Error::Subscribe {
+                    channel: self.spec.channel.clone(),
+                    source: format!("no answer within {REOPEN_TIMEOUT:?}").into(),
+                })
+            }),
+            cause = self.trigger.fired() => {
+                tracing::debug!(channel = %self.spec.channel, %cause, "reopening again at once");
+                self.backoff = REOPEN_BACKOFF_MIN;
+                return;
+            }
+        };
+        match reopened {
+            Ok(messages) => {
+                let interrupted = self.interrupted.take().map(|since| since.elapsed());
+                tracing::info!(channel = %self.spec.channel, ?interrupted, "subscription reopened");
+                self.messages = Some(messages);
+                self.backoff = REOPEN_BACKOFF_MIN;
+                self.settle_again().await;
+            }
+            Err(err) => {
+                tracing::warn!(channel = %self.spec.channel, error = %err, retry_in = ?self.backoff, "cannot reopen subscription");
+                let retry_now = tokio::select! {
+                    () = tokio::time::sleep(self.backoff) => false,
+                    _ = self.trigger.fired() => true,
+                };
+                self.backoff = if retry_now {
+                    REOPEN_BACKOFF_MIN
+                } else {
+                    (self.backoff * 2).min(REOPEN_BACKOFF_MAX)
+                };
             }
         }
     }
@@ -213,10 +293,12 @@ fn into_delivery(
     outstanding: &Arc<Outstanding>,
     acks_all: bool,
 ) -> Option<Delivery<JetStreamAcker>> {
-    let info = ack_info(message.reply.as_deref()?)?;
+    let reply = message.reply.clone()?;
+    let info = ack_info(&reply)?;
     let (message, acker) = message.split();
     let acker = JetStreamAcker::new(
         acker,
+        reply,
         message.subject.clone(),
         info.stream_sequence,
         outstanding.clone(),
