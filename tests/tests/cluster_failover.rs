@@ -1,7 +1,8 @@
 //! Failover on a 3-node JetStream cluster on loopback (an R3 stream): the
-//! stream leader is killed, then (after it is back) the node the client is
-//! connected to; consumption resumes on its own, within 3 s of the cluster
-//! being able to serve again, and nothing is lost.
+//! consumer's leader is killed (it holds the pull requests, which die with
+//! it), then (after it is back) the node the client is connected to;
+//! consumption resumes on its own, within 3 s of the cluster being able to
+//! serve again, and nothing is lost.
 //!
 //! The handler is slower than the publisher while the faults happen, so
 //! there is always a backlog: a pause in handling is the subscription's, not
@@ -186,12 +187,12 @@ async fn kill_and_watch(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consumption_resumes_after_the_stream_leader_and_the_clients_node_die() {
+async fn consumption_resumes_after_the_consumer_leader_and_the_clients_node_die() {
     init_tracing();
     let mut cluster = NatsCluster::start(3).await;
     let nats = cluster.jetstream().await;
     let stream = nats.ensure_stream(CHANNEL).await.expect("an R3 stream");
-    let leader = cluster.wait_for_stream_leader(&stream).await;
+    cluster.wait_for_stream_leader(&stream).await;
 
     let elections = Elections::watch(&cluster, &stream).await;
 
@@ -228,17 +229,19 @@ async fn consumption_resumes_after_the_stream_leader_and_the_clients_node_die() 
     let flowing = eventually(Duration::from_secs(20), || async { handled.count() > 300 }).await;
     assert!(flowing, "messages flow before the fault");
 
-    // The stream leader dies.
+    // The consumer's leader dies, and its pull requests with it.
+    let leader = cluster.wait_for_consumer_leader(&stream, DURABLE).await;
     let leader_loss = kill_and_watch(
         &mut cluster,
         leader,
         &handled,
         &elections,
-        "the stream leader",
+        "the consumer's leader",
     )
     .await;
     cluster.restart(leader).await;
     cluster.wait_for_stream_leader(&stream).await;
+    cluster.wait_for_consumer_leader(&stream, DURABLE).await;
 
     // The node the client is connected to dies.
     let name = nats.client().server_info().server_name;
@@ -270,7 +273,7 @@ async fn consumption_resumes_after_the_stream_leader_and_the_clients_node_die() 
         &missing[..missing.len().min(20)]
     );
     for (what, outage) in [
-        ("the stream leader", &leader_loss),
+        ("the consumer's leader", &leader_loss),
         ("the client's node", &node_loss),
     ] {
         eprintln!(
@@ -283,7 +286,7 @@ async fn consumption_resumes_after_the_stream_leader_and_the_clients_node_die() 
         handled.count()
     );
     for (what, outage) in [
-        ("the stream leader", &leader_loss),
+        ("the consumer's leader", &leader_loss),
         ("the client's node", &node_loss),
     ] {
         assert!(

@@ -87,6 +87,22 @@ async fn server_killed_mid_stream_and_restarted_loses_no_message() {
         "the first half was done before the kill ({handled_at_kill}): the test did not kill mid-stream"
     );
     server.restart().await;
+    // Handling resumes soon after the server is back: the subscription
+    // reopens on the reconnect, and the acks the old server lost are sent
+    // again, so the consumer is not held at its max_ack_pending until their
+    // ack wait.
+    let back_at = Instant::now();
+    let handled_when_back = lock(&handled).len();
+    let resumed = eventually(Duration::from_secs(30), || async {
+        lock(&handled).len() > handled_when_back
+    })
+    .await;
+    let resumed_after = back_at.elapsed();
+    assert!(resumed, "handling did not resume after the restart");
+    assert!(
+        resumed_after < Duration::from_secs(3),
+        "handling resumed {resumed_after:?} after the server was back"
+    );
 
     for id in HALF..TOTAL {
         publish_until_stored(&publisher, id, deadline).await;
@@ -125,7 +141,7 @@ async fn server_killed_mid_stream_and_restarted_loses_no_message() {
     );
     let duplicates: u32 = lock(&handled).values().map(|n| n - 1).sum();
     eprintln!(
-        "server restart: {handled_at_kill} handled at the kill, 0 lost, {duplicates} handled more than once"
+        "server restart: {handled_at_kill} handled at the kill, resumed {resumed_after:?} after the server was back, 0 lost, {duplicates} handled more than once"
     );
     app.shutdown().await.expect("clean shutdown");
 }

@@ -192,9 +192,21 @@ impl NatsCluster {
     /// running node answers with a leader, or the leader it names is not
     /// running (a killed node's name can linger until the next election).
     pub async fn stream_leader(&self, stream: &str) -> Option<usize> {
-        let subject = format!("$JS.API.STREAM.INFO.{stream}");
+        self.leader_of(&format!("$JS.API.STREAM.INFO.{stream}"))
+            .await
+    }
+
+    /// The node that leads consumer `consumer` of `stream` now (it holds the
+    /// consumer's pull requests), as [`stream_leader`](Self::stream_leader).
+    pub async fn consumer_leader(&self, stream: &str, consumer: &str) -> Option<usize> {
+        self.leader_of(&format!("$JS.API.CONSUMER.INFO.{stream}.{consumer}"))
+            .await
+    }
+
+    /// The running leader an info request on `subject` names.
+    async fn leader_of(&self, subject: &str) -> Option<usize> {
         for index in (0..self.size()).filter(|&index| self.is_running(index)) {
-            let Ok(info) = request_json(&self.node(index), &subject).await else {
+            let Ok(info) = request_json(&self.node(index), subject).await else {
                 continue;
             };
             let leader = info
@@ -210,14 +222,34 @@ impl NatsCluster {
     ///
     /// Panics after 30s with every node's log.
     pub async fn wait_for_stream_leader(&self, stream: &str) -> usize {
+        self.wait_for_leader(&format!("stream {stream}"), || self.stream_leader(stream))
+            .await
+    }
+
+    /// Waits until consumer `consumer` of `stream` has a running leader and
+    /// returns its node.
+    ///
+    /// Panics after 30s with every node's log.
+    pub async fn wait_for_consumer_leader(&self, stream: &str, consumer: &str) -> usize {
+        self.wait_for_leader(&format!("consumer {consumer} of {stream}"), || {
+            self.consumer_leader(stream, consumer)
+        })
+        .await
+    }
+
+    async fn wait_for_leader<F, Fut>(&self, what: &str, leader: F) -> usize
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Option<usize>>,
+    {
         let deadline = Instant::now() + LEADER_DEADLINE;
         loop {
-            if let Some(leader) = self.stream_leader(stream).await {
+            if let Some(leader) = leader().await {
                 return leader;
             }
             if Instant::now() >= deadline {
                 panic!(
-                    "stream {stream} has no running leader after {LEADER_DEADLINE:?}\n{}",
+                    "{what} has no running leader after {LEADER_DEADLINE:?}\n{}",
                     self.logs()
                 );
             }
