@@ -64,10 +64,14 @@ pub(crate) async fn dispatch<T: Transport>(
     let progress_every = context.spec.ack_wait / 2;
     let (window, upkeep) = match (context.spec.ack, deliveries.ack_pending_probe()) {
         (AckMode::Coalesced, Some(probe)) => {
-            let window = Arc::new(AckWindow::<T::Acker>::new(
+            let window = AckWindow::<T::Acker>::new(
                 (context.spec.max_in_flight / 4).max(1),
                 context.spec.max_deliver,
-            ));
+            );
+            let window = Arc::new(match deliveries.bound_at() {
+                Some(bound) if bound.unacked == 0 => window.known_up_to(bound.last_delivery),
+                _ => window,
+            });
             // Ends at `finish`, after every handler: then acks once more.
             let upkeep = tokio::spawn(crate::coalesce::keep(
                 window.clone(),

@@ -156,8 +156,8 @@ pub use transport::jetstream::{
 pub use transport::stan::{NatsStreaming, StanOptions};
 pub use transport::{
     AckError, AckMode, AckPendingFuture, AckPendingProbe, Acker, AttemptFuture, AttemptStore,
-    Delivery, DeliveryStream, Exhausted, ExhaustedStream, Metadata, OutgoingMessage, PublishAck,
-    StartPosition, SubscriptionSpec, Transport,
+    ConsumerProgress, Delivery, DeliveryStream, Exhausted, ExhaustedStream, Metadata,
+    OutgoingMessage, PublishAck, StartPosition, SubscriptionSpec, Transport,
 };
 
 /// Message headers (the NATS header map).

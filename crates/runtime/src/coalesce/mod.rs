@@ -133,6 +133,18 @@ impl<A> AckWindow<A> {
         }
     }
 
+    /// Unfenced, for a subscription that bound its consumer with nothing
+    /// unacked after delivery `last_delivery`: a first delivery that follows
+    /// it leaves nothing unknown an ack could cover (one that does not
+    /// fences, as any gap does).
+    pub(crate) fn known_up_to(mut self, last_delivery: u64) -> Self {
+        if let Ok(inner) = self.inner.get_mut() {
+            inner.fenced = false;
+            inner.last_delivery = Some(last_delivery);
+        }
+        self
+    }
+
     /// Records a delivery of `sequence`, numbered `delivery` by the consumer
     /// (`None` where the transport does not number them). A gap in those
     /// numbers fences the window.
@@ -532,6 +544,24 @@ mod tests {
         assert!(window.lift_fence(listed, 4));
         assert_eq!(window.flush(), Some("ack-2"), "3 is still running");
         assert_eq!(window.done(3, "ack-3"), Some("ack-4"));
+    }
+
+    #[test]
+    fn a_window_bound_with_nothing_unacked_acks_without_asking_the_broker() {
+        // The consumer had delivered 7 messages, all acked, when bound.
+        let window = AckWindow::new(1, Some(5)).known_up_to(7);
+        deliver(&window, 8, &[20, 21]);
+        assert!(!window.is_fenced(), "8 follows 7: nothing unknown");
+        assert_eq!(window.done(20, "ack-20"), Some("ack-20"));
+    }
+
+    #[test]
+    fn a_bound_window_fences_when_its_first_delivery_skips_some() {
+        // Deliveries 8 and 9 went to another instance after the bind.
+        let window = AckWindow::new(1, Some(5)).known_up_to(7);
+        deliver(&window, 10, &[22]);
+        assert!(window.is_fenced(), "8 and 9 are unknown here");
+        assert_eq!(window.done(22, "ack-22"), None);
     }
 
     #[test]

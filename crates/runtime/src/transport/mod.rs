@@ -21,7 +21,7 @@ pub use attempt_store::{AttemptFuture, AttemptStore};
 pub use delivery::{AckError, Acker, Delivery, Metadata};
 pub use drift::DriftCheck;
 pub use spec::{AckMode, StartPosition, SubscriptionSpec};
-pub use stream::{AckPendingFuture, AckPendingProbe, DeliveryStream};
+pub use stream::{AckPendingFuture, AckPendingProbe, ConsumerProgress, DeliveryStream};
 
 use crate::{Error, Headers};
 

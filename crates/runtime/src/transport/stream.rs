@@ -19,6 +19,20 @@ pub type AckPendingFuture = Pin<Box<dyn Future<Output = Result<usize, Error>> + 
 /// subscription before one ack may cover them all.
 pub type AckPendingProbe = Arc<dyn Fn() -> AckPendingFuture + Send + Sync>;
 
+/// Where a consumer stood when a subscription bound it, as the broker said.
+///
+/// ```
+/// let fresh = flowgate::ConsumerProgress { last_delivery: 0, unacked: 0 };
+/// assert_eq!(fresh.unacked, 0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerProgress {
+    /// The consumer's number of its last delivery (0: none yet).
+    pub last_delivery: u64,
+    /// How many of its deliveries were not acked.
+    pub unacked: usize,
+}
+
 /// A live subscription: its deliveries, until [`stop`](DeliveryStream::stop)
 /// or drop. It re-subscribes on its own after connection loss.
 ///
@@ -59,6 +73,14 @@ pub trait DeliveryStream<A>: Stream<Item = Delivery<A>> + Send + Unpin + 'static
     /// consumer's delivered and unacked messages. `None` where the broker
     /// cannot tell; coalesced acks are then refused.
     fn ack_pending_probe(&self) -> Option<AckPendingProbe> {
+        None
+    }
+
+    /// For coalesced acks: where the consumer stood when this subscription
+    /// bound it. With nothing unacked then, a window whose first delivery
+    /// follows `last_delivery` knows every message an ack could cover, and
+    /// need not ask the broker first. `None` where the broker did not say.
+    fn bound_at(&self) -> Option<ConsumerProgress> {
         None
     }
 }

@@ -17,7 +17,7 @@ use futures::{FutureExt, Stream, StreamExt};
 use super::outstanding::Outstanding;
 use super::reopen::ReopenTrigger;
 use super::{consumer, JetStreamAcker};
-use crate::transport::{AckPendingFuture, AckPendingProbe, DeliveryStream};
+use crate::transport::{AckPendingFuture, AckPendingProbe, ConsumerProgress, DeliveryStream};
 use crate::{AckMode, Delivery, Error, Metadata, SubscriptionSpec};
 
 const REOPEN_BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -47,6 +47,7 @@ const REOPEN_GRACE: Duration = Duration::from_millis(250);
 pub struct JetStreamSubscription {
     inner: BoxStream<'static, Delivery<JetStreamAcker>>,
     probe: AckPendingProbe,
+    bound_at: ConsumerProgress,
 }
 
 impl std::fmt::Debug for JetStreamSubscription {
@@ -98,7 +99,8 @@ impl JetStreamSubscription {
         };
         // The first bind reports its errors (a mismatched durable, a refused
         // name) to the caller; later ones are retried.
-        state.messages = Some(state.pull(None).await?);
+        let (messages, bound_at) = state.pull(None).await?;
+        state.messages = Some(messages);
         let probe = ack_pending_probe(
             state.context.clone(),
             state.stream.clone(),
@@ -109,7 +111,11 @@ impl JetStreamSubscription {
             Some((delivery, state))
         })
         .boxed();
-        Ok(Self { inner, probe })
+        Ok(Self {
+            inner,
+            probe,
+            bound_at,
+        })
     }
 }
 
@@ -139,12 +145,20 @@ fn ack_pending_probe(
 impl State {
     /// Binds the consumer and starts pulling. `resume_from` is set when
     /// reopening: where a consumer the server lost is recreated from.
-    async fn pull(&self, resume_from: Option<u64>) -> Result<pull::Stream, Error> {
+    async fn pull(
+        &self,
+        resume_from: Option<u64>,
+    ) -> Result<(pull::Stream, ConsumerProgress), Error> {
         let consumer = consumer::bind(&self.context, &self.stream, &self.spec, resume_from).await?;
+        let info = consumer.cached_info();
         if let Ok(mut name) = self.consumer.lock() {
-            name.clone_from(&consumer.cached_info().name);
+            name.clone_from(&info.name);
         }
-        consumer
+        let bound_at = ConsumerProgress {
+            last_delivery: info.delivered.consumer_sequence,
+            unacked: info.num_ack_pending,
+        };
+        let messages = consumer
             .stream()
             .max_messages_per_batch(self.spec.max_in_flight.clamp(1, MAX_BATCH))
             .expires(PULL_EXPIRY)
@@ -154,7 +168,8 @@ impl State {
             .map_err(|e| Error::Subscribe {
                 channel: self.spec.channel.clone(),
                 source: Box::new(e),
-            })
+            })?;
+        Ok((messages, bound_at))
     }
 
     /// Where a lost consumer starts again: the lowest sequence delivered
@@ -265,7 +280,7 @@ impl State {
             }
         };
         match reopened {
-            Ok(messages) => {
+            Ok((messages, _)) => {
                 let interrupted = self.interrupted.take().map(|since| since.elapsed());
                 tracing::info!(channel = %self.spec.channel, ?interrupted, "subscription reopened");
                 self.messages = Some(messages);
@@ -333,6 +348,10 @@ impl DeliveryStream<JetStreamAcker> for JetStreamSubscription {
 
     fn ack_pending_probe(&self) -> Option<AckPendingProbe> {
         Some(self.probe.clone())
+    }
+
+    fn bound_at(&self) -> Option<ConsumerProgress> {
+        Some(self.bound_at)
     }
 }
 
