@@ -159,7 +159,7 @@ impl Driver {
                 return;
             };
             let subscribed = self.subscribe(&session).await;
-            let (inbox, messages, ack_inbox) = match subscribed {
+            let (messages, ack_inbox) = match subscribed {
                 Ok(subscribed) => subscribed,
                 Err(err) => {
                     if let Some(first) = first.take() {
@@ -183,21 +183,22 @@ impl Driver {
                 }
                 None => tracing::info!(channel = %self.spec.channel, "subscribed again"),
             }
-            match self.deliver(&session, messages, ack_inbox).await {
+            match self.deliver(&session, messages, ack_inbox.clone()).await {
                 Next::Resubscribe => continue,
                 Next::End => {
-                    self.end_on_server(&session, inbox).await;
+                    self.end_on_server(&session, &ack_inbox).await;
                     return;
                 }
             }
         }
     }
 
-    /// Sends the subscription request on a fresh inbox.
+    /// Sends the subscription request on a fresh inbox; returns its messages
+    /// and the ack inbox the server answered with.
     async fn subscribe(
         &self,
         session: &Session,
-    ) -> Result<(String, async_nats::Subscriber, Arc<str>), StanError> {
+    ) -> Result<(async_nats::Subscriber, Arc<str>), StanError> {
         let failed = |reason: String| StanError::Request {
             what: "the subscription request",
             reason,
@@ -227,7 +228,7 @@ impl Driver {
         if !response.error.is_empty() {
             return Err(StanError::SubscribeRefused(response.error));
         }
-        Ok((inbox, messages, Arc::from(response.ack_inbox)))
+        Ok((messages, Arc::from(response.ack_inbox)))
     }
 
     /// Where an ephemeral subscription made again starts: right after the
@@ -280,7 +281,9 @@ impl Driver {
     }
 
     /// Closes (keeps a durable) or unsubscribes (deletes it) on the server.
-    async fn end_on_server(&self, session: &Session, inbox: String) {
+    /// The request names the subscription by its ack inbox: the server finds
+    /// subscriptions by nothing else.
+    async fn end_on_server(&self, session: &Session, ack_inbox: &str) {
         if session.lost.is_cancelled() {
             return;
         }
@@ -293,7 +296,7 @@ impl Driver {
         let request = UnsubscribeRequest {
             client_id: self.client.options.client_id.clone(),
             subject: self.spec.channel.clone(),
-            inbox,
+            inbox: ack_inbox.to_owned(),
             durable_name: self.spec.durable.clone().unwrap_or_default(),
         };
         let reply = tokio::time::timeout(
