@@ -219,3 +219,53 @@ async fn a_dropped_client_frees_its_id() {
     assert!(reborn, "the id of a dropped client can be used again");
     assert_eq!(double.refused_duplicates(), 0, "no live twin was found");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_of_the_process_costs_at_most_one_missed_ping() {
+    init_tracing();
+    let server = NatsServer::start().await;
+    // Pings every 100 ms, lost after 3 without answer.
+    let double = std::sync::Arc::new(StanDouble::start(&server.url()).await);
+    let url = server.url();
+    let watched = double.clone();
+    // The client runs on a runtime and a thread of its own, so blocking that
+    // thread stops the client and nothing else, as SIGSTOP stops a process.
+    let (done, outcome) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the client");
+        let result = runtime.block_on(async move {
+            let stan = NatsStreaming::connect(&url, StanOptions::new("paused"))
+                .await
+                .expect("registers");
+            let answered = watched.pings_answered();
+            let pinged = eventually(DEADLINE, || async {
+                watched.pings_answered() >= answered + 2
+            })
+            .await;
+            assert!(pinged, "the client pings before the pause");
+            // The pause: ten ping intervals without running at all.
+            std::thread::sleep(Duration::from_millis(1000));
+            // Three more answered pings after it: had the pause counted as
+            // the pings it spanned, the client would have registered again.
+            let answered = watched.pings_answered();
+            let pinged = eventually(DEADLINE, || async {
+                watched.pings_answered() >= answered + 3
+            })
+            .await;
+            assert!(pinged, "the client pings after the pause");
+            let registrations = stan.registrations();
+            stan.close().await.expect("closes");
+            registrations
+        });
+        let _ = done.send(result);
+    });
+    let registrations = tokio::time::timeout(DEADLINE, outcome)
+        .await
+        .expect("the client thread ends")
+        .expect("the client thread did not panic");
+    assert_eq!(registrations, 1, "the pause made the client register again");
+    assert_eq!(double.connect_requests(), 1);
+}

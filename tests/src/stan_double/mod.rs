@@ -78,6 +78,7 @@ pub(crate) struct Shared {
     pub(crate) acks: AtomicU64,
     pub(crate) dropped_acks: AtomicU64,
     pub(crate) ends_by_delivery_inbox: AtomicU64,
+    pub(crate) pings_answered: AtomicU64,
 }
 
 impl Shared {
@@ -132,6 +133,7 @@ impl StanDouble {
             acks: AtomicU64::new(0),
             dropped_acks: AtomicU64::new(0),
             ends_by_delivery_inbox: AtomicU64::new(0),
+            pings_answered: AtomicU64::new(0),
         });
         let mut double = Self {
             shared,
@@ -223,6 +225,11 @@ impl StanDouble {
     /// Connect requests refused because the id's holder was alive.
     pub fn refused_duplicates(&self) -> u64 {
         self.shared.refused_duplicates.load(Ordering::SeqCst)
+    }
+
+    /// Pings of registered clients answered (without error).
+    pub fn pings_answered(&self) -> u64 {
+        self.shared.pings_answered.load(Ordering::SeqCst)
     }
 
     /// Close requests received.

@@ -247,7 +247,10 @@ pub(crate) fn ping(shared: &Arc<Shared>, message: async_nats::Message) -> Vec<Ou
         .values()
         .any(|c| c.conn_id == ping.conn_id);
     match (&message.reply, known) {
-        (Some(reply), true) => vec![(reply.to_string(), Bytes::new())],
+        (Some(reply), true) => {
+            shared.pings_answered.fetch_add(1, Ordering::SeqCst);
+            vec![(reply.to_string(), Bytes::new())]
+        }
         (Some(_), false) => reply(
             &message,
             PingResponse {
