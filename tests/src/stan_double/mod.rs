@@ -261,6 +261,27 @@ impl StanDouble {
         self.shared.state().unacked(channel)
     }
 
+    /// Redeliveries sent on `channel` (after an ack wait, or to a durable
+    /// or queue group back online).
+    pub fn redeliveries(&self, channel: &str) -> u64 {
+        self.shared
+            .state()
+            .redeliveries
+            .get(channel)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The payloads stored on `channel`, in order.
+    pub fn payloads(&self, channel: &str) -> Vec<Vec<u8>> {
+        self.shared
+            .state()
+            .channels
+            .get(channel)
+            .map(|messages| messages.iter().map(|m| m.data.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// Messages stored on `channel`.
     pub fn stored(&self, channel: &str) -> usize {
         self.shared

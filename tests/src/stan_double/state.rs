@@ -67,6 +67,8 @@ pub(crate) struct State {
     subs: HashMap<u64, String>,
     next_sub: u64,
     pub(crate) subscription_requests: Vec<SubscriptionRequest>,
+    /// Redeliveries sent, per channel.
+    pub(crate) redeliveries: HashMap<String, u64>,
 }
 
 fn now_nanos() -> i64 {
@@ -311,6 +313,7 @@ impl State {
                 let redeliveries = pending.redeliveries;
                 if let Some(send) = group.message(messages, member, seq, redeliveries) {
                     out.push(send);
+                    *self.redeliveries.entry(group.channel.clone()).or_default() += 1;
                 }
             }
             let last = messages.map_or(0, |m| m.len() as u64);

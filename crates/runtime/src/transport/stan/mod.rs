@@ -9,7 +9,7 @@
 //! | `max_in_flight` | the subscription's max in flight (plus the runtime's local bound, which also covers redeliveries) |
 //! | `ack_wait` | `ackWaitInSecs`, rounded up to whole seconds |
 //! | `start` | `New` → new only, `Last` → last received, `All` → first, `Sequence` → sequence start, `Time` → time delta computed when subscribing |
-//! | `max_deliver` | enforced by the client: a delivery past it is acked and dropped with a warning |
+//! | `max_deliver` | counted by the client (the server has no limit): a delivery past it reaches the runtime, which dead-letters it (publishes the dead letter, waits for its ack, then acks the original) |
 //!
 //! What differs from JetStream, on purpose and documented:
 //! - **No nak.** A nak leaves the message unacked; the server redelivers it
@@ -19,7 +19,14 @@
 //! - **No de-duplication.** A message id is not sent; the publish ack has no
 //!   sequence (it reports 0) and is never a duplicate.
 //! - **Delivery count.** 1 for a first delivery; on a redelivery the server's
-//!   `redeliveryCount` + 1 when it sends one, else 2 (a redelivered flag only).
+//!   `redeliveryCount` + 1 when it sends one, else 2 (a redelivered flag only),
+//!   less the redeliveries this process held back.
+//! - **No progress ack.** The server redelivers a message whose handler runs
+//!   past the ack wait, again each ack wait. While the message is held here
+//!   (buffered, or in a handler) such a redelivery is held back: it never
+//!   runs in a second handler at once, and it does not count towards
+//!   `max_deliver`. Redeliveries another process held back before it stopped
+//!   are in the server's count and do count.
 //!
 //! The client is a state machine (see [`StanState`]): it registers with a
 //! connect request to `<discover prefix>.<cluster id>`, answers the server's
@@ -30,6 +37,7 @@
 mod acker;
 mod client;
 mod error;
+mod held;
 mod options;
 pub mod proto;
 mod publisher;

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::client::Client;
+use super::held::{Arrival, Held, Hold};
 use super::proto::{MsgProto, SubscriptionResponse, UnsubscribeRequest};
 use super::request::subscription_request;
 use super::session::Session;
@@ -58,6 +59,7 @@ impl StanSubscription {
             unsubscribe: unsubscribe.clone(),
             deliveries: tx,
             last_sequence: None,
+            held: Arc::default(),
         };
         let guard = finished.clone().drop_guard();
         tokio::spawn(async move {
@@ -136,6 +138,8 @@ struct Driver {
     unsubscribe: Arc<AtomicBool>,
     deliveries: mpsc::Sender<Delivery<StanAcker>>,
     last_sequence: Option<u64>,
+    /// What this subscription holds, over every subscribe-again.
+    held: Arc<Held>,
 }
 
 enum Next {
@@ -263,15 +267,16 @@ impl Driver {
                     continue;
                 }
             };
-            let delivery = into_delivery(&self.client.nats, msg, &ack_inbox);
-            let count = delivery.metadata.delivery_count();
-            if self.spec.max_deliver.is_some_and(|max| count > max) {
-                tracing::warn!(channel = %self.spec.channel, sequence = delivery.metadata.stream_sequence(), delivery = count, "delivered more than max_deliver times: acked and dropped");
-                if let Err(err) = crate::Acker::ack(&delivery.acker).await {
-                    tracing::warn!(error = %err, "could not ack a message past max_deliver");
+            // A delivery past max_deliver goes on like any other: the
+            // runtime dead-letters it (publish, wait for the ack, then ack).
+            let (hold, delivered) = match self.held.arrive(msg.sequence, server_count(&msg)) {
+                Arrival::Deliver { hold, delivered } => (hold, delivered),
+                Arrival::HeldBack => {
+                    tracing::debug!(channel = %self.spec.channel, sequence = msg.sequence, "redelivery of a message still held here (its handler runs past the ack wait): held back, not counted");
+                    continue;
                 }
-                continue;
-            }
+            };
+            let delivery = into_delivery(&self.client.nats, msg, &ack_inbox, hold, delivered);
             self.last_sequence = Some(delivery.metadata.stream_sequence());
             tokio::select! {
                 _ = self.end.cancelled() => return Next::End,
@@ -319,22 +324,29 @@ impl Driver {
     }
 }
 
-fn into_delivery(
-    nats: &async_nats::Client,
-    msg: MsgProto,
-    ack_inbox: &Arc<str>,
-) -> Delivery<StanAcker> {
-    let delivered = if msg.redelivery_count > 0 {
+/// The server's count of this delivery: its `redeliveryCount` + 1 when it
+/// sends one, else 2 for a redelivery (older servers send a flag only).
+fn server_count(msg: &MsgProto) -> u32 {
+    if msg.redelivery_count > 0 {
         msg.redelivery_count.saturating_add(1)
     } else if msg.redelivered {
         2
     } else {
         1
-    };
+    }
+}
+
+fn into_delivery(
+    nats: &async_nats::Client,
+    msg: MsgProto,
+    ack_inbox: &Arc<str>,
+    hold: Hold,
+    delivered: u32,
+) -> Delivery<StanAcker> {
     let timestamp = SystemTime::UNIX_EPOCH
         + Duration::from_nanos(u64::try_from(msg.timestamp).unwrap_or_default());
     let subject: Arc<str> = Arc::from(msg.subject.as_str());
-    let acker = StanAcker::new(nats.clone(), ack_inbox.clone(), subject, msg.sequence);
+    let acker = StanAcker::new(nats.clone(), ack_inbox.clone(), subject, msg.sequence, hold);
     let metadata = Metadata::new(msg.subject, msg.sequence, delivered, timestamp, None);
     Delivery {
         payload: msg.data.into(),
