@@ -191,17 +191,37 @@ async fn a_client_id_in_use_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_server_is_a_clear_connect_timeout() {
+async fn no_streaming_server_is_reported_as_no_responders_not_as_a_timeout() {
     init_tracing();
     let server = NatsServer::start().await;
-    let options = StanOptions::new("lonely").connect_wait(Duration::from_millis(300));
+    let options = StanOptions::new("lonely").connect_wait(Duration::from_secs(2));
     let err = NatsStreaming::connect(&server.url(), options)
         .await
         .expect_err("nobody answers");
-    assert!(
-        err.to_string().contains("_STAN.discover.test-cluster"),
-        "{err}"
-    );
+    let text = err.to_string();
+    assert!(text.contains("_STAN.discover.test-cluster"), "{text}");
+    assert!(text.contains("no responders"), "says what happened: {text}");
+    assert!(text.contains("cluster id"), "says what to check: {text}");
+    assert!(!text.contains("within"), "no wait happened: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_server_that_does_not_answer_is_a_connect_timeout() {
+    init_tracing();
+    let server = NatsServer::start().await;
+    // Something listens on the discover subject and never answers.
+    let silent = async_nats::connect(server.url()).await.expect("connects");
+    let _listening = silent
+        .subscribe("_STAN.discover.test-cluster")
+        .await
+        .expect("subscribes");
+    flowgate_tests::round_trip(&silent).await.expect("in effect");
+    let options = StanOptions::new("ignored").connect_wait(Duration::from_millis(300));
+    let err = NatsStreaming::connect(&server.url(), options)
+        .await
+        .expect_err("nobody answers");
+    let text = err.to_string();
+    assert!(text.contains("within 300ms"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,8 +15,15 @@ pub enum StanError {
     /// The client id has characters the server refuses.
     #[error("client id `{0}` is not valid: use letters, digits, `-` and `_` only (no dots, no spaces), and at least one character")]
     InvalidClientId(String),
-    /// No streaming server answered the connect request.
-    #[error("no NATS Streaming server answered on `{subject}` within {wait:?}: check the cluster id and that nats-streaming-server runs")]
+    /// Nobody listens on the discover subject: the NATS server said at once
+    /// that the connect request has no responders.
+    #[error("no NATS Streaming server listens on `{subject}` (the NATS server reports no responders): check that nats-streaming-server runs and is connected to this NATS server, and that the cluster id (`-cid`) and discover prefix match")]
+    NoResponders {
+        /// The discover subject the request went to.
+        subject: String,
+    },
+    /// A streaming server listens but did not answer the connect request in time.
+    #[error("no NATS Streaming server answered on `{subject}` within {wait:?}: the server may be overloaded or still starting; retry, or raise the connect wait")]
     ConnectTimeout {
         /// The discover subject the request went to.
         subject: String,
