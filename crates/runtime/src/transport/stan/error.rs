@@ -38,6 +38,13 @@ pub enum StanError {
         /// The server's error string.
         reason: String,
     },
+    /// Another live client registered with this client's id, and this one
+    /// stopped (see [`StanOptions::keep_retrying_when_replaced`](super::StanOptions::keep_retrying_when_replaced)).
+    #[error("NATS Streaming client `{client_id}` was replaced: another client registered with the same id and is alive, so this client stopped and its subscriptions ended; give each instance its own client id, or set keep_retrying_when_replaced to wait until the id is free")]
+    Replaced {
+        /// The client id.
+        client_id: String,
+    },
     /// The client is not registered with the server right now.
     #[error("not registered with the NATS Streaming server (the connection was lost or closed); retry once it re-registers")]
     NotRegistered,
@@ -61,4 +68,12 @@ pub enum StanError {
         /// Why.
         reason: String,
     },
+}
+
+impl StanError {
+    /// Whether the server refused a registration because a live client
+    /// holds the id ("stan: clientID already registered").
+    pub(crate) fn is_id_in_use(&self) -> bool {
+        matches!(self, StanError::ConnectRefused { reason, .. } if reason.contains("already registered"))
+    }
 }

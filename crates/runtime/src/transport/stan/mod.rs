@@ -31,14 +31,19 @@
 //! The client is a state machine (see [`StanState`]): it registers with a
 //! connect request to `<discover prefix>.<cluster id>`, answers the server's
 //! heartbeats, pings the server, and when the pings go unanswered or the
-//! server says the client was replaced it registers again by itself; every
-//! subscription then subscribes again (durables resume where they were).
+//! server says the client is no longer registered it registers again by
+//! itself; every subscription then subscribes again (durables resume where
+//! they were). When that registration is refused because another live client
+//! holds the id, the client was replaced: it closes with
+//! [`StanError::Replaced`] unless told to keep retrying
+//! ([`StanOptions::keep_retrying_when_replaced`]).
 
 mod acker;
 mod client;
 mod error;
 mod held;
 mod options;
+mod pings;
 pub mod proto;
 mod publisher;
 mod request;
@@ -133,6 +138,25 @@ impl NatsStreaming {
     /// re-registration after a lost connection adds one).
     pub fn registrations(&self) -> u64 {
         self.client.registrations()
+    }
+
+    /// Waits until the client is closed. Returns why when it closed by itself
+    /// ([`StanError::Replaced`]: another live client took its id), `None`
+    /// after [`close`](Self::close). An app can run until either comes:
+    ///
+    /// ```no_run
+    /// # async fn demo(app: flowgate::App, stan: flowgate::NatsStreaming) -> Result<(), flowgate::Error> {
+    /// let watched = stan.clone();
+    /// let running = app.start(stan.clone()).await?;
+    /// tokio::select! {
+    ///     _ = flowgate::shutdown_signal() => {}
+    ///     why = watched.closed() => eprintln!("the NATS Streaming client stopped: {why:?}"),
+    /// }
+    /// running.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn closed(&self) -> Option<StanError> {
+        self.client.closed().await
     }
 
     /// The underlying NATS client.

@@ -106,7 +106,10 @@ pub(crate) async fn publish(
     let session = client
         .session(client.options.connect_wait)
         .await
-        .ok_or_else(|| broker(&subject, StanError::NotRegistered))?;
+        .ok_or_else(|| {
+            let why = client.ended().unwrap_or(StanError::NotRegistered);
+            broker(&subject, why)
+        })?;
     let permit = client
         .pub_ack_slots
         .clone()

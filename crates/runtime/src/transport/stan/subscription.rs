@@ -157,8 +157,16 @@ impl Driver {
                 session = self.client.next_session() => session,
             };
             let Some(session) = session else {
-                if let Some(first) = first.take() {
-                    let _ = first.send(Err(StanError::NotRegistered));
+                let why = self.client.ended();
+                match first.take() {
+                    Some(first) => {
+                        let _ = first.send(Err(why.unwrap_or(StanError::NotRegistered)));
+                    }
+                    None => {
+                        if let Some(why) = why {
+                            tracing::error!(channel = %self.spec.channel, error = %why, "subscription ended");
+                        }
+                    }
                 }
                 return;
             };
