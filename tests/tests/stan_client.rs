@@ -215,7 +215,9 @@ async fn a_streaming_server_that_does_not_answer_is_a_connect_timeout() {
         .subscribe("_STAN.discover.test-cluster")
         .await
         .expect("subscribes");
-    flowgate_tests::round_trip(&silent).await.expect("in effect");
+    flowgate_tests::round_trip(&silent)
+        .await
+        .expect("in effect");
     let options = StanOptions::new("ignored").connect_wait(Duration::from_millis(300));
     let err = NatsStreaming::connect(&server.url(), options)
         .await
@@ -312,8 +314,7 @@ async fn replaced(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_replaced_by_a_live_holder_of_its_id_stops_with_a_clear_error() {
-    let (_server, double, first, second) =
-        replaced("twin", StanOptions::new("twin")).await;
+    let (_server, double, first, second) = replaced("twin", StanOptions::new("twin")).await;
     let why = tokio::time::timeout(DEADLINE, first.closed())
         .await
         .expect("the replaced client stops instead of retrying forever");

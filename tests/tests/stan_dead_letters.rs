@@ -7,8 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use flowgate::transport::stan::StanDeadLetter;
 use flowgate::{App, Publisher, Subscriber};
 use flowgate_tests::{eventually, JobError, DEADLINE};
+use prost::Message as _;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize, flowgate::Event)]
@@ -159,4 +161,26 @@ async fn a_message_past_max_deliver_is_dead_lettered_not_dropped() {
     );
     assert_eq!(again.started(), 0, "the handler ran past the budget");
     app.shutdown().await.expect("drains");
+
+    // NATS Streaming has no headers: the dead letter is an envelope with
+    // what JetStream sends as headers, and the original payload inside.
+    let stored = double.payloads(DEAD_LETTERS);
+    let letter = StanDeadLetter::decode(stored[0].as_slice()).expect("an envelope");
+    assert_eq!(letter.original_subject, CHANNEL);
+    assert_eq!(letter.original_sequence, 1);
+    assert_eq!(letter.attempts, 1, "the budget");
+    assert_eq!(letter.durable, "crashing");
+    assert!(!letter.last_error.is_empty());
+    assert!(
+        letter.failed_at.contains('T'),
+        "RFC 3339: {}",
+        letter.failed_at
+    );
+    assert!(
+        letter.message_id.contains("crashing") && letter.message_id.ends_with('1'),
+        "the same id for every copy: {}",
+        letter.message_id
+    );
+    let job: Job = serde_json::from_slice(&letter.payload).expect("the original payload");
+    assert_eq!(job.id, 1);
 }

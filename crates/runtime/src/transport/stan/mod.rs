@@ -16,6 +16,8 @@
 //!   after the subscription's ack wait, whatever delay was asked for.
 //!   `term` acks (the message is never redelivered); `in_progress` does nothing.
 //! - **No headers.** Published headers are not sent; deliveries have none.
+//!   A dead letter travels in an envelope instead ([`StanDeadLetter`]), with
+//!   what JetStream sends as headers and the original payload inside.
 //! - **No de-duplication.** A message id is not sent; the publish ack has no
 //!   sequence (it reports 0) and is never a duplicate.
 //! - **Delivery count.** 1 for a first delivery; on a redelivery the server's
@@ -40,6 +42,7 @@
 
 mod acker;
 mod client;
+mod dead_letter;
 mod error;
 mod held;
 mod options;
@@ -54,6 +57,7 @@ use std::sync::Arc;
 
 pub use acker::StanAcker;
 pub use client::StanState;
+pub use dead_letter::StanDeadLetter;
 pub use error::StanError;
 pub use options::{validate_client_id, StanOptions, SubscriptionEnd};
 pub use publisher::StanPendingAck;
