@@ -5,7 +5,9 @@
 //! are listed as exceptions with the reason, and each has a test below that
 //! asserts what NATS Streaming does instead.
 
-use flowgate_tests::conformance::{stan::exceptions, StanHarness};
+use flowgate::{Acker, OutgoingMessage, SubscriptionSpec, Transport};
+use flowgate_tests::conformance::{stan::exceptions, Harness, StanHarness, ACK_WAIT};
+use futures::StreamExt;
 
 flowgate_tests::conformance_suite!(
     tokio::test(flavor = "multi_thread", worker_threads = 2),
@@ -21,6 +23,10 @@ flowgate_tests::conformance_suite!(
         durable_resume: "a NATS Streaming durable belongs to its client id, and the harness's \
             connections are independent clients with ids of their own: a restart resumes \
             under the same client id (durable_belongs_to_its_client_id)",
+        redelivery_after_ack_wait: "NATS Streaming has no progress ack, so a delivery the \
+            process still holds (buffered, or in a handler) is not handed out again: the \
+            server's redelivery is held back until the delivery is settled or dropped, and \
+            held-back redeliveries do not count (held_delivery_is_not_handed_out_twice)",
         start_time: "NATS Streaming sends a start time as a delta the server applies to its own \
             clock on receipt: a message stored within the request's transit after the start \
             time can be missed, and the scenario publishes right after it \
@@ -56,4 +62,52 @@ async fn durable_belongs_to_its_client_id() {
 async fn start_time_is_a_delta_on_the_server_clock() {
     flowgate_tests::init_tracing();
     exceptions::start_time_is_a_delta_on_the_server_clock(&StanHarness::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_delivery_is_not_handed_out_twice() {
+    flowgate_tests::init_tracing();
+    let harness = StanHarness::start().await;
+    let stan = harness.connect().await;
+    let mut spec = SubscriptionSpec::new("conformance.held");
+    spec.ack_wait = ACK_WAIT;
+    let mut deliveries = stan.subscribe(&spec).await.expect("subscribed");
+    let pending = stan
+        .publish(OutgoingMessage::new("conformance.held", "1"))
+        .await
+        .expect("sent");
+    pending.await.expect("stored");
+    let wait = flowgate_tests::DEADLINE;
+    let first = tokio::time::timeout(wait, deliveries.next())
+        .await
+        .expect("a delivery")
+        .expect("the subscription lives");
+    // Held past two ack waits: the server redelivers, the client holds back.
+    let redelivered = flowgate_tests::eventually(wait, || async {
+        harness.double().redeliveries("conformance.held") >= 2
+    })
+    .await;
+    assert!(
+        redelivered,
+        "the server redelivered while the delivery was held"
+    );
+    let early =
+        tokio::time::timeout(std::time::Duration::from_millis(100), deliveries.next()).await;
+    assert!(early.is_err(), "a held delivery was handed out again");
+    // Released (a nak leaves it to the server): the next redelivery comes,
+    // counting only the deliveries handed out.
+    first.acker.nak(None).await.expect("nak is accepted");
+    let again = tokio::time::timeout(wait, deliveries.next())
+        .await
+        .expect("a redelivery once released")
+        .expect("the subscription lives");
+    assert_eq!(
+        again.metadata.stream_sequence(),
+        first.metadata.stream_sequence()
+    );
+    assert_eq!(
+        again.metadata.delivery_count(),
+        2,
+        "held-back redeliveries do not count"
+    );
 }

@@ -7,7 +7,9 @@
 //! answers), heartbeats, client pings (an unknown connID gets "client has been
 //! replaced or is no longer registered"), pub acks, durable positions that
 //! survive close but not unsubscribe, ack-wait redelivery with the redelivered
-//! flag and count, max in flight, queue groups and start positions. It keeps
+//! flag and count, max in flight, queue groups and start positions; a
+//! subscription ends by its ack inbox (or its delivery inbox), and acks that
+//! come after it ended are dropped, as the real server drops them. It keeps
 //! everything in memory; [`stop`](StanDouble::stop) and
 //! [`resume`](StanDouble::resume) play a server that goes away and comes back
 //! with its store.
@@ -74,6 +76,9 @@ pub(crate) struct Shared {
     pub(crate) refused_duplicates: AtomicU64,
     pub(crate) close_requests: AtomicU64,
     pub(crate) acks: AtomicU64,
+    pub(crate) dropped_acks: AtomicU64,
+    pub(crate) ends_by_delivery_inbox: AtomicU64,
+    pub(crate) pings_answered: AtomicU64,
 }
 
 impl Shared {
@@ -126,6 +131,9 @@ impl StanDouble {
             refused_duplicates: AtomicU64::new(0),
             close_requests: AtomicU64::new(0),
             acks: AtomicU64::new(0),
+            dropped_acks: AtomicU64::new(0),
+            ends_by_delivery_inbox: AtomicU64::new(0),
+            pings_answered: AtomicU64::new(0),
         });
         let mut double = Self {
             shared,
@@ -219,6 +227,11 @@ impl StanDouble {
         self.shared.refused_duplicates.load(Ordering::SeqCst)
     }
 
+    /// Pings of registered clients answered (without error).
+    pub fn pings_answered(&self) -> u64 {
+        self.shared.pings_answered.load(Ordering::SeqCst)
+    }
+
     /// Close requests received.
     pub fn close_requests(&self) -> u64 {
         self.shared.close_requests.load(Ordering::SeqCst)
@@ -227,6 +240,46 @@ impl StanDouble {
     /// Acks received.
     pub fn acks(&self) -> u64 {
         self.shared.acks.load(Ordering::SeqCst)
+    }
+
+    /// Acks dropped because their subscription was gone (closed,
+    /// unsubscribed, or its client replaced), as the real server drops them.
+    pub fn dropped_acks(&self) -> u64 {
+        self.shared.dropped_acks.load(Ordering::SeqCst)
+    }
+
+    /// Subscriptions ended (closed or unsubscribed) by naming their delivery
+    /// inbox. The double accepts it; nats-streaming-server finds a
+    /// subscription by its ack inbox only and refuses such a request.
+    pub fn ends_by_delivery_inbox(&self) -> u64 {
+        self.shared.ends_by_delivery_inbox.load(Ordering::SeqCst)
+    }
+
+    /// Messages of `channel` delivered and not acked, over every
+    /// subscription (durables offline included).
+    pub fn unacked(&self, channel: &str) -> usize {
+        self.shared.state().unacked(channel)
+    }
+
+    /// Redeliveries sent on `channel` (after an ack wait, or to a durable
+    /// or queue group back online).
+    pub fn redeliveries(&self, channel: &str) -> u64 {
+        self.shared
+            .state()
+            .redeliveries
+            .get(channel)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The payloads stored on `channel`, in order.
+    pub fn payloads(&self, channel: &str) -> Vec<Vec<u8>> {
+        self.shared
+            .state()
+            .channels
+            .get(channel)
+            .map(|messages| messages.iter().map(|m| m.data.clone()).collect())
+            .unwrap_or_default()
     }
 
     /// Messages stored on `channel`.

@@ -144,9 +144,10 @@ pub(crate) fn subscribe(shared: &Arc<Shared>, message: async_nats::Message) -> V
     let Ok(request) = SubscriptionRequest::decode(message.payload.as_ref()) else {
         return Vec::new();
     };
-    let response = match shared.state().subscribe(&request) {
+    let ack_prefix = format!("_STAN.ctl.{}.subacks", shared.id);
+    let response = match shared.state().subscribe(&request, &ack_prefix) {
         Ok(id) => SubscriptionResponse {
-            ack_inbox: format!("_STAN.ctl.{}.subacks.{id}", shared.id),
+            ack_inbox: format!("{ack_prefix}.{id}"),
             error: String::new(),
         },
         Err(error) => SubscriptionResponse {
@@ -183,7 +184,10 @@ fn end_subscription(
     };
     let mut state = shared.state();
     let error = match state.find_sub(&request.client_id, &request.inbox) {
-        Some(id) => {
+        Some((id, by_ack_inbox)) => {
+            if !by_ack_inbox {
+                shared.ends_by_delivery_inbox.fetch_add(1, Ordering::SeqCst);
+            }
             state.remove_sub(id, unsubscribe);
             String::new()
         }
@@ -207,7 +211,9 @@ fn ack(shared: &Arc<Shared>, message: async_nats::Message) -> Vec<Outgoing> {
         .and_then(|id| id.parse::<u64>().ok());
     if let (Some(id), Ok(ack)) = (id, Ack::decode(message.payload.as_ref())) {
         shared.acks.fetch_add(1, Ordering::SeqCst);
-        shared.state().ack(id, ack.sequence);
+        if !shared.state().ack(id, ack.sequence) {
+            shared.dropped_acks.fetch_add(1, Ordering::SeqCst);
+        }
     }
     Vec::new()
 }
@@ -241,7 +247,10 @@ pub(crate) fn ping(shared: &Arc<Shared>, message: async_nats::Message) -> Vec<Ou
         .values()
         .any(|c| c.conn_id == ping.conn_id);
     match (&message.reply, known) {
-        (Some(reply), true) => vec![(reply.to_string(), Bytes::new())],
+        (Some(reply), true) => {
+            shared.pings_answered.fetch_add(1, Ordering::SeqCst);
+            vec![(reply.to_string(), Bytes::new())]
+        }
         (Some(_), false) => reply(
             &message,
             PingResponse {

@@ -37,7 +37,10 @@ struct Pending {
 struct Member {
     id: u64,
     client_id: String,
+    /// Where its messages go.
     inbox: String,
+    /// Where its acks come (the server's answer to the subscription request).
+    ack_inbox: String,
 }
 
 /// Subscriptions that share one position: a plain subscription (one
@@ -64,6 +67,8 @@ pub(crate) struct State {
     subs: HashMap<u64, String>,
     next_sub: u64,
     pub(crate) subscription_requests: Vec<SubscriptionRequest>,
+    /// Redeliveries sent, per channel.
+    pub(crate) redeliveries: HashMap<String, u64>,
 }
 
 fn now_nanos() -> i64 {
@@ -97,8 +102,13 @@ impl State {
         }
     }
 
-    /// Adds a subscription; returns its id, or the server's error string.
-    pub(crate) fn subscribe(&mut self, request: &SubscriptionRequest) -> Result<u64, String> {
+    /// Adds a subscription whose acks come on `<ack_prefix>.<id>`; returns
+    /// its id, or the server's error string.
+    pub(crate) fn subscribe(
+        &mut self,
+        request: &SubscriptionRequest,
+        ack_prefix: &str,
+    ) -> Result<u64, String> {
         self.subscription_requests.push(request.clone());
         if !self.clients.contains_key(&request.client_id) {
             return Err("stan: unknown clientID".to_owned());
@@ -133,6 +143,7 @@ impl State {
             id,
             client_id: request.client_id.clone(),
             inbox: request.inbox.clone(),
+            ack_inbox: format!("{ack_prefix}.{id}"),
         });
         // A durable back online gets its unacked messages again.
         let now = Instant::now();
@@ -163,15 +174,24 @@ impl State {
         }
     }
 
-    /// Finds the subscription of `client_id` delivering to `inbox`.
-    pub(crate) fn find_sub(&self, client_id: &str, inbox: &str) -> Option<u64> {
+    /// Finds the subscription of `client_id` named by `inbox`: its ack inbox
+    /// (what the reference client sends, and the only lookup of
+    /// nats-streaming-server) or its delivery inbox. Says which one matched:
+    /// `true` for the ack inbox.
+    pub(crate) fn find_sub(&self, client_id: &str, inbox: &str) -> Option<(u64, bool)> {
         self.subs.iter().find_map(|(id, key)| {
             let group = self.groups.get(key)?;
-            group
+            let member = group
                 .members
                 .iter()
-                .any(|m| m.id == *id && m.client_id == client_id && m.inbox == inbox)
-                .then_some(*id)
+                .find(|m| m.id == *id && m.client_id == client_id)?;
+            if member.ack_inbox == inbox {
+                Some((*id, true))
+            } else if member.inbox == inbox {
+                Some((*id, false))
+            } else {
+                None
+            }
         })
     }
 
@@ -223,11 +243,28 @@ impl State {
         }
     }
 
-    /// Settles `sequence` for subscription `id`.
-    pub(crate) fn ack(&mut self, id: u64, sequence: u64) {
-        if let Some(group) = self.subs.get(&id).and_then(|key| self.groups.get_mut(key)) {
-            group.pending.remove(&sequence);
+    /// Settles `sequence` for subscription `id`. Returns false when the
+    /// subscription is gone (closed, unsubscribed, its client replaced): the
+    /// ack is dropped, as nats-streaming-server drops it, and the message
+    /// stays unacked.
+    pub(crate) fn ack(&mut self, id: u64, sequence: u64) -> bool {
+        match self.subs.get(&id).and_then(|key| self.groups.get_mut(key)) {
+            Some(group) => {
+                group.pending.remove(&sequence);
+                true
+            }
+            None => false,
         }
+    }
+
+    /// Messages of `channel` delivered and not acked, over every
+    /// subscription (online or not).
+    pub(crate) fn unacked(&self, channel: &str) -> usize {
+        self.groups
+            .values()
+            .filter(|g| g.channel == channel)
+            .map(|g| g.pending.len())
+            .sum()
     }
 
     /// Whether a durable (plain or queue) exists for `channel`.
@@ -276,6 +313,7 @@ impl State {
                 let redeliveries = pending.redeliveries;
                 if let Some(send) = group.message(messages, member, seq, redeliveries) {
                     out.push(send);
+                    *self.redeliveries.entry(group.channel.clone()).or_default() += 1;
                 }
             }
             let last = messages.map_or(0, |m| m.len() as u64);

@@ -14,15 +14,18 @@ use std::time::{Duration, SystemTime};
 
 use prost::Message as _;
 
+use super::held::Hold;
 use super::proto::Ack;
 use crate::{AckError, Acker, Metadata};
 
-/// Settles one NATS Streaming delivery.
+/// Settles one NATS Streaming delivery. While it lives, redeliveries of its
+/// message are held back (see the transport's notes on `max_deliver`).
 pub struct StanAcker {
     nats: async_nats::Client,
     ack_inbox: Arc<str>,
     subject: Arc<str>,
     sequence: u64,
+    hold: Hold,
 }
 
 impl std::fmt::Debug for StanAcker {
@@ -40,12 +43,14 @@ impl StanAcker {
         ack_inbox: Arc<str>,
         subject: Arc<str>,
         sequence: u64,
+        hold: Hold,
     ) -> Self {
         Self {
             nats,
             ack_inbox,
             subject,
             sequence,
+            hold,
         }
     }
 
@@ -57,6 +62,7 @@ impl StanAcker {
         self.nats
             .publish(self.ack_inbox.to_string(), ack.encode_to_vec().into())
             .await
+            .map(|()| self.hold.acked())
             .map_err(|source| {
                 let metadata = Metadata::new(
                     self.subject.to_string(),
@@ -79,6 +85,7 @@ impl Acker for StanAcker {
     /// redelivers it once the subscription's ack wait has passed, whatever
     /// `delay` asks for.
     async fn nak(&self, delay: Option<Duration>) -> Result<(), AckError> {
+        self.hold.release();
         tracing::debug!(subject = %self.subject, sequence = self.sequence, ?delay, "NATS Streaming has no nak: redelivered after the ack wait");
         Ok(())
     }

@@ -5,13 +5,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use prost::Message as _;
 use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::proto::{CloseRequest, CloseResponse, Ping, PingResponse};
+use super::pings::keep_alive;
+use super::proto::{CloseRequest, CloseResponse};
 use super::session::{register, Session};
 use super::{StanError, StanOptions};
 
@@ -42,6 +42,8 @@ pub(crate) struct Phase {
     pub(crate) state: StanState,
     pub(crate) session: Option<Arc<Session>>,
     pub(crate) registrations: u64,
+    /// Why the client closed by itself (it was replaced), if it did.
+    pub(crate) ended: Option<StanError>,
 }
 
 /// A subscription driver the client ends on close: its end signal and the
@@ -72,6 +74,7 @@ impl Client {
             state: StanState::Connected,
             session: None,
             registrations: 0,
+            ended: None,
         });
         let client = Arc::new(Self {
             nats,
@@ -102,6 +105,19 @@ impl Client {
 
     pub(crate) fn registrations(&self) -> u64 {
         self.phase.borrow().registrations
+    }
+
+    /// Why the client closed by itself, if it did.
+    pub(crate) fn ended(&self) -> Option<StanError> {
+        self.phase.borrow().ended.clone()
+    }
+
+    /// Waits until the client is closed; returns why when it closed by
+    /// itself, `None` after [`close`](Self::close).
+    pub(crate) async fn closed(&self) -> Option<StanError> {
+        let mut phase = self.phase();
+        let closed = phase.wait_for(|p| p.state == StanState::Closed).await;
+        closed.ok().and_then(|p| p.ended.clone())
     }
 
     /// The current registration, waiting up to `wait` for one.
@@ -220,6 +236,7 @@ impl Client {
     async fn drive(self: Arc<Self>, first: oneshot::Sender<Result<(), StanError>>) {
         let mut first = Some(first);
         let mut backoff = BACKOFF_MIN;
+        let mut refused_in_a_row = 0_u32;
         while !self.shutdown.is_cancelled() {
             self.set(self.nats_state(), None);
             let registered = tokio::select! {
@@ -234,7 +251,18 @@ impl Client {
                         self.set(StanState::Closed, None);
                         return;
                     }
-                    tracing::warn!(client_id = %self.options.client_id, error = %err, retry_in = ?backoff, "cannot register with the NATS Streaming server");
+                    if err.is_id_in_use() {
+                        if !self.options.keep_retrying_when_replaced {
+                            self.replaced();
+                            return;
+                        }
+                        refused_in_a_row += 1;
+                    }
+                    if refused_in_a_row <= 1 {
+                        tracing::warn!(client_id = %self.options.client_id, error = %err, retry_in = ?backoff, "cannot register with the NATS Streaming server");
+                    } else {
+                        tracing::debug!(client_id = %self.options.client_id, error = %err, retry_in = ?backoff, "the client id is still held by another client");
+                    }
                     tokio::select! {
                         _ = self.shutdown.cancelled() => break,
                         _ = tokio::time::sleep(backoff) => {}
@@ -244,6 +272,7 @@ impl Client {
                 }
             };
             backoff = BACKOFF_MIN;
+            refused_in_a_row = 0;
             self.set(StanState::Registered, Some(session.clone()));
             if let Some(first) = first.take() {
                 let _ = first.send(Ok(()));
@@ -262,6 +291,20 @@ impl Client {
 }
 
 impl Client {
+    /// Another live client holds the id: closes for good with
+    /// [`StanError::Replaced`]; subscriptions end, publishes fail with it.
+    fn replaced(&self) {
+        let err = StanError::Replaced {
+            client_id: self.options.client_id.clone(),
+        };
+        tracing::error!(client_id = %self.options.client_id, error = %err, "NATS Streaming client closed");
+        self.phase.send_modify(|phase| {
+            phase.state = StanState::Closed;
+            phase.session = None;
+            phase.ended = Some(err);
+        });
+    }
+
     /// Stops the state machine without a goodbye: the driver ends, the
     /// heartbeat inbox goes away, and the server forgets the client after its
     /// missed heartbeats (or at once when another client asks for its id).
@@ -277,55 +320,6 @@ impl Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.shutdown.cancel();
-    }
-}
-
-/// Pings the server as the connect response asked; returns why the
-/// registration counts as lost: too many pings without answer, or an error
-/// answer ("client replaced", "not registered").
-async fn keep_alive(
-    nats: &async_nats::Client,
-    session: &Session,
-    mut answers: async_nats::Subscriber,
-) -> String {
-    let Some(interval) = session.pings.interval else {
-        session.lost.cancelled().await;
-        return "registration ended".to_owned();
-    };
-    let ping = Ping {
-        conn_id: session.conn_id.to_vec(),
-    }
-    .encode_to_vec();
-    let inbox = session.pings.inbox.clone();
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-    let mut out: u32 = 0;
-    loop {
-        tokio::select! {
-            _ = session.lost.cancelled() => return "registration ended".to_owned(),
-            _ = ticks.tick() => {
-                out += 1;
-                if out > session.pings.max_out {
-                    return format!("{} pings without answer", out - 1);
-                }
-                if let Err(err) = nats.publish_with_reply(session.pings.subject.clone(), inbox.clone(), ping.clone().into()).await {
-                    tracing::debug!(error = %err, "could not send a ping");
-                }
-            }
-            answer = answers.next() => {
-                let Some(answer) = answer else { return "ping inbox closed".to_owned() };
-                if answer.status.is_some_and(|s| s == async_nats::StatusCode::NO_RESPONDERS) {
-                    continue;
-                }
-                if !answer.payload.is_empty() {
-                    match PingResponse::decode(answer.payload.as_ref()) {
-                        Ok(response) if !response.error.is_empty() => return response.error,
-                        Ok(_) => {}
-                        Err(_) => continue,
-                    }
-                }
-                out = 0;
-            }
-        }
     }
 }
 

@@ -15,8 +15,15 @@ pub enum StanError {
     /// The client id has characters the server refuses.
     #[error("client id `{0}` is not valid: use letters, digits, `-` and `_` only (no dots, no spaces), and at least one character")]
     InvalidClientId(String),
-    /// No streaming server answered the connect request.
-    #[error("no NATS Streaming server answered on `{subject}` within {wait:?}: check the cluster id and that nats-streaming-server runs")]
+    /// Nobody listens on the discover subject: the NATS server said at once
+    /// that the connect request has no responders.
+    #[error("no NATS Streaming server listens on `{subject}` (the NATS server reports no responders): check that nats-streaming-server runs and is connected to this NATS server, and that the cluster id (`-cid`) and discover prefix match")]
+    NoResponders {
+        /// The discover subject the request went to.
+        subject: String,
+    },
+    /// A streaming server listens but did not answer the connect request in time.
+    #[error("no NATS Streaming server answered on `{subject}` within {wait:?}: the server may be overloaded or still starting; retry, or raise the connect wait")]
     ConnectTimeout {
         /// The discover subject the request went to.
         subject: String,
@@ -30,6 +37,13 @@ pub enum StanError {
         client_id: String,
         /// The server's error string.
         reason: String,
+    },
+    /// Another live client registered with this client's id, and this one
+    /// stopped (see [`StanOptions::keep_retrying_when_replaced`](super::StanOptions::keep_retrying_when_replaced)).
+    #[error("NATS Streaming client `{client_id}` was replaced: another client registered with the same id and is alive, so this client stopped and its subscriptions ended; give each instance its own client id, or set keep_retrying_when_replaced to wait until the id is free")]
+    Replaced {
+        /// The client id.
+        client_id: String,
     },
     /// The client is not registered with the server right now.
     #[error("not registered with the NATS Streaming server (the connection was lost or closed); retry once it re-registers")]
@@ -54,4 +68,12 @@ pub enum StanError {
         /// Why.
         reason: String,
     },
+}
+
+impl StanError {
+    /// Whether the server refused a registration because a live client
+    /// holds the id ("stan: clientID already registered").
+    pub(crate) fn is_id_in_use(&self) -> bool {
+        matches!(self, StanError::ConnectRefused { reason, .. } if reason.contains("already registered"))
+    }
 }

@@ -9,28 +9,44 @@
 //! | `max_in_flight` | the subscription's max in flight (plus the runtime's local bound, which also covers redeliveries) |
 //! | `ack_wait` | `ackWaitInSecs`, rounded up to whole seconds |
 //! | `start` | `New` → new only, `Last` → last received, `All` → first, `Sequence` → sequence start, `Time` → time delta computed when subscribing |
-//! | `max_deliver` | enforced by the client: a delivery past it is acked and dropped with a warning |
+//! | `max_deliver` | counted by the client (the server has no limit): a delivery past it reaches the runtime, which dead-letters it (publishes the dead letter, waits for its ack, then acks the original) |
 //!
 //! What differs from JetStream, on purpose and documented:
 //! - **No nak.** A nak leaves the message unacked; the server redelivers it
 //!   after the subscription's ack wait, whatever delay was asked for.
 //!   `term` acks (the message is never redelivered); `in_progress` does nothing.
 //! - **No headers.** Published headers are not sent; deliveries have none.
+//!   A dead letter travels in an envelope instead ([`StanDeadLetter`]), with
+//!   what JetStream sends as headers and the original payload inside.
 //! - **No de-duplication.** A message id is not sent; the publish ack has no
 //!   sequence (it reports 0) and is never a duplicate.
 //! - **Delivery count.** 1 for a first delivery; on a redelivery the server's
-//!   `redeliveryCount` + 1 when it sends one, else 2 (a redelivered flag only).
+//!   `redeliveryCount` + 1 when it sends one, else 2 (a redelivered flag only),
+//!   less the redeliveries this process held back.
+//! - **No progress ack.** The server redelivers a message whose handler runs
+//!   past the ack wait, again each ack wait. While the message is held here
+//!   (buffered, or in a handler) such a redelivery is held back: it never
+//!   runs in a second handler at once, and it does not count towards
+//!   `max_deliver`. Redeliveries another process held back before it stopped
+//!   are in the server's count and do count.
 //!
 //! The client is a state machine (see [`StanState`]): it registers with a
 //! connect request to `<discover prefix>.<cluster id>`, answers the server's
 //! heartbeats, pings the server, and when the pings go unanswered or the
-//! server says the client was replaced it registers again by itself; every
-//! subscription then subscribes again (durables resume where they were).
+//! server says the client is no longer registered it registers again by
+//! itself; every subscription then subscribes again (durables resume where
+//! they were). When that registration is refused because another live client
+//! holds the id, the client was replaced: it closes with
+//! [`StanError::Replaced`] unless told to keep retrying
+//! ([`StanOptions::keep_retrying_when_replaced`]).
 
 mod acker;
 mod client;
+mod dead_letter;
 mod error;
+mod held;
 mod options;
+mod pings;
 pub mod proto;
 mod publisher;
 mod request;
@@ -41,6 +57,7 @@ use std::sync::Arc;
 
 pub use acker::StanAcker;
 pub use client::StanState;
+pub use dead_letter::StanDeadLetter;
 pub use error::StanError;
 pub use options::{validate_client_id, StanOptions, SubscriptionEnd};
 pub use publisher::StanPendingAck;
@@ -125,6 +142,25 @@ impl NatsStreaming {
     /// re-registration after a lost connection adds one).
     pub fn registrations(&self) -> u64 {
         self.client.registrations()
+    }
+
+    /// Waits until the client is closed. Returns why when it closed by itself
+    /// ([`StanError::Replaced`]: another live client took its id), `None`
+    /// after [`close`](Self::close). An app can run until either comes:
+    ///
+    /// ```no_run
+    /// # async fn demo(app: flowgate::App, stan: flowgate::NatsStreaming) -> Result<(), flowgate::Error> {
+    /// let watched = stan.clone();
+    /// let running = app.start(stan.clone()).await?;
+    /// tokio::select! {
+    ///     _ = flowgate::shutdown_signal() => {}
+    ///     why = watched.closed() => eprintln!("the NATS Streaming client stopped: {why:?}"),
+    /// }
+    /// running.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn closed(&self) -> Option<StanError> {
+        self.client.closed().await
     }
 
     /// The underlying NATS client.

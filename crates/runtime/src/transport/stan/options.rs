@@ -42,6 +42,7 @@ pub struct StanOptions {
     pub(crate) ping_interval_secs: i32,
     pub(crate) ping_max_out: i32,
     pub(crate) subscription_end: SubscriptionEnd,
+    pub(crate) keep_retrying_when_replaced: bool,
 }
 
 impl StanOptions {
@@ -72,6 +73,7 @@ impl StanOptions {
             ping_interval_secs: Self::DEFAULT_PING_INTERVAL,
             ping_max_out: Self::DEFAULT_PING_MAX_OUT,
             subscription_end: SubscriptionEnd::Close,
+            keep_retrying_when_replaced: false,
         }
     }
 
@@ -119,6 +121,18 @@ impl StanOptions {
     /// durables, the default) or unsubscribe (delete durables).
     pub fn on_subscription_end(mut self, end: SubscriptionEnd) -> Self {
         self.subscription_end = end;
+        self
+    }
+
+    /// What the client does when, registering again, it finds its id held
+    /// by another live client (it was replaced). By default (`false`) it
+    /// stops, as the reference client does: the state becomes
+    /// [`Closed`](super::StanState::Closed), subscriptions end, publishes and
+    /// [`closed`](crate::NatsStreaming::closed) report
+    /// [`StanError::Replaced`](super::StanError::Replaced). With `true` it
+    /// keeps trying to register (every 2 s at most) until the id is free.
+    pub fn keep_retrying_when_replaced(mut self, keep_retrying: bool) -> Self {
+        self.keep_retrying_when_replaced = keep_retrying;
         self
     }
 

@@ -91,13 +91,14 @@ pub(crate) async fn publish(
     client: &Arc<Client>,
     message: OutgoingMessage,
 ) -> Result<StanPendingAck, PublishError> {
+    let envelope = super::dead_letter::envelope(&message);
     let subject = message.subject;
     let broker = |subject: &str, err: StanError| PublishError::Broker {
         subject: subject.to_owned(),
         source: Box::new(err),
     };
     crate::validate_channel(&subject)?;
-    if message.headers.is_some() {
+    if message.headers.is_some() && envelope.is_none() {
         tracing::debug!(%subject, "NATS Streaming has no headers: they are not sent");
     }
     if let Some(id) = &message.message_id {
@@ -106,7 +107,10 @@ pub(crate) async fn publish(
     let session = client
         .session(client.options.connect_wait)
         .await
-        .ok_or_else(|| broker(&subject, StanError::NotRegistered))?;
+        .ok_or_else(|| {
+            let why = client.ended().unwrap_or(StanError::NotRegistered);
+            broker(&subject, why)
+        })?;
     let permit = client
         .pub_ack_slots
         .clone()
@@ -120,7 +124,7 @@ pub(crate) async fn publish(
         guid: guid.clone(),
         subject: subject.clone(),
         reply: String::new(),
-        data: message.payload.to_vec(),
+        data: envelope.unwrap_or(message.payload).to_vec(),
         conn_id: session.conn_id.to_vec(),
         sha256: Vec::new(),
     };

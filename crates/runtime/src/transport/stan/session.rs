@@ -108,9 +108,10 @@ pub(crate) async fn register(
     .await
     .map_err(|_| timeout())?
     .map_err(|err| match err.kind() {
-        async_nats::RequestErrorKind::TimedOut | async_nats::RequestErrorKind::NoResponders => {
-            timeout()
-        }
+        async_nats::RequestErrorKind::TimedOut => timeout(),
+        async_nats::RequestErrorKind::NoResponders => StanError::NoResponders {
+            subject: subject.clone(),
+        },
         _ => failed("the connect request")(err.into()),
     })?;
     let response = ConnectResponse::decode(reply.payload.as_ref())

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::client::Client;
+use super::held::{Arrival, Held, Hold};
 use super::proto::{MsgProto, SubscriptionResponse, UnsubscribeRequest};
 use super::request::subscription_request;
 use super::session::Session;
@@ -58,6 +59,7 @@ impl StanSubscription {
             unsubscribe: unsubscribe.clone(),
             deliveries: tx,
             last_sequence: None,
+            held: Arc::default(),
         };
         let guard = finished.clone().drop_guard();
         tokio::spawn(async move {
@@ -136,6 +138,8 @@ struct Driver {
     unsubscribe: Arc<AtomicBool>,
     deliveries: mpsc::Sender<Delivery<StanAcker>>,
     last_sequence: Option<u64>,
+    /// What this subscription holds, over every subscribe-again.
+    held: Arc<Held>,
 }
 
 enum Next {
@@ -153,13 +157,21 @@ impl Driver {
                 session = self.client.next_session() => session,
             };
             let Some(session) = session else {
-                if let Some(first) = first.take() {
-                    let _ = first.send(Err(StanError::NotRegistered));
+                let why = self.client.ended();
+                match first.take() {
+                    Some(first) => {
+                        let _ = first.send(Err(why.unwrap_or(StanError::NotRegistered)));
+                    }
+                    None => {
+                        if let Some(why) = why {
+                            tracing::error!(channel = %self.spec.channel, error = %why, "subscription ended");
+                        }
+                    }
                 }
                 return;
             };
             let subscribed = self.subscribe(&session).await;
-            let (inbox, messages, ack_inbox) = match subscribed {
+            let (messages, ack_inbox) = match subscribed {
                 Ok(subscribed) => subscribed,
                 Err(err) => {
                     if let Some(first) = first.take() {
@@ -183,21 +195,22 @@ impl Driver {
                 }
                 None => tracing::info!(channel = %self.spec.channel, "subscribed again"),
             }
-            match self.deliver(&session, messages, ack_inbox).await {
+            match self.deliver(&session, messages, ack_inbox.clone()).await {
                 Next::Resubscribe => continue,
                 Next::End => {
-                    self.end_on_server(&session, inbox).await;
+                    self.end_on_server(&session, &ack_inbox).await;
                     return;
                 }
             }
         }
     }
 
-    /// Sends the subscription request on a fresh inbox.
+    /// Sends the subscription request on a fresh inbox; returns its messages
+    /// and the ack inbox the server answered with.
     async fn subscribe(
         &self,
         session: &Session,
-    ) -> Result<(String, async_nats::Subscriber, Arc<str>), StanError> {
+    ) -> Result<(async_nats::Subscriber, Arc<str>), StanError> {
         let failed = |reason: String| StanError::Request {
             what: "the subscription request",
             reason,
@@ -227,7 +240,7 @@ impl Driver {
         if !response.error.is_empty() {
             return Err(StanError::SubscribeRefused(response.error));
         }
-        Ok((inbox, messages, Arc::from(response.ack_inbox)))
+        Ok((messages, Arc::from(response.ack_inbox)))
     }
 
     /// Where an ephemeral subscription made again starts: right after the
@@ -262,15 +275,16 @@ impl Driver {
                     continue;
                 }
             };
-            let delivery = into_delivery(&self.client.nats, msg, &ack_inbox);
-            let count = delivery.metadata.delivery_count();
-            if self.spec.max_deliver.is_some_and(|max| count > max) {
-                tracing::warn!(channel = %self.spec.channel, sequence = delivery.metadata.stream_sequence(), delivery = count, "delivered more than max_deliver times: acked and dropped");
-                if let Err(err) = crate::Acker::ack(&delivery.acker).await {
-                    tracing::warn!(error = %err, "could not ack a message past max_deliver");
+            // A delivery past max_deliver goes on like any other: the
+            // runtime dead-letters it (publish, wait for the ack, then ack).
+            let (hold, delivered) = match self.held.arrive(msg.sequence, server_count(&msg)) {
+                Arrival::Deliver { hold, delivered } => (hold, delivered),
+                Arrival::HeldBack => {
+                    tracing::debug!(channel = %self.spec.channel, sequence = msg.sequence, "redelivery of a message still held here (its handler runs past the ack wait): held back, not counted");
+                    continue;
                 }
-                continue;
-            }
+            };
+            let delivery = into_delivery(&self.client.nats, msg, &ack_inbox, hold, delivered);
             self.last_sequence = Some(delivery.metadata.stream_sequence());
             tokio::select! {
                 _ = self.end.cancelled() => return Next::End,
@@ -280,7 +294,9 @@ impl Driver {
     }
 
     /// Closes (keeps a durable) or unsubscribes (deletes it) on the server.
-    async fn end_on_server(&self, session: &Session, inbox: String) {
+    /// The request names the subscription by its ack inbox: the server finds
+    /// subscriptions by nothing else.
+    async fn end_on_server(&self, session: &Session, ack_inbox: &str) {
         if session.lost.is_cancelled() {
             return;
         }
@@ -293,7 +309,7 @@ impl Driver {
         let request = UnsubscribeRequest {
             client_id: self.client.options.client_id.clone(),
             subject: self.spec.channel.clone(),
-            inbox,
+            inbox: ack_inbox.to_owned(),
             durable_name: self.spec.durable.clone().unwrap_or_default(),
         };
         let reply = tokio::time::timeout(
@@ -316,22 +332,29 @@ impl Driver {
     }
 }
 
-fn into_delivery(
-    nats: &async_nats::Client,
-    msg: MsgProto,
-    ack_inbox: &Arc<str>,
-) -> Delivery<StanAcker> {
-    let delivered = if msg.redelivery_count > 0 {
+/// The server's count of this delivery: its `redeliveryCount` + 1 when it
+/// sends one, else 2 for a redelivery (older servers send a flag only).
+fn server_count(msg: &MsgProto) -> u32 {
+    if msg.redelivery_count > 0 {
         msg.redelivery_count.saturating_add(1)
     } else if msg.redelivered {
         2
     } else {
         1
-    };
+    }
+}
+
+fn into_delivery(
+    nats: &async_nats::Client,
+    msg: MsgProto,
+    ack_inbox: &Arc<str>,
+    hold: Hold,
+    delivered: u32,
+) -> Delivery<StanAcker> {
     let timestamp = SystemTime::UNIX_EPOCH
         + Duration::from_nanos(u64::try_from(msg.timestamp).unwrap_or_default());
     let subject: Arc<str> = Arc::from(msg.subject.as_str());
-    let acker = StanAcker::new(nats.clone(), ack_inbox.clone(), subject, msg.sequence);
+    let acker = StanAcker::new(nats.clone(), ack_inbox.clone(), subject, msg.sequence, hold);
     let metadata = Metadata::new(msg.subject, msg.sequence, delivered, timestamp, None);
     Delivery {
         payload: msg.data.into(),

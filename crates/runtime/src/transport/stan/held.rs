@@ -1,0 +1,166 @@
+//! The messages one subscription holds in this process: delivered to its
+//! stream and not yet settled (waiting in the buffer, or in a handler).
+//!
+//! NATS Streaming cannot extend an ack wait, so the server redelivers a
+//! message whose handler runs longer than the ack wait, again each ack wait.
+//! Such a redelivery is held back: it never reaches a second handler while
+//! the first still runs, and it does not count towards `max_deliver`. The
+//! delivery count a delivery reports is the server's count less the
+//! redeliveries this process held back, so only deliveries that reached the
+//! stream count. (What another process held back before it stopped is not
+//! known here: the server's count includes it.)
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+/// How many messages' held-back counts are remembered; past that the lowest
+/// sequence is forgotten (its next delivery then counts as the server says).
+const REMEMBERED: usize = 65_536;
+
+/// The held messages of one subscription, shared by its driver and ackers.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Sequences delivered to the stream and not yet settled or dropped.
+    holding: HashSet<u64>,
+    /// Redeliveries held back, per sequence, until it is acked.
+    held_back: BTreeMap<u64, u32>,
+}
+
+/// What to do with a delivery that arrived.
+#[derive(Debug)]
+pub(crate) enum Arrival {
+    /// Deliver it: it reports `delivered` deliveries; `hold` goes with its acker.
+    Deliver { hold: Hold, delivered: u32 },
+    /// An earlier delivery of it is still held here: drop this one.
+    HeldBack,
+}
+
+impl Held {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A delivery of `sequence` that the server counts as its `server_count`th.
+    pub(crate) fn arrive(self: &Arc<Self>, sequence: u64, server_count: u32) -> Arrival {
+        let mut inner = self.lock();
+        if inner.holding.contains(&sequence) {
+            let held_back = inner.held_back.entry(sequence).or_default();
+            *held_back = held_back.saturating_add(1);
+            if inner.held_back.len() > REMEMBERED {
+                inner.held_back.pop_first();
+            }
+            return Arrival::HeldBack;
+        }
+        inner.holding.insert(sequence);
+        let held_back = inner.held_back.get(&sequence).copied().unwrap_or_default();
+        let delivered = if server_count <= 1 {
+            1
+        } else {
+            // A redelivery: at least one delivery before it reached a stream.
+            server_count.saturating_sub(held_back).max(2)
+        };
+        Arrival::Deliver {
+            hold: Hold {
+                held: self.clone(),
+                sequence,
+                released: AtomicBool::new(false),
+            },
+            delivered,
+        }
+    }
+
+    /// `sequence` was acked: it will not come again, nothing to remember.
+    fn acked(&self, sequence: u64) {
+        self.lock().held_back.remove(&sequence);
+    }
+
+    fn release(&self, sequence: u64) {
+        self.lock().holding.remove(&sequence);
+    }
+}
+
+/// One held message: released when it is settled, or when dropped (with the
+/// delivery's acker, once it is given up).
+#[derive(Debug)]
+pub(crate) struct Hold {
+    held: Arc<Held>,
+    sequence: u64,
+    released: AtomicBool,
+}
+
+impl Hold {
+    /// The message was acked: released, and its held-back count forgotten.
+    pub(crate) fn acked(&self) {
+        self.held.acked(self.sequence);
+        self.release();
+    }
+
+    /// The message is left for the server to redeliver (a nak): the next
+    /// delivery may reach a handler.
+    pub(crate) fn release(&self) {
+        if !self.released.swap(true, Ordering::SeqCst) {
+            self.held.release(self.sequence);
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivered(arrival: Arrival) -> (Hold, u32) {
+        match arrival {
+            Arrival::Deliver { hold, delivered } => (hold, delivered),
+            Arrival::HeldBack => panic!("held back"),
+        }
+    }
+
+    #[test]
+    fn a_redelivery_of_a_held_message_is_held_back_and_not_counted() {
+        let held = Arc::new(Held::default());
+        let (hold, count) = delivered(held.arrive(7, 1));
+        assert_eq!(count, 1);
+        assert!(matches!(held.arrive(7, 2), Arrival::HeldBack));
+        assert!(matches!(held.arrive(7, 3), Arrival::HeldBack));
+        let (other, _) = delivered(held.arrive(8, 1));
+        drop(hold);
+        // The server counts 4; two of them never reached a handler.
+        let (hold, count) = delivered(held.arrive(7, 4));
+        assert_eq!(count, 2);
+        hold.release();
+        assert!(
+            matches!(held.arrive(7, 5), Arrival::Deliver { .. }),
+            "a nak releases"
+        );
+        let (hold, count) = delivered(held.arrive(7, 6));
+        assert_eq!(count, 4, "two held back of six");
+        hold.acked();
+        assert!(matches!(held.arrive(7, 7), Arrival::Deliver { .. }));
+        drop(hold);
+        let (_, count) = delivered(held.arrive(7, 5));
+        assert_eq!(count, 5, "forgotten once acked");
+        drop(other);
+    }
+
+    #[test]
+    fn a_redelivery_counts_at_least_two() {
+        let held = Arc::new(Held::default());
+        drop(delivered(held.arrive(1, 1)));
+        assert!(matches!(held.arrive(1, 2), Arrival::Deliver { .. }));
+        let held = Arc::new(Held::default());
+        let (_, count) = delivered(held.arrive(1, 2));
+        assert_eq!(count, 2, "a redelivery from an earlier process");
+    }
+}
