@@ -66,7 +66,7 @@ pub(crate) fn check_fits_ack_wait(
         tracing::warn!(
             subscriber = subscriber.name(),
             ack_wait = ?spec.ack_wait,
-            "no handler timeout, and this transport cannot extend the ack wait: a handler running past it sees its message redelivered; set a timeout below the ack wait"
+            "no handler timeout, and this transport cannot extend the ack wait: while a handler runs past it, the broker redelivers its message every ack wait (NATS Streaming's transport holds those redeliveries back until the handler ends); set a timeout below the ack wait to bound a hung handler"
         );
         return Ok(());
     };
