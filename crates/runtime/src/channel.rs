@@ -39,13 +39,23 @@ pub fn validate_channel(channel: &str) -> Result<(), NameError> {
     if channel.is_empty() {
         return fail("it is empty");
     }
-    for token in channel.split('.') {
-        if token.is_empty() {
-            return fail("it has an empty token");
-        }
-        if !token.bytes().all(is_name_byte) {
+    // One pass over the bytes (it runs for every publish to a given channel):
+    // the first problem from the left is reported, as token by token.
+    let mut token_len = 0usize;
+    for &byte in channel.as_bytes() {
+        if byte == b'.' {
+            if token_len == 0 {
+                return fail("it has an empty token");
+            }
+            token_len = 0;
+        } else if is_name_byte(byte) {
+            token_len += 1;
+        } else {
             return fail("it has a character other than letters, digits, `-`, `_` and `.`");
         }
+    }
+    if token_len == 0 {
+        return fail("it has an empty token");
     }
     Ok(())
 }
@@ -68,4 +78,33 @@ pub fn validate_consumer_name(kind: &'static str, name: &str) -> Result<(), Name
 
 fn is_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(channel: &str) -> Option<&'static str> {
+        match validate_channel(channel) {
+            Ok(()) => None,
+            Err(NameError::Channel { reason, .. }) => Some(reason),
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+
+    #[test]
+    fn reports_the_first_problem_from_the_left() {
+        const EMPTY_TOKEN: Option<&str> = Some("it has an empty token");
+        const BAD_BYTE: Option<&str> =
+            Some("it has a character other than letters, digits, `-`, `_` and `.`");
+        assert_eq!(reason("orders.placed-v2_x"), None);
+        assert_eq!(reason("a"), None);
+        assert_eq!(reason(""), Some("it is empty"));
+        assert_eq!(reason(".a"), EMPTY_TOKEN);
+        assert_eq!(reason("a."), EMPTY_TOKEN);
+        assert_eq!(reason("a..b*"), EMPTY_TOKEN);
+        assert_eq!(reason("a*..b"), BAD_BYTE);
+        assert_eq!(reason("orders.>"), BAD_BYTE);
+        assert_eq!(reason("caf\u{e9}.x"), BAD_BYTE);
+    }
 }
