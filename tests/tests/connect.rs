@@ -77,3 +77,41 @@ async fn bad_channel_name_is_refused_before_reaching_the_server() {
         "message names the channel: {err}"
     );
 }
+
+#[tokio::test]
+async fn a_durable_the_server_refuses_to_create_says_why() {
+    use async_nats::jetstream::stream::{Config, RetentionPolicy, StorageType};
+    let server = NatsServer::start().await;
+    let nats = server.jetstream().await;
+    nats.context()
+        .create_stream(Config {
+            name: "refusing".into(),
+            subjects: vec!["connect.work".into()],
+            retention: RetentionPolicy::WorkQueue,
+            storage: StorageType::Memory,
+            ..Config::default()
+        })
+        .await
+        .expect("work-queue stream");
+    // A work-queue stream takes only consumers that start at its first
+    // message; the default start is `new`.
+    let app = App::new().subscriber(
+        Subscriber::new("connect.work", |_ping: Ping| async {
+            Ok::<_, std::convert::Infallible>(())
+        })
+        .durable("worker"),
+    );
+    let err = app
+        .start(nats)
+        .await
+        .expect_err("the server refuses the consumer");
+    let text = err.to_string();
+    assert!(
+        !text.contains("consumer not found"),
+        "the creation's refusal is reported, not the lookup before it: {text}"
+    );
+    assert!(
+        text.contains("deliver all") && text.contains("10101"),
+        "the server's reason is in the error: {text}"
+    );
+}

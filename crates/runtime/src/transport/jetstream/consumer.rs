@@ -160,12 +160,17 @@ pub(crate) async fn bind(
             let wanted = consumer_config(spec, resume_from);
             match create(context, stream, spec, wanted).await {
                 Ok(created) => Ok(created),
-                // Another instance recreated it first: bind that one.
-                Err(_) => {
-                    let existing = context
+                // Another instance created it first: bind that one. Where
+                // none exists, the server refused it: say why.
+                Err(refused) => {
+                    let existing = match context
                         .get_consumer_from_stream::<pull::Config, _, _>(name, stream)
                         .await
-                        .map_err(|e| broker(&spec.channel, e))?;
+                    {
+                        Ok(existing) => existing,
+                        Err(err) if is_not_found(&err) => return Err(refused),
+                        Err(err) => return Err(broker(&spec.channel, err)),
+                    };
                     let wanted = consumer_config(spec, None);
                     check_unchanged(stream, name, &existing.cached_info().config, &wanted)?;
                     Ok(existing)
