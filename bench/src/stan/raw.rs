@@ -41,7 +41,7 @@ pub struct RawStan {
     client_id: String,
     conn_id: Vec<u8>,
     response: ConnectResponse,
-    acks_inbox: String,
+    acks_inbox: async_nats::Subject,
     acks: Arc<PubAcks>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -94,7 +94,7 @@ impl RawStan {
         if !response.error.is_empty() {
             return Err(format!("connect refused: {}", response.error).into());
         }
-        let acks_inbox = format!("_STAN.acks.{}", nuid::next());
+        let acks_inbox = async_nats::Subject::from(format!("_STAN.acks.{}", nuid::next()));
         let acks = Arc::new(PubAcks {
             pending: Mutex::default(),
             window: Semaphore::new(window),
@@ -146,7 +146,7 @@ impl RawStan {
         };
         self.nats
             .publish_with_reply(
-                format!("{}.{channel}", self.response.pub_prefix),
+                async_nats::Subject::from(format!("{}.{channel}", self.response.pub_prefix)),
                 self.acks_inbox.clone(),
                 pub_msg.encode_to_vec().into(),
             )
@@ -200,7 +200,7 @@ impl RawStan {
         }
         Ok(RawSubscription {
             messages,
-            ack_inbox: response.ack_inbox,
+            ack_inbox: response.ack_inbox.into(),
             channel: channel.to_owned(),
         })
     }
@@ -210,7 +210,7 @@ impl RawStan {
         let request = UnsubscribeRequest {
             client_id: self.client_id.clone(),
             subject: sub.channel,
-            inbox: sub.ack_inbox,
+            inbox: sub.ack_inbox.to_string(),
             durable_name: String::new(),
         };
         let subject = if self.response.sub_close_requests.is_empty() {
@@ -319,7 +319,7 @@ fn ping(
 #[derive(Debug)]
 pub struct RawSubscription {
     messages: async_nats::Subscriber,
-    ack_inbox: String,
+    ack_inbox: async_nats::Subject,
     channel: String,
 }
 
