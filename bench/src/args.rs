@@ -9,6 +9,20 @@ pub enum TransportKind {
     JetStream,
     /// `flowgate_testkit::InMemory`; framework side only.
     Memory,
+    /// NATS Streaming: the project's protocol double over a real nats-server;
+    /// a raw stan.go-like client runs beside it.
+    Stan,
+}
+
+impl TransportKind {
+    /// The name on the command line and in the JSON lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            TransportKind::JetStream => "jetstream",
+            TransportKind::Memory => "memory",
+            TransportKind::Stan => "stan",
+        }
+    }
 }
 
 /// Parsed options.
@@ -62,7 +76,7 @@ impl Default for Args {
 /// The usage text.
 pub const USAGE: &str = "\
 usage: bench [--n N] [--rounds R] [--cases 1,2,3,4] [--sizes 128,1024] [--window W]
-             [--transport jetstream|memory] [--json FILE] [--plot FILE.png] [--backlog N]
+             [--transport jetstream|memory|stan] [--json FILE] [--plot FILE.png] [--backlog N]
              [--sides ab|a|b] [--ack auto|coalesced]
 
 Starts its own nats-server (-js, temp store, free port) unless NATS_URL is set.
@@ -70,6 +84,9 @@ Starts its own nats-server (-js, temp store, free port) unless NATS_URL is set.
   case 2  consume, handler awaits 2 ms, max_in_flight 1024  vs  raw task per message
   case 3  publish through Publisher::window(W)  vs  raw pipelined publish, W acks outstanding
   case 4  publish awaiting each ack (n/20 messages): p50 / p99 latency
+  --transport stan  NATS Streaming (the protocol double over the bench's nats-server)
+               vs a raw stan.go-like client; cases 1, 3, 4 (default 1,3,4), case 1 being
+               pub+sub: one publisher and one subscriber at once, until all are acked
   --backlog N  consume a backlog of N with max_in_flight 1024; RSS at 10k and at N
   --sides      a = flowgate only, b = raw only (for profiling); default ab
   --ack        coalesced: the framework side acks with ack = \"coalesced\" (JetStream)";
@@ -78,6 +95,7 @@ impl Args {
     /// Parses `args` (without the program name).
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
         let mut parsed = Self::default();
+        let mut cases_given = false;
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
             if flag == "--help" || flag == "-h" {
@@ -91,7 +109,10 @@ impl Args {
                 "--n" => parsed.n = number(&flag, &value()?)?,
                 "--rounds" => parsed.rounds = number(&flag, &value()?)?,
                 "--window" => parsed.window = number(&flag, &value()?)?,
-                "--cases" => parsed.cases = list(&flag, &value()?)?,
+                "--cases" => {
+                    parsed.cases = list(&flag, &value()?)?;
+                    cases_given = true;
+                }
                 "--sizes" => parsed.sizes = list(&flag, &value()?)?,
                 "--json" => parsed.json = Some(value()?.into()),
                 "--plot" => parsed.plot = Some(value()?.into()),
@@ -112,6 +133,7 @@ impl Args {
                     parsed.transport = match value()?.as_str() {
                         "jetstream" => TransportKind::JetStream,
                         "memory" => TransportKind::Memory,
+                        "stan" => TransportKind::Stan,
                         other => return Err(format!("unknown transport `{other}`\n{USAGE}")),
                     }
                 }
@@ -120,6 +142,17 @@ impl Args {
         }
         if parsed.cases.iter().any(|case| !(1..=4).contains(case)) {
             return Err(format!("cases are 1 to 4\n{USAGE}"));
+        }
+        if parsed.transport == TransportKind::Stan {
+            if !cases_given {
+                parsed.cases = vec![1, 3, 4];
+            }
+            if parsed.cases.contains(&2) {
+                return Err(format!("case 2 does not run on NATS Streaming\n{USAGE}"));
+            }
+            if parsed.backlog.is_some() {
+                return Err(format!("--backlog runs on JetStream only\n{USAGE}"));
+            }
         }
         parsed.rounds = parsed.rounds.max(1);
         parsed.window = parsed.window.max(1);
@@ -158,5 +191,18 @@ mod tests {
         assert_eq!(args.cases, vec![1, 3]);
         assert_eq!(args.transport, TransportKind::Memory);
         assert!(Args::parse(["--cases".to_owned(), "5".to_owned()]).is_err());
+    }
+
+    #[test]
+    fn stan_runs_cases_1_3_4() {
+        let parse = |line: &str| Args::parse(line.split(' ').map(str::to_owned));
+        let args = parse("--transport stan").expect("valid");
+        assert_eq!(args.transport, TransportKind::Stan);
+        assert_eq!(args.cases, vec![1, 3, 4]);
+        assert_eq!(
+            parse("--transport stan --cases 1").expect("valid").cases,
+            vec![1]
+        );
+        assert!(parse("--cases 2 --transport stan").is_err());
     }
 }

@@ -3,7 +3,8 @@
 //! examples a new user builds first. Two binaries:
 //!
 //! - `bench`: flowgate side by side with the bare async-nats client on the
-//!   same server, in the same run.
+//!   same server, in the same run (on NATS Streaming, with a raw client
+//!   written on async-nats + prost).
 //! - `prometheus`: the framework's metrics on a Prometheus endpoint, for the
 //!   Grafana dashboard in `dashboards/`.
 //!
@@ -16,6 +17,8 @@
 //!   metrics and by the raw client alike, and sampled for the plot.
 //! - [`probe`]: process CPU time and resident memory.
 //! - [`consume`], [`publish`], [`backlog`]: the measured cases.
+//! - [`stan`]: the NATS Streaming cases (`--transport stan`), the raw
+//!   stan.go-like baseline, and the protocol double in a child process.
 //! - [`runner`]: warm-up, alternating rounds, medians.
 //! - [`report`], [`plot`]: the table, JSON lines and the PNG.
 
@@ -31,6 +34,7 @@ pub mod publish;
 pub mod report;
 pub mod runner;
 pub mod server;
+pub mod stan;
 pub mod stream;
 
 pub use args::Args;

@@ -8,6 +8,7 @@ use flowgate_testkit::InMemory;
 use super::args::TransportKind;
 use super::event::{BenchEvent, CONSUME_CHANNEL, IO_CHANNEL, PUBLISH_CHANNEL};
 use super::report::{self, JsonLines, RunLine, Summary};
+use super::stan::StanEnv;
 use super::stream::{fresh_stream, prepublish};
 use super::{consume, publish, Args, BenchError, RunStats};
 
@@ -20,6 +21,8 @@ pub struct Env {
     pub framework: Option<flowgate::JetStream>,
     /// The raw client, on its own connection (`None` on the in-memory broker).
     pub raw: Option<(async_nats::Client, jetstream::Context)>,
+    /// Both NATS Streaming clients and the double (`--transport stan` only).
+    pub stan: Option<StanEnv>,
 }
 
 /// Which side a run measures.
@@ -40,9 +43,10 @@ impl Side {
     }
 }
 
-/// What case `case` measures.
-pub fn case_name(case: u8) -> &'static str {
+/// What case `case` measures on `transport`.
+pub fn case_name(case: u8, transport: TransportKind) -> &'static str {
     match case {
+        1 if transport == TransportKind::Stan => "pub+sub",
         1 => "consume",
         2 => "consume, 2 ms I/O",
         3 => "publish, window",
@@ -74,6 +78,12 @@ impl Env {
         n: u64,
         size: usize,
     ) -> Result<RunStats, BenchError> {
+        if let Some(stan) = &self.stan {
+            let framework = side == Side::Framework;
+            return stan
+                .run_once(case, framework, n, size, self.args.window)
+                .await;
+        }
         let channel = match case {
             1 => CONSUME_CHANNEL,
             2 => IO_CHANNEL,
@@ -112,7 +122,10 @@ impl Env {
     pub async fn run_all(&self, json: &mut JsonLines) -> Result<Vec<Summary>, BenchError> {
         let sides: Vec<Side> = [
             (Side::Framework, self.args.framework),
-            (Side::Raw, self.args.raw && self.raw.is_some()),
+            (
+                Side::Raw,
+                self.args.raw && (self.raw.is_some() || self.stan.is_some()),
+            ),
         ]
         .into_iter()
         .filter_map(|(side, wanted)| wanted.then_some(side))
@@ -159,11 +172,8 @@ impl Env {
         Summary {
             kind: "summary",
             case,
-            name: case_name(case),
-            transport: match self.args.transport {
-                TransportKind::JetStream => "jetstream",
-                TransportKind::Memory => "memory",
-            },
+            name: case_name(case, self.args.transport),
+            transport: self.args.transport.name(),
             size,
             n,
             rounds: self.args.rounds,
@@ -217,6 +227,17 @@ async fn prepublish_on<T: Transport>(
 pub fn print_targets(summaries: &[Summary]) {
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     for s in summaries {
+        if s.transport == "stan" {
+            if let (1, Some(ratio), Some(cpu)) = (s.case, s.ratio, s.cpu_ratio) {
+                println!(
+                    "case 1 (pub+sub), {:>4} B: rate {ratio:.3} × raw (≥ 1.0: {}), CPU/msg {cpu:.3} × raw (≤ 1.1: {})",
+                    s.size,
+                    verdict(ratio >= 1.0),
+                    verdict(cpu <= 1.1)
+                );
+            }
+            continue;
+        }
         match (s.case, s.ratio, s.cpu_ratio) {
             (1, Some(ratio), Some(cpu)) => println!(
                 "case 1, {:>4} B: rate {ratio:.3} × raw (≥ 0.97: {}), CPU/msg {cpu:.3} × raw (≤ 1.05: {})",

@@ -17,10 +17,20 @@ use flowgate_bench::counters::{counters, spawn_sampler, CountingRecorder};
 use flowgate_bench::report::{self, JsonLines};
 use flowgate_bench::runner::{print_targets, Env};
 use flowgate_bench::server::NatsServer;
+use flowgate_bench::stan::{self, StanEnv};
 use flowgate_bench::{backlog, plot, probe, Args, BenchError};
 
 #[tokio::main]
 async fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some(stan::double::SERVE_FLAG) {
+        let url = argv.get(1).cloned().unwrap_or_default();
+        if let Err(err) = stan::double::serve(&url).await {
+            eprintln!("the NATS Streaming double failed: {err}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let args = match Args::parse(std::env::args().skip(1)) {
         Ok(args) => args,
         Err(usage) => {
@@ -41,14 +51,23 @@ async fn run(args: Args) -> Result<(), BenchError> {
     let mut json = JsonLines::create(args.json.as_deref())?;
     let server = match (args.transport, std::env::var("NATS_URL")) {
         (TransportKind::Memory, _) | (_, Ok(_)) => None,
-        (TransportKind::JetStream, Err(_)) => Some(NatsServer::start()?),
+        (TransportKind::JetStream | TransportKind::Stan, Err(_)) => Some(NatsServer::start()?),
     };
     let url = match (&server, std::env::var("NATS_URL")) {
         (Some(server), _) => Some(server.url().to_owned()),
-        (None, Ok(url)) if args.transport == TransportKind::JetStream => Some(url),
+        (None, Ok(url)) if args.transport != TransportKind::Memory => Some(url),
         _ => None,
     };
     let env = match &url {
+        Some(url) if args.transport == TransportKind::Stan => {
+            eprintln!("nats-server at {url}; NATS Streaming double in a child process");
+            Env {
+                args: args.clone(),
+                framework: None,
+                raw: None,
+                stan: Some(StanEnv::start(url, args.window).await?),
+            }
+        }
         Some(url) => {
             eprintln!("nats-server at {url}");
             let client = async_nats::connect(url).await?;
@@ -57,12 +76,14 @@ async fn run(args: Args) -> Result<(), BenchError> {
                 args: args.clone(),
                 framework: Some(flowgate::JetStream::connect(url).await?),
                 raw: Some((client, context)),
+                stan: None,
             }
         }
         None => Env {
             args: args.clone(),
             framework: None,
             raw: None,
+            stan: None,
         },
     };
     if let Some(n) = args.backlog {
@@ -81,8 +102,12 @@ async fn run(args: Args) -> Result<(), BenchError> {
         json.write(&result)?;
     } else {
         let summaries = env.run_all(&mut json).await?;
+        let raw = match args.transport {
+            TransportKind::Stan => "a raw stan.go-like client on async-nats + prost",
+            _ => "raw async-nats",
+        };
         println!(
-            "\nA = flowgate, B = raw async-nats; medians of {} rounds; transport {:?}",
+            "\nA = flowgate, B = {raw}; medians of {} rounds; transport {:?}",
             args.rounds, args.transport
         );
         println!("{}", report::header());
@@ -101,6 +126,10 @@ async fn run(args: Args) -> Result<(), BenchError> {
         plot::draw(path, &counters().samples())?;
         println!("plot written to {}", path.display());
     }
+    if let Some(stan) = &env.stan {
+        stan.close().await?;
+    }
+    drop(env);
     drop(server);
     Ok(())
 }

@@ -12,17 +12,15 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use prost::Message as _;
-
 use super::held::Hold;
-use super::proto::Ack;
+use super::wire::encode_ack;
 use crate::{AckError, Acker, Metadata};
 
 /// Settles one NATS Streaming delivery. While it lives, redeliveries of its
 /// message are held back (see the transport's notes on `max_deliver`).
 pub struct StanAcker {
     nats: async_nats::Client,
-    ack_inbox: Arc<str>,
+    ack_inbox: async_nats::Subject,
     subject: Arc<str>,
     sequence: u64,
     hold: Hold,
@@ -40,7 +38,7 @@ impl std::fmt::Debug for StanAcker {
 impl StanAcker {
     pub(crate) fn new(
         nats: async_nats::Client,
-        ack_inbox: Arc<str>,
+        ack_inbox: async_nats::Subject,
         subject: Arc<str>,
         sequence: u64,
         hold: Hold,
@@ -55,12 +53,11 @@ impl StanAcker {
     }
 
     async fn send_ack(&self, action: &'static str) -> Result<(), AckError> {
-        let ack = Ack {
-            subject: self.subject.to_string(),
-            sequence: self.sequence,
-        };
         self.nats
-            .publish(self.ack_inbox.to_string(), ack.encode_to_vec().into())
+            .publish(
+                self.ack_inbox.clone(),
+                encode_ack(&self.subject, self.sequence),
+            )
             .await
             .map(|()| self.hold.acked())
             .map_err(|source| {

@@ -122,6 +122,13 @@ impl Client {
 
     /// The current registration, waiting up to `wait` for one.
     pub(crate) async fn session(&self, wait: Duration) -> Option<Arc<Session>> {
+        // The common case, registered: no receiver and no timer to set up.
+        {
+            let phase = self.phase.borrow();
+            if let (Some(session), false) = (&phase.session, phase.state == StanState::Closed) {
+                return Some(session.clone());
+            }
+        }
         let mut phase = self.phase();
         let ready = phase.wait_for(|p| {
             p.session.is_some() || matches!(p.state, StanState::Closing | StanState::Closed)

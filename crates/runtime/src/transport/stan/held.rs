@@ -75,9 +75,14 @@ impl Held {
         }
     }
 
-    /// `sequence` was acked: it will not come again, nothing to remember.
-    fn acked(&self, sequence: u64) {
-        self.lock().held_back.remove(&sequence);
+    /// `sequence` was acked: it will not come again, nothing to remember;
+    /// and released when `release` (one lock for both).
+    fn acked(&self, sequence: u64, release: bool) {
+        let mut inner = self.lock();
+        inner.held_back.remove(&sequence);
+        if release {
+            inner.holding.remove(&sequence);
+        }
     }
 
     fn release(&self, sequence: u64) {
@@ -97,8 +102,8 @@ pub(crate) struct Hold {
 impl Hold {
     /// The message was acked: released, and its held-back count forgotten.
     pub(crate) fn acked(&self) {
-        self.held.acked(self.sequence);
-        self.release();
+        let release = !self.released.swap(true, Ordering::SeqCst);
+        self.held.acked(self.sequence, release);
     }
 
     /// The message is left for the server to redeliver (a nak): the next

@@ -52,6 +52,7 @@ mod publisher;
 mod request;
 mod session;
 mod subscription;
+mod wire;
 
 use std::sync::Arc;
 

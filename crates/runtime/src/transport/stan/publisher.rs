@@ -10,8 +10,8 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::client::Client;
-use super::proto::{PubAck, PubMsg};
-use super::session::unique_id;
+use super::proto::PubAck;
+use super::wire::{Guids, PubMsgParts};
 use super::StanError;
 use crate::{OutgoingMessage, PublishAck, PublishError};
 
@@ -20,32 +20,39 @@ type AckSender = oneshot::Sender<Result<(), StanError>>;
 /// The publishes of one registration still waiting for their ack.
 #[derive(Debug)]
 pub(crate) struct PubAcks {
-    pub(crate) inbox: String,
-    pending: Mutex<HashMap<String, AckSender>>,
+    /// The inbox the acks come to (a `Subject`, so each publish clones a
+    /// reference, not the string).
+    inbox: async_nats::Subject,
+    guids: Guids,
+    /// By the running number of each guid.
+    pending: Mutex<HashMap<u64, AckSender>>,
 }
 
 impl PubAcks {
-    pub(crate) fn new(inbox: String) -> Self {
+    /// The acks of publishes that name `inbox` as their reply; their guids
+    /// start with `guid_prefix`, unique to this registration.
+    pub(crate) fn new(inbox: String, guid_prefix: String) -> Self {
         Self {
-            inbox,
+            inbox: inbox.into(),
+            guids: Guids::new(guid_prefix),
             pending: Mutex::default(),
         }
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, AckSender>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, AckSender>> {
         self.pending
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn insert(&self, guid: String) -> oneshot::Receiver<Result<(), StanError>> {
+    fn insert(&self, number: u64) -> oneshot::Receiver<Result<(), StanError>> {
         let (tx, rx) = oneshot::channel();
-        self.pending().insert(guid, tx);
+        self.pending().insert(number, tx);
         rx
     }
 
-    fn remove(&self, guid: &str) -> Option<AckSender> {
-        self.pending().remove(guid)
+    fn remove(&self, number: u64) -> Option<AckSender> {
+        self.pending().remove(&number)
     }
 
     /// Routes acks to their publishes until the registration ends, then fails
@@ -68,7 +75,8 @@ impl PubAcks {
                     continue;
                 }
             };
-            if let Some(waiting) = self.remove(&ack.guid) {
+            let waiting = self.guids.number(&ack.guid).and_then(|n| self.remove(n));
+            if let Some(waiting) = waiting {
                 let result = if ack.error.is_empty() {
                     Ok(())
                 } else {
@@ -80,6 +88,15 @@ impl PubAcks {
         self.pending().clear();
         let _ = acks.unsubscribe().await;
     }
+}
+
+/// `<pub prefix>.<subject>`, the subject a publish goes to.
+fn pub_subject(prefix: &str, subject: &str) -> String {
+    let mut to = String::with_capacity(prefix.len() + 1 + subject.len());
+    to.push_str(prefix);
+    to.push('.');
+    to.push_str(subject);
+    to
 }
 
 /// Resolves to the server's ack of one publish.
@@ -117,27 +134,29 @@ pub(crate) async fn publish(
         .acquire_owned()
         .await
         .map_err(|_| broker(&subject, StanError::NotRegistered))?;
-    let guid = unique_id(&client.nats);
-    let ack = session.acks.insert(guid.clone());
-    let pub_msg = PubMsg {
-        client_id: client.options.client_id.clone(),
-        guid: guid.clone(),
-        subject: subject.clone(),
-        reply: String::new(),
-        data: envelope.unwrap_or(message.payload).to_vec(),
-        conn_id: session.conn_id.to_vec(),
-        sha256: Vec::new(),
-    };
+    let (number, guid) = session.acks.guids.next();
+    let data = envelope.unwrap_or(message.payload);
+    let pub_msg = PubMsgParts {
+        client_id: &client.options.client_id,
+        guid: &guid,
+        subject: &subject,
+        data: &data,
+        conn_id: &session.conn_id,
+    }
+    .encode();
+    drop(data);
+    drop(guid);
+    let ack = session.acks.insert(number);
     let sent = client
         .nats
         .publish_with_reply(
-            format!("{}.{}", session.pub_prefix, subject),
+            async_nats::Subject::from(pub_subject(&session.pub_prefix, &subject)),
             session.acks.inbox.clone(),
-            pub_msg.encode_to_vec().into(),
+            pub_msg,
         )
         .await;
     if let Err(err) = sent {
-        session.acks.remove(&guid);
+        session.acks.remove(number);
         return Err(PublishError::Broker {
             subject,
             source: Box::new(err),
@@ -150,7 +169,7 @@ pub(crate) async fn publish(
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => Err(StanError::ConnectionLost),
             Err(_) => {
-                session.acks.remove(&guid);
+                session.acks.remove(number);
                 Err(StanError::PubAckTimeout(wait))
             }
         };

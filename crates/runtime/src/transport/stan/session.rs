@@ -128,7 +128,7 @@ pub(crate) async fn register(
         .await
         .map_err(|e| failed("subscribing the publish acks inbox")(e.into()))?;
     let lost = CancellationToken::new();
-    let acks = Arc::new(PubAcks::new(acks_inbox));
+    let acks = Arc::new(PubAcks::new(acks_inbox, unique_id(nats)));
     tokio::spawn(acks.clone().run(acks_subscription, lost.clone()));
     tokio::spawn(answer_heartbeats(nats.clone(), heartbeats, lost.clone()));
     let pings = Pings {

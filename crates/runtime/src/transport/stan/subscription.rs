@@ -258,6 +258,9 @@ impl Driver {
         mut messages: async_nats::Subscriber,
         ack_inbox: Arc<str>,
     ) -> Next {
+        // Made once: each acker clones references, not strings.
+        let ack_inbox = async_nats::Subject::from(ack_inbox.as_ref());
+        let mut channel: Arc<str> = Arc::from(self.spec.channel.as_str());
         loop {
             let message = tokio::select! {
                 biased;
@@ -284,7 +287,16 @@ impl Driver {
                     continue;
                 }
             };
-            let delivery = into_delivery(&self.client.nats, msg, &ack_inbox, hold, delivered);
+            if *channel != *msg.subject {
+                channel = Arc::from(msg.subject.as_str());
+            }
+            let delivery = into_delivery(
+                &self.client.nats,
+                msg,
+                (&ack_inbox, &channel),
+                hold,
+                delivered,
+            );
             self.last_sequence = Some(delivery.metadata.stream_sequence());
             tokio::select! {
                 _ = self.end.cancelled() => return Next::End,
@@ -347,14 +359,19 @@ fn server_count(msg: &MsgProto) -> u32 {
 fn into_delivery(
     nats: &async_nats::Client,
     msg: MsgProto,
-    ack_inbox: &Arc<str>,
+    (ack_inbox, subject): (&async_nats::Subject, &Arc<str>),
     hold: Hold,
     delivered: u32,
 ) -> Delivery<StanAcker> {
     let timestamp = SystemTime::UNIX_EPOCH
         + Duration::from_nanos(u64::try_from(msg.timestamp).unwrap_or_default());
-    let subject: Arc<str> = Arc::from(msg.subject.as_str());
-    let acker = StanAcker::new(nats.clone(), ack_inbox.clone(), subject, msg.sequence, hold);
+    let acker = StanAcker::new(
+        nats.clone(),
+        ack_inbox.clone(),
+        subject.clone(),
+        msg.sequence,
+        hold,
+    );
     let metadata = Metadata::new(msg.subject, msg.sequence, delivered, timestamp, None);
     Delivery {
         payload: msg.data.into(),
