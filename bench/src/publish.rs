@@ -5,13 +5,39 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use async_nats::jetstream;
-use flowgate::{Publisher, Transport};
+use flowgate::{PublishOptions, Publisher, Transport};
 
 use super::counters::counters;
 use super::event::{BenchEvent, PUBLISH_CHANNEL};
 use super::probe::Meter;
 use super::stream::prepublish;
 use super::{BenchError, RunStats};
+
+/// Publishes `n` events of `size` bytes to `channel` through
+/// `Publisher::window(window)` on any transport, counting each, then waits
+/// for every ack.
+pub async fn window_to<T: Transport>(
+    transport: &T,
+    channel: &str,
+    n: u64,
+    size: usize,
+    window: usize,
+) -> Result<(), BenchError> {
+    let template = BenchEvent::sized(0, size);
+    let mut pending = Publisher::new(transport.clone()).window(window);
+    for id in 0..n {
+        let event = BenchEvent {
+            id,
+            body: template.body.clone(),
+        };
+        pending
+            .publish_with(&event, PublishOptions::new().channel(channel))
+            .await?;
+        counters().published.fetch_add(1, Ordering::Relaxed);
+    }
+    pending.flush().await?;
+    Ok(())
+}
 
 /// Case 3, framework: `Publisher::window(window)`, then waits for every ack.
 pub async fn framework_window<T: Transport>(

@@ -2,11 +2,11 @@
 //! side goes first, then medians and ratios.
 
 use async_nats::jetstream;
-use flowgate::{PublishOptions, Publisher, Transport};
+use flowgate::Transport;
 use flowgate_testkit::InMemory;
 
 use super::args::TransportKind;
-use super::event::{BenchEvent, CONSUME_CHANNEL, IO_CHANNEL, PUBLISH_CHANNEL};
+use super::event::{CONSUME_CHANNEL, IO_CHANNEL, PUBLISH_CHANNEL};
 use super::report::{self, JsonLines, RunLine, Summary};
 use super::stan::StanEnv;
 use super::stream::{fresh_stream, prepublish};
@@ -98,7 +98,7 @@ impl Env {
         }
         let memory = InMemory::new();
         if self.framework.is_none() && case <= 2 {
-            prepublish_on(&memory, channel, n, size, window).await?;
+            publish::window_to(&memory, channel, n, size, window).await?;
         }
         match (side, &self.framework) {
             (Side::Framework, Some(js)) => {
@@ -198,29 +198,6 @@ async fn framework_run<T: Transport>(
         3 => publish::framework_window(transport, n, size, window).await,
         _ => publish::framework_each(transport, n, size).await,
     }
-}
-
-/// Fills `channel` on the in-memory broker.
-async fn prepublish_on<T: Transport>(
-    transport: &T,
-    channel: &str,
-    n: u64,
-    size: usize,
-    window: usize,
-) -> Result<(), BenchError> {
-    let template = BenchEvent::sized(0, size);
-    let mut pending = Publisher::new(transport.clone()).window(window);
-    for id in 0..n {
-        let event = BenchEvent {
-            id,
-            body: template.body.clone(),
-        };
-        pending
-            .publish_with(&event, PublishOptions::new().channel(channel))
-            .await?;
-    }
-    pending.flush().await?;
-    Ok(())
 }
 
 /// Prints how the summaries compare with the targets.

@@ -111,28 +111,6 @@ fn event(id: u64, template: &BenchEvent) -> BenchEvent {
     }
 }
 
-async fn framework_publish_window(
-    stan: &NatsStreaming,
-    channel: &str,
-    n: u64,
-    size: usize,
-    window: usize,
-) -> Result<(), BenchError> {
-    let template = BenchEvent::sized(0, size);
-    let mut pending = Publisher::new(stan.clone()).window(window);
-    for id in 0..n {
-        pending
-            .publish_with(
-                &event(id, &template),
-                PublishOptions::new().channel(channel),
-            )
-            .await?;
-        counters().published.fetch_add(1, Ordering::Relaxed);
-    }
-    pending.flush().await?;
-    Ok(())
-}
-
 async fn raw_publish_window(
     raw: &RawStan,
     channel: &str,
@@ -171,7 +149,7 @@ async fn framework_pubsub(
         )
         .start(stan.clone())
         .await?;
-    framework_publish_window(stan, channel, n, size, window).await?;
+    super::publish::window_to(stan, channel, n, size, window).await?;
     wait_acked(target).await?;
     stan.flush().await?;
     let stats = meter.stop(n);
@@ -222,7 +200,7 @@ async fn framework_window(
     window: usize,
 ) -> Result<RunStats, BenchError> {
     let meter = Meter::start();
-    framework_publish_window(stan, channel, n, size, window).await?;
+    super::publish::window_to(stan, channel, n, size, window).await?;
     Ok(meter.stop(n))
 }
 
