@@ -29,6 +29,14 @@ impl BenchEvent {
         }
     }
 
+    /// The same body under another id: the benchmark's n-th event.
+    pub fn numbered(&self, id: u64) -> Self {
+        Self {
+            id,
+            body: self.body.clone(),
+        }
+    }
+
     /// The JSON encoding, as the raw client sends it.
     pub fn to_json(&self) -> bytes::Bytes {
         serde_json::to_vec(self)

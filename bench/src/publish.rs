@@ -26,10 +26,7 @@ pub async fn window_to<T: Transport>(
     let template = BenchEvent::sized(0, size);
     let mut pending = Publisher::new(transport.clone()).window(window);
     for id in 0..n {
-        let event = BenchEvent {
-            id,
-            body: template.body.clone(),
-        };
+        let event = template.numbered(id);
         pending
             .publish_with(&event, PublishOptions::new().channel(channel))
             .await?;
@@ -51,10 +48,7 @@ pub async fn framework_window<T: Transport>(
     let meter = Meter::start();
     let mut pending = publisher.window(window);
     for id in 0..n {
-        let event = BenchEvent {
-            id,
-            body: template.body.clone(),
-        };
+        let event = template.numbered(id);
         pending.publish(&event).await?;
         counters().published.fetch_add(1, Ordering::Relaxed);
     }
@@ -85,10 +79,7 @@ pub async fn framework_each<T: Transport>(
     let mut latencies = Vec::with_capacity(n as usize);
     let meter = Meter::start();
     for id in 0..n {
-        let event = BenchEvent {
-            id,
-            body: template.body.clone(),
-        };
+        let event = template.numbered(id);
         let sent = Instant::now();
         publisher.publish(&event).await?;
         latencies.push(sent.elapsed());
@@ -109,10 +100,7 @@ pub async fn raw_each(
     let mut latencies = Vec::with_capacity(n as usize);
     let meter = Meter::start();
     for id in 0..n {
-        let event = BenchEvent {
-            id,
-            body: template.body.clone(),
-        };
+        let event = template.numbered(id);
         let sent = Instant::now();
         context
             .publish(PUBLISH_CHANNEL, event.to_json())

@@ -50,10 +50,7 @@ pub async fn prepublish(
                 ack.await?;
             }
         }
-        let event = BenchEvent {
-            id,
-            body: template.body.clone(),
-        };
+        let event = template.numbered(id);
         pending.push_back(context.publish(channel.to_owned(), event.to_json()).await?);
         counters().published.fetch_add(1, Ordering::Relaxed);
     }

@@ -104,13 +104,6 @@ impl StanEnv {
     }
 }
 
-fn event(id: u64, template: &BenchEvent) -> BenchEvent {
-    BenchEvent {
-        id,
-        body: template.body.clone(),
-    }
-}
-
 async fn raw_publish_window(
     raw: &RawStan,
     channel: &str,
@@ -119,7 +112,7 @@ async fn raw_publish_window(
 ) -> Result<(), BenchError> {
     let template = BenchEvent::sized(0, size);
     for id in 0..n {
-        let data = serde_json::to_vec(&event(id, &template))?;
+        let data = serde_json::to_vec(&template.numbered(id))?;
         raw.publish(channel, data, false).await?;
         counters().published.fetch_add(1, Ordering::Relaxed);
     }
@@ -231,7 +224,7 @@ async fn framework_each(
         let sent = Instant::now();
         publisher
             .publish_with(
-                &event(id, &template),
+                &template.numbered(id),
                 PublishOptions::new().channel(channel),
             )
             .await?;
@@ -255,7 +248,7 @@ async fn raw_each(
     let meter = Meter::start();
     for id in 0..n {
         let sent = Instant::now();
-        let data = serde_json::to_vec(&event(id, &template))?;
+        let data = serde_json::to_vec(&template.numbered(id))?;
         let ack = raw
             .publish(channel, data, true)
             .await?
