@@ -234,8 +234,11 @@ impl State {
         match tokio::time::timeout(REOPEN_GRACE, messages.next()).await {
             Ok(next) => Some(next),
             Err(_) => {
-                tracing::info!(channel = %self.spec.channel, %cause, "reopening the pull");
-                self.interrupt(waiting_since);
+                // The interruption counts from here: a quiet pull may have
+                // waited for hours with nothing to deliver.
+                let quiet_for = waiting_since.elapsed();
+                tracing::info!(channel = %self.spec.channel, %cause, ?quiet_for, "reopening the pull");
+                self.interrupt(Instant::now());
                 None
             }
         }
