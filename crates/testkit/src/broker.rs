@@ -474,7 +474,7 @@ impl Broker {
                 continue;
             };
             let metadata = Metadata::new(
-                message.subject.as_str(),
+                message.shared_subject.clone(),
                 message.sequence,
                 handout.delivery_count,
                 message.timestamp,

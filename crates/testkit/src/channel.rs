@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
+use async_nats::Subject;
 use bytes::Bytes;
 use flowgate::{Headers, OutgoingMessage, PublishAck};
 
@@ -39,6 +40,9 @@ pub struct StoredMessage {
     pub message_id: Option<String>,
     /// The raw payload.
     pub payload: Bytes,
+    /// `subject`, shared with every delivery of the message and with the
+    /// messages before it on the same subject: delivering copies nothing.
+    pub(crate) shared_subject: Subject,
 }
 
 /// The name of the stream that holds `channel`, as the JetStream transport
@@ -58,6 +62,8 @@ pub(crate) struct Channel {
     messages: Vec<StoredMessage>,
     /// Message id → the sequence of the message first published with it.
     ids: HashMap<String, u64>,
+    /// The subject of the newest message, shared by the next ones on it.
+    last_subject: Option<Subject>,
 }
 
 impl Channel {
@@ -66,6 +72,7 @@ impl Channel {
             name: name.to_owned(),
             messages: Vec::new(),
             ids: HashMap::new(),
+            last_subject: None,
         }
     }
 
@@ -106,8 +113,10 @@ impl Channel {
                 .get_or_insert_with(Headers::new)
                 .insert(MESSAGE_ID_HEADER, id.as_str());
         }
+        let shared_subject = self.share_subject(&message.subject);
         self.messages.push(StoredMessage {
             sequence,
+            shared_subject,
             subject: message.subject,
             timestamp: self.next_timestamp(),
             headers,
@@ -120,6 +129,19 @@ impl Channel {
             duplicate: false,
         };
         (ack, true)
+    }
+
+    /// `subject` as the newest message's when it is the same, else made
+    /// once and kept for the next ones.
+    fn share_subject(&mut self, subject: &str) -> Subject {
+        match &self.last_subject {
+            Some(last) if last.as_str() == subject => last.clone(),
+            _ => {
+                let shared = Subject::from(subject);
+                self.last_subject = Some(shared.clone());
+                shared
+            }
+        }
     }
 
     /// Now, or just after the newest message when the clock has not moved on,
@@ -164,5 +186,21 @@ mod tests {
             Some("x")
         );
         assert!(channel.messages()[0].timestamp < channel.messages()[1].timestamp);
+    }
+
+    #[test]
+    fn messages_on_one_subject_share_it() {
+        let mut channel = Channel::new("orders.placed");
+        for payload in ["a", "b"] {
+            channel.store(OutgoingMessage::new("orders.placed", payload));
+        }
+        channel.store(OutgoingMessage::new("orders.other", "c"));
+        let shared = |sequence| {
+            let message = channel.get(sequence).expect("stored");
+            assert_eq!(message.shared_subject.as_str(), message.subject);
+            message.shared_subject.as_str().as_ptr()
+        };
+        assert_eq!(shared(1), shared(2));
+        assert_ne!(shared(2), shared(3));
     }
 }
