@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use tower::{Service, ServiceExt};
 use tracing::Instrument;
 
+use crate::attempt::Stack;
 use crate::attempts::AttemptLedger;
 use crate::coalesce::{AckWindow, Arrival};
 use crate::in_flight::InFlight;
@@ -25,7 +26,6 @@ use crate::middleware::retry::Backoff;
 use crate::parked::Parked;
 use crate::request::ManualAck;
 use crate::settle::{Settler, Unsettled};
-use crate::subscriber::BoxHandlerService;
 use crate::{
     AckMode, Acker, BoxError, Delivery, DeliveryStream, Request, SubscriptionSpec, Transport,
 };
@@ -49,7 +49,7 @@ pub(crate) struct SubscriberContext<T> {
 /// [`RunningApp::shutdown`](crate::RunningApp::shutdown)'s job.
 pub(crate) async fn dispatch<T: Transport>(
     context: Arc<SubscriberContext<T>>,
-    mut service: BoxHandlerService,
+    mut service: Stack,
     mut deliveries: T::Subscription,
     lifecycle: Lifecycle,
     in_flight: Arc<InFlight>,
@@ -194,8 +194,8 @@ pub(crate) async fn dispatch<T: Transport>(
             request = request.with_manual_ack(handle);
         }
         let handled = match ready {
-            Ok(()) => service.call(request),
-            Err(err) => Box::pin(futures::future::ready(Err(err))),
+            Ok(()) => futures::future::Either::Left(service.call(request)),
+            Err(err) => futures::future::Either::Right(futures::future::ready(Err(err))),
         };
         // Counted as running from here, so `in_flight` sees a handler during
         // its first poll too.

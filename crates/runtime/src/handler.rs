@@ -21,14 +21,15 @@ pub trait FromRequest: Sized + Send + 'static {
     /// The event type inside.
     type Event: Event;
 
-    /// Decodes the parameter from the request.
-    fn from_request(request: Request) -> Result<Self, DecodeError>;
+    /// Decodes the parameter from the request. It borrows the request: an
+    /// attempt retried in-process decodes again from the same one.
+    fn from_request(request: &Request) -> Result<Self, DecodeError>;
 }
 
 impl<E: Event> FromRequest for E {
     type Event = E;
 
-    fn from_request(request: Request) -> Result<Self, DecodeError> {
+    fn from_request(request: &Request) -> Result<Self, DecodeError> {
         E::decode(request.payload())
     }
 }
@@ -36,10 +37,10 @@ impl<E: Event> FromRequest for E {
 impl<E: Event> FromRequest for Message<E> {
     type Event = E;
 
-    fn from_request(request: Request) -> Result<Self, DecodeError> {
-        let (payload, metadata, attempt, manual_ack) = request.into_message_parts();
-        let event = E::decode(&payload)?;
-        Ok(Message::new(event, metadata).with_delivery_state(attempt, manual_ack))
+    fn from_request(request: &Request) -> Result<Self, DecodeError> {
+        let event = E::decode(request.payload())?;
+        Ok(Message::new(event, request.metadata().clone())
+            .with_delivery_state(request.attempt(), request.manual_ack().cloned()))
     }
 }
 
@@ -71,14 +72,14 @@ fn into_handler_failure<E: Into<BoxError>>(err: E) -> BoxError {
     Box::new(HandlerError::Failed(err.into()))
 }
 
-type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
 
 /// The innermost service of every stack: decodes the payload, calls the
 /// handler, and turns a panic into [`HandlerError::Panicked`]. Cloning it is
 /// cheap (a reference count), so retries and stacks share one handler.
 #[derive(Clone)]
 pub struct HandlerService {
-    call: Arc<dyn Fn(Request) -> HandlerFuture + Send + Sync>,
+    call: Arc<dyn Fn(&Request) -> HandlerFuture + Send + Sync>,
 }
 
 impl std::fmt::Debug for HandlerService {
@@ -103,7 +104,7 @@ impl HandlerService {
         P: FromRequest,
     {
         Self {
-            call: Arc::new(move |request| match P::from_request(request) {
+            call: Arc::new(move |request: &Request| match P::from_request(request) {
                 Ok(param) => Box::pin(
                     AssertUnwindSafe(handler.call(param))
                         .catch_unwind()
@@ -112,6 +113,12 @@ impl HandlerService {
                 Err(err) => Box::pin(ready(Err(Box::new(HandlerError::Decode(err)) as BoxError))),
             }),
         }
+    }
+
+    /// Calls the handler with a parameter decoded from `request`, which the
+    /// caller keeps (for another attempt).
+    pub(crate) fn call_ref(&self, request: &Request) -> HandlerFuture {
+        (self.call)(request)
     }
 }
 
@@ -125,7 +132,7 @@ impl tower::Service<Request> for HandlerService {
     }
 
     fn call(&mut self, request: Request) -> HandlerFuture {
-        (self.call)(request)
+        self.call_ref(&request)
     }
 }
 

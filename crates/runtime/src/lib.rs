@@ -64,6 +64,7 @@
 //!   protox).
 
 mod app;
+mod attempt;
 mod attempts;
 mod channel;
 mod coalesce;

@@ -91,8 +91,9 @@ impl Request {
         (self.payload, self.metadata, self.manual_ack)
     }
 
-    pub(crate) fn into_message_parts(self) -> (Bytes, Metadata, u32, Option<ManualAck>) {
-        (self.payload, self.metadata, self.attempt, self.manual_ack)
+    /// The settlement handle of a manual-ack subscriber's request.
+    pub(crate) fn manual_ack(&self) -> Option<&ManualAck> {
+        self.manual_ack.as_ref()
     }
 }
 

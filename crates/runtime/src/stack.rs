@@ -1,15 +1,17 @@
-//! Assembling one subscriber's tower stack, outermost first:
+//! Assembling one subscriber's stack, outermost first:
 //! app layers → subscriber layers → retry → timeout → metrics → handler.
+//! Without layers of the user's, the runtime's own part runs as it is, with
+//! a concrete future; layers wrap it type-erased.
 
 use std::sync::Arc;
 
 use tower::util::BoxCloneSyncService;
-use tower::ServiceBuilder;
 
+use crate::attempt::{Attempts, CoreStack, Stack};
 use crate::handler::HandlerService;
-use crate::middleware::metrics::{MetricsLayer, SubscriberMetrics};
+use crate::middleware::metrics::SubscriberMetrics;
 use crate::middleware::retry::RetryLayer;
-use crate::subscriber::{BoxHandlerService, FailurePolicy, LayerFn};
+use crate::subscriber::{FailurePolicy, LayerFn};
 use crate::SubscriptionSpec;
 
 /// Builds the stack. In each list of layers, the first added is the outermost.
@@ -20,13 +22,14 @@ pub(crate) fn build(
     metrics: Arc<SubscriberMetrics>,
     subscriber_layers: &[LayerFn],
     app_layers: &[LayerFn],
-) -> BoxHandlerService {
-    let core = ServiceBuilder::new()
-        .layer(RetryLayer::new(failure.retry.clone(), spec.max_deliver))
-        .option_layer(failure.timeout.map(tower::timeout::TimeoutLayer::new))
-        .layer(MetricsLayer::new(metrics))
-        .service(handler);
-    let mut service = BoxCloneSyncService::new(core);
+) -> Stack {
+    let attempts = Attempts::new(handler, failure.timeout, metrics);
+    let schedule = RetryLayer::new(failure.retry.clone(), spec.max_deliver).schedule();
+    let own = CoreStack::new(attempts, schedule);
+    if subscriber_layers.is_empty() && app_layers.is_empty() {
+        return Stack::Core(own);
+    }
+    let mut service = BoxCloneSyncService::new(own);
     for layer in subscriber_layers
         .iter()
         .rev()
@@ -34,5 +37,5 @@ pub(crate) fn build(
     {
         service = layer(service);
     }
-    service
+    Stack::Layered(service)
 }

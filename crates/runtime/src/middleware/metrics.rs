@@ -130,14 +130,19 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        self.metrics.in_flight.increment(1.0);
-        MetricsFuture {
-            future: self.inner.call(request),
-            timer: Timer {
-                metrics: self.metrics.clone(),
-                started: Instant::now(),
-            },
-        }
+        timed(&self.metrics, self.inner.call(request))
+    }
+}
+
+/// Counts `attempt` as running until it ends, and times it.
+pub(crate) fn timed<F>(metrics: &Arc<SubscriberMetrics>, attempt: F) -> MetricsFuture<F> {
+    metrics.in_flight.increment(1.0);
+    MetricsFuture {
+        future: attempt,
+        timer: Timer {
+            metrics: metrics.clone(),
+            started: Instant::now(),
+        },
     }
 }
 

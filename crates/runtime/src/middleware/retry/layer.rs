@@ -1,5 +1,9 @@
 //! [`RetryLayer`] and its service: the first attempt runs with no allocation
 //! of its own; only a failure that is retried in-process boxes a retry loop.
+//!
+//! The loop itself ([`Attempting`]) runs any [`Attempt`]: a tower service,
+//! given a copy of the request for each attempt, or the runtime's own
+//! attempts, which borrow the one request it keeps.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -7,7 +11,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use tower::{Service, ServiceExt};
+use tower::Service;
 
 use super::{Retried, RetryPolicy};
 use crate::failure::{classify, Class};
@@ -24,8 +28,7 @@ use crate::{BoxError, Request};
 /// ```
 #[derive(Debug, Clone)]
 pub struct RetryLayer {
-    policy: Arc<RetryPolicy>,
-    budget: Option<u32>,
+    schedule: Schedule,
 }
 
 impl RetryLayer {
@@ -33,9 +36,16 @@ impl RetryLayer {
     /// message over all its deliveries (`max_deliver`), `None` for no limit.
     pub fn new(policy: RetryPolicy, budget: Option<u32>) -> Self {
         Self {
-            policy: Arc::new(policy),
-            budget,
+            schedule: Schedule {
+                policy: Arc::new(policy),
+                budget,
+            },
         }
+    }
+
+    /// When this layer tries again.
+    pub(crate) fn schedule(&self) -> Schedule {
+        self.schedule.clone()
     }
 }
 
@@ -45,8 +55,7 @@ impl<S> tower::Layer<S> for RetryLayer {
     fn layer(&self, inner: S) -> Retry<S> {
         Retry {
             inner,
-            policy: self.policy.clone(),
-            budget: self.budget,
+            schedule: self.schedule.clone(),
         }
     }
 }
@@ -55,8 +64,7 @@ impl<S> tower::Layer<S> for RetryLayer {
 #[derive(Debug, Clone)]
 pub struct Retry<S> {
     inner: S,
-    policy: Arc<RetryPolicy>,
-    budget: Option<u32>,
+    schedule: Schedule,
 }
 
 impl<S> Service<Request> for Retry<S>
@@ -73,33 +81,54 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let attempt = request.attempt();
-        let again = RetryState {
-            service: self.inner.clone(),
-            request: request.clone(),
-            schedule: Schedule {
-                policy: self.policy.clone(),
-                budget: self.budget,
-            },
-        };
+        // The service polled ready takes the first attempt; a clone the rest.
+        let first = self.inner.call(request.clone());
         RetryFuture {
-            state: State::First {
-                future: self.inner.call(request),
-                again: Some((again, attempt)),
-            },
+            attempting: Attempting::new(
+                first,
+                ByValue(self.inner.clone()),
+                request,
+                self.schedule.clone(),
+            ),
         }
     }
 }
 
-struct RetryState<S> {
-    service: S,
-    request: Request,
-    schedule: Schedule,
+/// What the retry loop runs: one attempt at a request the loop keeps.
+pub(crate) trait Attempt: Send + 'static {
+    /// One attempt's future; it owns what it needs of the request.
+    type Future: Future<Output = Result<(), BoxError>> + Send + 'static;
+
+    /// Whether another attempt can start now.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>>;
+
+    /// Starts an attempt at `request`.
+    fn attempt(&mut self, request: &Request) -> Self::Future;
+}
+
+/// A tower service as an [`Attempt`]: each attempt gets a copy of the request.
+#[derive(Clone)]
+pub(crate) struct ByValue<S>(S);
+
+impl<S> Attempt for ByValue<S>
+where
+    S: Service<Request, Response = (), Error = BoxError> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn attempt(&mut self, request: &Request) -> S::Future {
+        self.0.call(request.clone())
+    }
 }
 
 /// When to try again.
-#[derive(Clone)]
-struct Schedule {
+#[derive(Debug, Clone)]
+pub(crate) struct Schedule {
     policy: Arc<RetryPolicy>,
     budget: Option<u32>,
 }
@@ -122,11 +151,14 @@ impl Schedule {
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
 
-impl<S> RetryState<S>
-where
-    S: Service<Request, Response = (), Error = BoxError> + Send + 'static,
-    S::Future: Send + 'static,
-{
+/// What a failed first attempt needs to be tried again.
+struct Again<A> {
+    attempts: A,
+    request: Request,
+    schedule: Schedule,
+}
+
+impl<A: Attempt> Again<A> {
     /// The in-process retry loop, from the attempt after `attempt`, which
     /// failed with `err`.
     ///
@@ -137,9 +169,9 @@ where
     /// attempt is then a broker delivery, bounded by the broker's count.
     fn retry(self, mut attempt: u32, mut delay: Duration, mut err: BoxError) -> BoxFuture {
         Box::pin(async move {
-            let RetryState {
-                mut service,
-                request,
+            let Again {
+                mut attempts,
+                mut request,
                 schedule,
             } = self;
             let sequence = request.metadata().stream_sequence();
@@ -152,9 +184,9 @@ where
                     return Err(Box::new(Retried::new(attempt, err)) as BoxError);
                 }
                 attempt += 1;
-                let request = request.clone().with_attempt(attempt);
-                let result = match service.ready().await {
-                    Ok(ready) => ready.call(request).await,
+                request = request.with_attempt(attempt);
+                let result = match std::future::poll_fn(|cx| attempts.poll_ready(cx)).await {
+                    Ok(()) => attempts.attempt(&request).await,
                     Err(err) => Err(err),
                 };
                 err = match result {
@@ -174,26 +206,21 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// The future of [`Retry`].
-    pub struct RetryFuture<S>
-    where
-        S: Service<Request>,
-    {
+    /// A request's attempts: the first one, then (after a retryable failure
+    /// with a short delay) the in-process retry loop.
+    pub(crate) struct Attempting<A: Attempt> {
         #[pin]
-        state: State<S>,
+        state: State<A>,
     }
 }
 
 pin_project_lite::pin_project! {
     #[project = StateProj]
-    enum State<S>
-    where
-        S: Service<Request>,
-    {
+    enum State<A: Attempt> {
         First {
             #[pin]
-            future: S::Future,
-            again: Option<(RetryState<S>, u32)>,
+            future: A::Future,
+            again: Option<Again<A>>,
         },
         Retrying {
             future: BoxFuture,
@@ -201,7 +228,72 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<S: Service<Request>> std::fmt::Debug for RetryFuture<S> {
+impl<A: Attempt> Attempting<A> {
+    /// `first` is the first attempt at `request`, already started; `attempts`
+    /// runs the ones after it.
+    pub(crate) fn new(first: A::Future, attempts: A, request: Request, schedule: Schedule) -> Self {
+        Self {
+            state: State::First {
+                future: first,
+                again: Some(Again {
+                    attempts,
+                    request,
+                    schedule,
+                }),
+            },
+        }
+    }
+}
+
+impl<A: Attempt> Future for Attempting<A> {
+    type Output = Result<(), BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::First { future, again } => {
+                    let err = match ready!(future.poll(cx)) {
+                        Ok(()) => return Poll::Ready(Ok(())),
+                        Err(err) => err,
+                    };
+                    let Some(state) = again.take() else {
+                        return Poll::Ready(Err(err));
+                    };
+                    let attempt = state.request.attempt();
+                    let Some(delay) = state.schedule.next_delay(attempt, &err) else {
+                        return Poll::Ready(Err(err));
+                    };
+                    tracing::debug!(attempt, retry_in = ?delay, error = %err, "attempt failed; retrying in-process");
+                    let future = state.retry(attempt, delay, err);
+                    this.state.set(State::Retrying { future });
+                }
+                StateProj::Retrying { future } => return future.as_mut().poll(cx),
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Retry`].
+    pub struct RetryFuture<S>
+    where
+        S: Service<Request, Response = (), Error = BoxError>,
+        S: Send,
+        S: 'static,
+        S::Future: Send,
+        S::Future: 'static,
+    {
+        #[pin]
+        attempting: Attempting<ByValue<S>>,
+    }
+}
+
+impl<S> std::fmt::Debug for RetryFuture<S>
+where
+    S: Service<Request, Response = (), Error = BoxError> + Send + 'static,
+    S::Future: Send + 'static,
+{
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RetryFuture").finish_non_exhaustive()
     }
@@ -215,26 +307,6 @@ where
     type Output = Result<(), BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            match this.state.as_mut().project() {
-                StateProj::First { future, again } => {
-                    let err = match ready!(future.poll(cx)) {
-                        Ok(()) => return Poll::Ready(Ok(())),
-                        Err(err) => err,
-                    };
-                    let Some((state, attempt)) = again.take() else {
-                        return Poll::Ready(Err(err));
-                    };
-                    let Some(delay) = state.schedule.next_delay(attempt, &err) else {
-                        return Poll::Ready(Err(err));
-                    };
-                    tracing::debug!(attempt, retry_in = ?delay, error = %err, "attempt failed; retrying in-process");
-                    let future = state.retry(attempt, delay, err);
-                    this.state.set(State::Retrying { future });
-                }
-                StateProj::Retrying { future } => return future.as_mut().poll(cx),
-            }
-        }
+        self.project().attempting.poll(cx)
     }
 }
