@@ -101,8 +101,8 @@ pub(crate) async fn dispatch<T: Transport>(
                 .wait_for(in_flight.reserve(), &mut deliveries, &stop)
                 .await
             {
-                Some(Some(permit)) => permit,
-                _ => break,
+                Some(permit) => permit,
+                None => break,
             },
         };
         // Readiness before the delivery: a layer that waits in `poll_ready`
@@ -187,12 +187,8 @@ pub(crate) async fn dispatch<T: Transport>(
             metadata: metadata.clone(),
             first_attempt,
         };
-        let mut request = Request::new(payload, metadata)
-            .with_attempt(first_attempt)
-            .with_recorder(start.recorder); // budget: in-process attempts are recorded
-        if let Some(handle) = manual {
-            request = request.with_manual_ack(handle);
-        }
+        // budget: in-process attempts are recorded
+        let request = Request::delivered(payload, metadata, first_attempt, start.recorder, manual);
         let handled = match ready {
             Ok(()) => futures::future::Either::Left(service.call(request)),
             Err(err) => futures::future::Either::Right(futures::future::ready(Err(err))),

@@ -59,21 +59,29 @@ impl Request {
         self.attempt
     }
 
-    /// Records in-process attempts through `recorder` (the subscriber's
-    /// failure budget, when the transport keeps it).
-    pub(crate) fn with_recorder(mut self, recorder: AttemptRecorder) -> Self {
-        self.recorder = recorder;
-        self
+    /// The request for a delivery the dispatcher hands to the stack, built
+    /// in one go: attempt `attempt` of its budget, recording in-process
+    /// attempts through `recorder`, settled through `manual_ack` when the
+    /// subscriber settles by hand.
+    pub(crate) fn delivered(
+        payload: Bytes,
+        metadata: Metadata,
+        attempt: u32,
+        recorder: AttemptRecorder,
+        manual_ack: Option<ManualAck>,
+    ) -> Self {
+        Self {
+            payload,
+            metadata,
+            attempt,
+            manual_ack,
+            recorder,
+        }
     }
 
     /// How in-process attempts of this request's message are recorded.
     pub(crate) fn recorder(&self) -> &AttemptRecorder {
         &self.recorder
-    }
-
-    pub(crate) fn with_manual_ack(mut self, ack: ManualAck) -> Self {
-        self.manual_ack = Some(ack);
-        self
     }
 
     /// The raw payload.
