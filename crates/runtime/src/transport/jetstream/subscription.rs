@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use async_nats::jetstream::consumer::pull::MessagesError;
 use async_nats::jetstream::{self, consumer::pull};
-use futures::stream::BoxStream;
+use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
 
 use super::outstanding::Outstanding;
@@ -45,9 +45,21 @@ const REOPEN_GRACE: Duration = Duration::from_millis(250);
 /// durable someone deleted) is recreated from the lowest stream sequence this
 /// subscription has not seen settled, so nothing below it is skipped.
 pub struct JetStreamSubscription {
-    inner: BoxStream<'static, Delivery<JetStreamAcker>>,
+    pulling: Pulling,
     probe: AckPendingProbe,
     bound_at: ConsumerProgress,
+}
+
+/// Where the subscription's state is between deliveries.
+enum Pulling {
+    /// Here: a message the pull stream already holds is taken straight
+    /// from it, with no future of its own.
+    Ready(Box<State>),
+    /// Inside the state's own async code, which waits for the next message
+    /// (watching for reconnects and new leaders) or reopens the pull.
+    Waiting(BoxFuture<'static, (Box<State>, Delivery<JetStreamAcker>)>),
+    /// Stopped: nothing more is delivered.
+    Stopped,
 }
 
 impl std::fmt::Debug for JetStreamSubscription {
@@ -106,13 +118,8 @@ impl JetStreamSubscription {
             state.stream.clone(),
             state.consumer.clone(),
         );
-        let inner = futures::stream::unfold(state, |mut state| async move {
-            let delivery = state.next_delivery().await;
-            Some((delivery, state))
-        })
-        .boxed();
         Ok(Self {
-            inner,
+            pulling: Pulling::Ready(Box::new(state)),
             probe,
             bound_at,
         })
@@ -190,29 +197,62 @@ impl State {
                 Some(next) => next,
                 None => continue,
             };
-            match next {
-                Some(Ok(message)) => {
-                    let acks_all = self.spec.ack == AckMode::Coalesced;
-                    match into_delivery(message, &self.outstanding, acks_all) {
-                        Some(delivery) => {
-                            let sequence = delivery.metadata.stream_sequence();
-                            self.outstanding.delivered(sequence);
-                            self.last_sequence = Some(sequence);
-                            return delivery;
-                        }
-                        None => {
-                            tracing::warn!(channel = %self.spec.channel, "skipped a message without JetStream metadata")
-                        }
+            if let Some(delivery) = self.accept(next) {
+                return delivery;
+            }
+        }
+    }
+
+    /// What the pull stream gave: a delivery, or (a message without
+    /// JetStream metadata, a failed or ended pull) nothing, having logged it
+    /// and, for the pull, marked it to be reopened.
+    fn accept(
+        &mut self,
+        next: Option<Result<jetstream::Message, MessagesError>>,
+    ) -> Option<Delivery<JetStreamAcker>> {
+        match next {
+            Some(Ok(message)) => {
+                let acks_all = self.spec.ack == AckMode::Coalesced;
+                let delivery = into_delivery(message, &self.outstanding, acks_all);
+                match &delivery {
+                    Some(delivery) => {
+                        let sequence = delivery.metadata.stream_sequence();
+                        self.outstanding.delivered(sequence);
+                        self.last_sequence = Some(sequence);
+                    }
+                    None => {
+                        tracing::warn!(channel = %self.spec.channel, "skipped a message without JetStream metadata")
                     }
                 }
-                Some(Err(err)) => {
-                    tracing::warn!(channel = %self.spec.channel, error = %err, "pull stream failed; reopening");
-                    self.interrupt(Instant::now());
-                }
-                None => {
-                    tracing::warn!(channel = %self.spec.channel, "pull stream ended; reopening");
-                    self.interrupt(Instant::now());
-                }
+                delivery
+            }
+            Some(Err(err)) => {
+                tracing::warn!(channel = %self.spec.channel, error = %err, "pull stream failed; reopening");
+                self.interrupt(Instant::now());
+                None
+            }
+            None => {
+                tracing::warn!(channel = %self.spec.channel, "pull stream ended; reopening");
+                self.interrupt(Instant::now());
+                None
+            }
+        }
+    }
+
+    /// The next delivery if the pull stream already holds one; `None` when
+    /// it has to be waited for (or the pull reopened).
+    fn ready_delivery(&mut self, cx: &mut Context<'_>) -> Option<Delivery<JetStreamAcker>> {
+        loop {
+            let next = match self.messages.as_mut()?.poll_next_unpin(cx) {
+                Poll::Ready(next) => next,
+                Poll::Pending => return None,
+            };
+            let ended = !matches!(next, Some(Ok(_)));
+            if let Some(delivery) = self.accept(next) {
+                return Some(delivery);
+            }
+            if ended {
+                return None;
             }
         }
     }
@@ -342,10 +382,10 @@ impl DeliveryStream<JetStreamAcker> for JetStreamSubscription {
     /// unsubscribes its pull inbox, so the server delivers nothing more here.
     fn stop(&mut self) -> Vec<Delivery<JetStreamAcker>> {
         let mut buffered = Vec::new();
-        while let Some(Some(delivery)) = self.inner.next().now_or_never() {
+        while let Some(Some(delivery)) = self.next().now_or_never() {
             buffered.push(delivery);
         }
-        self.inner = futures::stream::pending().boxed();
+        self.pulling = Pulling::Stopped;
         buffered
     }
 
@@ -362,7 +402,34 @@ impl Stream for JetStreamSubscription {
     type Item = Delivery<JetStreamAcker>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.inner.poll_next_unpin(cx)
+        loop {
+            self.pulling = match std::mem::replace(&mut self.pulling, Pulling::Stopped) {
+                Pulling::Ready(mut state) => match state.ready_delivery(cx) {
+                    Some(delivery) => {
+                        self.pulling = Pulling::Ready(state);
+                        return Poll::Ready(Some(delivery));
+                    }
+                    None => Pulling::Waiting(
+                        async move {
+                            let delivery = state.next_delivery().await;
+                            (state, delivery)
+                        }
+                        .boxed(),
+                    ),
+                },
+                Pulling::Waiting(mut waiting) => match waiting.poll_unpin(cx) {
+                    Poll::Ready((state, delivery)) => {
+                        self.pulling = Pulling::Ready(state);
+                        return Poll::Ready(Some(delivery));
+                    }
+                    Poll::Pending => {
+                        self.pulling = Pulling::Waiting(waiting);
+                        return Poll::Pending;
+                    }
+                },
+                Pulling::Stopped => return Poll::Pending,
+            };
+        }
     }
 }
 
