@@ -439,27 +439,47 @@ impl Stream for JetStreamSubscription {
 /// servers), read straight from its tokens: cheaper than building the full
 /// `jetstream::message::Info` for every message.
 fn ack_info(reply: &str) -> Option<AckInfo> {
-    let mut tokens = [""; 12];
-    let mut len = 0;
-    for token in reply.split('.') {
-        *tokens.get_mut(len)? = token;
-        len += 1;
+    let rest = reply.strip_prefix("$JS.ACK.")?.as_bytes();
+    // Where each token after `$JS.ACK.` starts: one pass over the bytes.
+    let mut starts = [0usize; 10];
+    let mut tokens = 1;
+    for (at, &byte) in rest.iter().enumerate() {
+        if byte == b'.' {
+            *starts.get_mut(tokens)? = at + 1;
+            tokens += 1;
+        }
     }
-    if tokens[0] != "$JS" || tokens[1] != "ACK" {
-        return None;
-    }
-    let base = match len {
-        9 => 2,
-        11 | 12 => 4,
+    let token = |index: usize| {
+        let end = if index + 1 < tokens {
+            starts[index + 1] - 1
+        } else {
+            rest.len()
+        };
+        rest.get(*starts.get(index)?..end)
+    };
+    let base = match tokens {
+        7 => 0,
+        9 | 10 => 2,
         _ => return None,
     };
-    let delivered: u64 = tokens[base + 2].parse().ok()?;
-    let nanos: u64 = tokens[base + 5].parse().ok()?;
+    let number = |index: usize| token(index).and_then(parse_decimal);
+    let delivered = number(base + 2)?;
     Some(AckInfo {
-        stream_sequence: tokens[base + 3].parse().ok()?,
-        consumer_sequence: tokens[base + 4].parse().ok()?,
+        stream_sequence: number(base + 3)?,
+        consumer_sequence: number(base + 4)?,
         delivered: u32::try_from(delivered).unwrap_or(u32::MAX),
-        published: SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos),
+        published: SystemTime::UNIX_EPOCH + Duration::from_nanos(number(base + 5)?),
+    })
+}
+
+/// A non-empty run of ASCII digits as a number, if it fits in a `u64`.
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |value, &digit| {
+        let digit = digit.checked_sub(b'0').filter(|d| *d <= 9)?;
+        value.checked_mul(10)?.checked_add(u64::from(digit))
     })
 }
 
@@ -495,5 +515,27 @@ mod tests {
         );
         assert_eq!(ack_info("_INBOX.abc"), None);
         assert_eq!(ack_info("$JS.ACK.too.short"), None);
+        assert_eq!(ack_info("$JS.ACK.s.c.1.2.x.4.5"), None, "not a number");
+        assert_eq!(ack_info("$JS.ACK.s.c.1..3.4.5"), None, "an empty token");
+        assert_eq!(
+            ack_info("$JS.ACK.s.c.1.18446744073709551616.3.4.5"),
+            None,
+            "past u64"
+        );
+        assert_eq!(
+            ack_info("$JS.ACK.s.c.1.2.3.4.5.6.7.8.9"),
+            None,
+            "too many tokens"
+        );
+    }
+
+    #[test]
+    fn decimals_are_parsed_as_str_parse_would() {
+        for text in ["0", "7", "42", "18446744073709551615", "007"] {
+            assert_eq!(parse_decimal(text.as_bytes()), text.parse().ok(), "{text}");
+        }
+        for text in ["", "-1", "+1", "1a", " 1", "18446744073709551616"] {
+            assert_eq!(parse_decimal(text.as_bytes()), None, "{text:?}");
+        }
     }
 }
