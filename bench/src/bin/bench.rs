@@ -8,10 +8,12 @@
 //! ```
 //!
 //! It starts its own `nats-server -js` on a free port with a temp store
-//! (or uses `NATS_URL`), and stops it at the end. See `--help`.
+//! (or uses `NATS_URL`), and stops it at the end. See `--help`. Its global
+//! allocator counts allocations, for the allocations per message of each run.
 
 use std::time::Duration;
 
+use flowgate_bench::alloc_count::CountingAlloc;
 use flowgate_bench::args::TransportKind;
 use flowgate_bench::counters::{counters, spawn_sampler, CountingRecorder};
 use flowgate_bench::report::{self, JsonLines};
@@ -19,6 +21,9 @@ use flowgate_bench::runner::{print_targets, Env};
 use flowgate_bench::server::NatsServer;
 use flowgate_bench::stan::{self, StanEnv};
 use flowgate_bench::{backlog, plot, probe, Args, BenchError};
+
+#[global_allocator]
+static ALLOCATOR: CountingAlloc = CountingAlloc;
 
 #[tokio::main]
 async fn main() {
@@ -107,7 +112,7 @@ async fn run(args: Args) -> Result<(), BenchError> {
             _ => "raw async-nats",
         };
         println!(
-            "\nA = flowgate, B = {raw}; medians of {} rounds; transport {:?}",
+            "\nA = flowgate, B = {raw}; medians of {} rounds; transport {:?}; allocs = heap allocations per message",
             args.rounds, args.transport
         );
         println!("{}", report::header());
