@@ -22,6 +22,8 @@
 //!   stan.go-like baseline, and the protocol double in a child process.
 //! - [`runner`]: warm-up, alternating rounds, medians.
 //! - [`report`], [`plot`]: the table, JSON lines and the PNG.
+//! - [`instructions`]: `--instructions`, instructions per message of the
+//!   framework's consume path on the in-memory broker, under callgrind.
 
 pub mod alloc_count;
 pub mod args;
@@ -30,6 +32,7 @@ pub mod consume;
 pub mod counters;
 pub mod event;
 pub mod handlers;
+pub mod instructions;
 pub mod plot;
 pub mod probe;
 pub mod publish;
