@@ -52,6 +52,9 @@ pub struct Args {
     pub raw: bool,
     /// The framework side acks with `ack = "coalesced"` (JetStream's ack-all).
     pub coalesced: bool,
+    /// Instead of the cases: instructions per message of the framework's
+    /// consume path, under callgrind.
+    pub instructions: bool,
 }
 
 impl Default for Args {
@@ -69,6 +72,7 @@ impl Default for Args {
             framework: true,
             raw: true,
             coalesced: false,
+            instructions: false,
         }
     }
 }
@@ -78,6 +82,7 @@ pub const USAGE: &str = "\
 usage: bench [--n N] [--rounds R] [--cases 1,2,3,4] [--sizes 128,1024] [--window W]
              [--transport jetstream|memory|stan] [--json FILE] [--plot FILE.png] [--backlog N]
              [--sides ab|a|b] [--ack auto|coalesced]
+       bench --instructions [--json FILE]
 
 Starts its own nats-server (-js, temp store, free port) unless NATS_URL is set.
   case 1  consume: #[subscriber] handler, default stack  vs  raw pull consume + ack
@@ -89,7 +94,12 @@ Starts its own nats-server (-js, temp store, free port) unless NATS_URL is set.
                pub+sub: one publisher and one subscriber at once, until all are acked
   --backlog N  consume a backlog of N with max_in_flight 1024; RSS at 10k and at N
   --sides      a = flowgate only, b = raw only (for profiling); default ab
-  --ack        coalesced: the framework side acks with ack = \"coalesced\" (JetStream)";
+  --ack        coalesced: the framework side acks with ack = \"coalesced\" (JetStream)
+  --instructions  instructions per message of flowgate's consume path (in-memory broker,
+               no-op #[subscriber], default stack, 128 B): the bench runs itself twice under
+               valgrind --tool=callgrind, 5k and 25k messages, counting only while consuming;
+               (big - small) / 20k, and the top functions of the big run
+Every run also reports heap allocations per message, counted by the bench's allocator.";
 
 impl Args {
     /// Parses `args` (without the program name).
@@ -117,6 +127,7 @@ impl Args {
                 "--json" => parsed.json = Some(value()?.into()),
                 "--plot" => parsed.plot = Some(value()?.into()),
                 "--backlog" => parsed.backlog = Some(number(&flag, &value()?)?),
+                "--instructions" => parsed.instructions = true,
                 "--ack" => {
                     parsed.coalesced = match value()?.as_str() {
                         "auto" => false,
@@ -190,6 +201,8 @@ mod tests {
         assert_eq!(args.rounds, 2);
         assert_eq!(args.cases, vec![1, 3]);
         assert_eq!(args.transport, TransportKind::Memory);
+        assert!(!args.instructions);
+        assert!(Args::parse(["--instructions".to_owned()]).is_ok_and(|a| a.instructions));
         assert!(Args::parse(["--cases".to_owned(), "5".to_owned()]).is_err());
     }
 

@@ -16,18 +16,23 @@
 //! - [`counters`]: published / received / acked counters, fed by flowgate's
 //!   metrics and by the raw client alike, and sampled for the plot.
 //! - [`probe`]: process CPU time and resident memory.
+//! - [`alloc_count`]: heap allocations, counted by the global allocator.
 //! - [`consume`], [`publish`], [`backlog`]: the measured cases.
 //! - [`stan`]: the NATS Streaming cases (`--transport stan`), the raw
 //!   stan.go-like baseline, and the protocol double in a child process.
 //! - [`runner`]: warm-up, alternating rounds, medians.
 //! - [`report`], [`plot`]: the table, JSON lines and the PNG.
+//! - [`instructions`]: `--instructions`, instructions per message of the
+//!   framework's consume path on the in-memory broker, under callgrind.
 
+pub mod alloc_count;
 pub mod args;
 pub mod backlog;
 pub mod consume;
 pub mod counters;
 pub mod event;
 pub mod handlers;
+pub mod instructions;
 pub mod plot;
 pub mod probe;
 pub mod publish;
@@ -52,6 +57,8 @@ pub struct RunStats {
     pub peak_rss_kib: u64,
     /// Per-message publish latencies (case 4 only).
     pub latencies: Vec<std::time::Duration>,
+    /// Heap allocations over the run (`None` without the counting allocator).
+    pub allocs: Option<alloc_count::AllocCount>,
 }
 
 impl RunStats {
@@ -63,6 +70,26 @@ impl RunStats {
     /// Client CPU microseconds per message.
     pub fn cpu_us_per_msg(&self) -> f64 {
         self.cpu.as_secs_f64() * 1e6 / self.messages.max(1) as f64
+    }
+
+    /// Heap allocations (new blocks) per message.
+    pub fn allocs_per_msg(&self) -> Option<f64> {
+        self.per_msg(|a| a.allocations)
+    }
+
+    /// Reallocations per message.
+    pub fn reallocs_per_msg(&self) -> Option<f64> {
+        self.per_msg(|a| a.reallocations)
+    }
+
+    /// Heap bytes asked for per message.
+    pub fn alloc_bytes_per_msg(&self) -> Option<f64> {
+        self.per_msg(|a| a.bytes)
+    }
+
+    fn per_msg(&self, count: impl Fn(&alloc_count::AllocCount) -> u64) -> Option<f64> {
+        let allocs = self.allocs.as_ref()?;
+        Some(count(allocs) as f64 / self.messages.max(1) as f64)
     }
 }
 

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use super::alloc_count::{self, AllocCount};
+
 /// CPU time used by the whole process (every thread, user + system) so far
 /// (`clock_gettime(CLOCK_PROCESS_CPUTIME_ID)`).
 pub fn cpu_time() -> Duration {
@@ -29,12 +31,13 @@ fn status_field(name: &str) -> Option<u64> {
         .ok()
 }
 
-/// Measures CPU and wall time between [`start`](Meter::start) and
-/// [`stop`](Meter::stop).
+/// Measures CPU and wall time, and counts heap allocations, between
+/// [`start`](Meter::start) and [`stop`](Meter::stop).
 #[derive(Debug, Clone, Copy)]
 pub struct Meter {
     wall: std::time::Instant,
     cpu: Duration,
+    allocs: AllocCount,
 }
 
 impl Meter {
@@ -44,17 +47,21 @@ impl Meter {
         Self {
             wall: std::time::Instant::now(),
             cpu: cpu_time(),
+            allocs: alloc_count::snapshot(),
         }
     }
 
-    /// Wall and CPU time since start, and the peak RSS over the run.
+    /// Wall and CPU time since start, the allocations counted since, and
+    /// the peak RSS over the run.
     pub fn stop(self, messages: u64) -> super::RunStats {
+        let allocs = alloc_count::snapshot().since(self.allocs);
         super::RunStats {
             messages,
             elapsed: self.wall.elapsed(),
             cpu: cpu_time().saturating_sub(self.cpu),
             peak_rss_kib: super::counters::counters().peak_rss_kib(),
             latencies: Vec::new(),
+            allocs: alloc_count::is_counting().then_some(allocs),
         }
     }
 }

@@ -32,6 +32,8 @@ pub struct Summary {
     pub ratio: Option<f64>,
     /// A's CPU per message over B's.
     pub cpu_ratio: Option<f64>,
+    /// A's allocations per message over B's.
+    pub alloc_ratio: Option<f64>,
 }
 
 /// Medians of one side.
@@ -43,6 +45,12 @@ pub struct SideSummary {
     pub cpu_us_per_msg: f64,
     /// Highest RSS over the rounds, MiB.
     pub peak_rss_mib: f64,
+    /// Median heap allocations per message (without the counting allocator: none).
+    pub allocs_per_msg: Option<f64>,
+    /// Median reallocations per message.
+    pub reallocs_per_msg: Option<f64>,
+    /// Median heap bytes asked for per message.
+    pub alloc_bytes_per_msg: Option<f64>,
     /// Median of the rounds' p50 latency, microseconds (case 4).
     pub p50_us: Option<f64>,
     /// Median of the rounds' p99 latency, microseconds (case 4).
@@ -72,6 +80,12 @@ pub struct RunLine {
     pub cpu_us_per_msg: f64,
     /// Peak RSS during the run, MiB.
     pub peak_rss_mib: f64,
+    /// Heap allocations per message.
+    pub allocs_per_msg: Option<f64>,
+    /// Reallocations per message.
+    pub reallocs_per_msg: Option<f64>,
+    /// Heap bytes asked for per message.
+    pub alloc_bytes_per_msg: Option<f64>,
     /// p50 latency, microseconds (case 4).
     pub p50_us: Option<f64>,
     /// p99 latency, microseconds (case 4).
@@ -92,6 +106,9 @@ impl RunLine {
             msgs_per_s: run.rate(),
             cpu_us_per_msg: run.cpu_us_per_msg(),
             peak_rss_mib: run.peak_rss_kib as f64 / 1024.0,
+            allocs_per_msg: run.allocs_per_msg(),
+            reallocs_per_msg: run.reallocs_per_msg(),
+            alloc_bytes_per_msg: run.alloc_bytes_per_msg(),
             p50_us: percentile_us(&run.latencies, 0.50),
             p99_us: percentile_us(&run.latencies, 0.99),
         }
@@ -102,6 +119,8 @@ impl RunLine {
 pub fn summarise(runs: &[RunStats]) -> SideSummary {
     let rates: Vec<f64> = runs.iter().map(RunStats::rate).collect();
     let cpu: Vec<f64> = runs.iter().map(RunStats::cpu_us_per_msg).collect();
+    let per_msg =
+        |f: fn(&RunStats) -> Option<f64>| median(&runs.iter().filter_map(f).collect::<Vec<_>>());
     let p50: Vec<f64> = runs
         .iter()
         .filter_map(|r| percentile_us(&r.latencies, 0.50))
@@ -114,6 +133,9 @@ pub fn summarise(runs: &[RunStats]) -> SideSummary {
         msgs_per_s: median(&rates).unwrap_or(0.0),
         cpu_us_per_msg: median(&cpu).unwrap_or(0.0),
         peak_rss_mib: runs.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0) as f64 / 1024.0,
+        allocs_per_msg: per_msg(RunStats::allocs_per_msg),
+        reallocs_per_msg: per_msg(RunStats::reallocs_per_msg),
+        alloc_bytes_per_msg: per_msg(RunStats::alloc_bytes_per_msg),
         p50_us: median(&p50),
         p99_us: median(&p99),
     }
@@ -145,7 +167,7 @@ pub fn percentile_us(latencies: &[Duration], q: f64) -> Option<f64> {
 /// The table header.
 pub fn header() -> String {
     format!(
-        "{:<4} {:<26} {:>6} {:>12} {:>12} {:>6} {:>9} {:>9} {:>6} {:>8} {:>8} {:>15} {:>15}",
+        "{:<4} {:<26} {:>6} {:>12} {:>12} {:>6} {:>9} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>6} {:>15} {:>15}",
         "case",
         "what",
         "bytes",
@@ -157,6 +179,9 @@ pub fn header() -> String {
         "A/B",
         "A MiB",
         "B MiB",
+        "A allocs",
+        "B allocs",
+        "A/B",
         "A p50/p99 µs",
         "B p50/p99 µs"
     )
@@ -170,7 +195,7 @@ pub fn row(s: &Summary) -> String {
         None => "-".to_owned(),
     };
     format!(
-        "{:<4} {:<26} {:>6} {:>12.0} {:>12} {:>6} {:>9.2} {:>9} {:>6} {:>8.1} {:>8} {:>15} {:>15}",
+        "{:<4} {:<26} {:>6} {:>12.0} {:>12} {:>6} {:>9.2} {:>9} {:>6} {:>8.1} {:>8} {:>8} {:>8} {:>6} {:>15} {:>15}",
         s.case,
         s.name,
         s.size,
@@ -182,6 +207,9 @@ pub fn row(s: &Summary) -> String {
         opt(s.cpu_ratio, 3),
         s.a.peak_rss_mib,
         opt(s.b.as_ref().map(|b| b.peak_rss_mib), 1),
+        opt(s.a.allocs_per_msg, 2),
+        opt(s.b.as_ref().and_then(|b| b.allocs_per_msg), 2),
+        opt(s.alloc_ratio, 3),
         lat(Some(&s.a)),
         lat(s.b.as_ref()),
     )

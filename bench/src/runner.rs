@@ -146,8 +146,11 @@ impl Env {
                     }
                     for side in order {
                         let run = self.run_once(case, side, n, size).await?;
+                        let allocs = run
+                            .allocs_per_msg()
+                            .map_or(String::new(), |a| format!(", {a:.2} allocs/msg"));
                         eprintln!(
-                            "case {case}, {size} B, round {round}, {:<8}: {:>9.0} msgs/s, {:.2} µs CPU/msg",
+                            "case {case}, {size} B, round {round}, {:<8}: {:>9.0} msgs/s, {:.2} µs CPU/msg{allocs}",
                             side.label(),
                             run.rate(),
                             run.cpu_us_per_msg()
@@ -169,6 +172,9 @@ impl Env {
         let b = (!runs[1].is_empty()).then(|| report::summarise(&runs[1]));
         let ratio = b.as_ref().map(|b| a.msgs_per_s / b.msgs_per_s);
         let cpu_ratio = b.as_ref().map(|b| a.cpu_us_per_msg / b.cpu_us_per_msg);
+        let alloc_ratio = b
+            .as_ref()
+            .and_then(|b| Some(a.allocs_per_msg? / b.allocs_per_msg?));
         Summary {
             kind: "summary",
             case,
@@ -181,6 +187,7 @@ impl Env {
             b,
             ratio,
             cpu_ratio,
+            alloc_ratio,
         }
     }
 }

@@ -5,33 +5,51 @@
 //! cargo run --release -p flowgate-bench --bin bench -- --cases 1 --plot bench.png --json bench.jsonl
 //! cargo run --release -p flowgate-bench --bin bench -- --backlog 1000000
 //! cargo run --release -p flowgate-bench --bin bench -- --transport memory
+//! cargo run --release -p flowgate-bench --bin bench -- --instructions
 //! ```
 //!
 //! It starts its own `nats-server -js` on a free port with a temp store
-//! (or uses `NATS_URL`), and stops it at the end. See `--help`.
+//! (or uses `NATS_URL`), and stops it at the end. See `--help`. Its global
+//! allocator counts allocations, for the allocations per message of each run.
 
 use std::time::Duration;
 
+use flowgate_bench::alloc_count::CountingAlloc;
 use flowgate_bench::args::TransportKind;
 use flowgate_bench::counters::{counters, spawn_sampler, CountingRecorder};
+use flowgate_bench::instructions::{self, workload};
 use flowgate_bench::report::{self, JsonLines};
 use flowgate_bench::runner::{print_targets, Env};
 use flowgate_bench::server::NatsServer;
 use flowgate_bench::stan::{self, StanEnv};
 use flowgate_bench::{backlog, plot, probe, Args, BenchError};
 
-#[tokio::main]
-async fn main() {
+#[global_allocator]
+static ALLOCATOR: CountingAlloc = CountingAlloc;
+
+fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    if argv.first().map(String::as_str) == Some(stan::double::SERVE_FLAG) {
-        let url = argv.get(1).cloned().unwrap_or_default();
-        if let Err(err) = stan::double::serve(&url).await {
-            eprintln!("the NATS Streaming double failed: {err}");
-            std::process::exit(1);
+    let hidden = argv.get(1).cloned().unwrap_or_default();
+    match argv.first().map(String::as_str) {
+        Some(stan::double::SERVE_FLAG) => {
+            let served = runtime().and_then(|rt| rt.block_on(stan::double::serve(&hidden)));
+            exit_on_error("the NATS Streaming double failed", served);
+            return;
         }
-        return;
+        Some(workload::FLAG) => {
+            let report = hidden
+                .parse()
+                .map_err(|_| format!("{}: `{hidden}` is not a number", workload::FLAG).into())
+                .and_then(workload::run);
+            match report {
+                Ok(report) => println!("{}", serde_json::json!(report)),
+                Err(err) => exit_on_error("the instructions workload failed", Err(err)),
+            }
+            return;
+        }
+        _ => {}
     }
-    let args = match Args::parse(std::env::args().skip(1)) {
+    let args = match Args::parse(argv) {
         Ok(args) => args,
         Err(usage) => {
             eprintln!("{usage}");
@@ -39,10 +57,33 @@ async fn main() {
         }
     };
     flowgate_bench::init_logging();
-    if let Err(err) = run(args).await {
-        eprintln!("bench failed: {err}");
+    let result = if args.instructions {
+        run_instructions(&args)
+    } else {
+        runtime().and_then(|rt| rt.block_on(run(args)))
+    };
+    exit_on_error("bench failed", result);
+}
+
+/// The runtime `#[tokio::main]` would build.
+fn runtime() -> Result<tokio::runtime::Runtime, BenchError> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn exit_on_error(what: &str, result: Result<(), BenchError>) {
+    if let Err(err) = result {
+        eprintln!("{what}: {err}");
         std::process::exit(1);
     }
+}
+
+fn run_instructions(args: &Args) -> Result<(), BenchError> {
+    let report = instructions::measure()?;
+    instructions::print(&report);
+    JsonLines::create(args.json.as_deref())?.write(&report)?;
+    Ok(())
 }
 
 async fn run(args: Args) -> Result<(), BenchError> {
@@ -107,7 +148,7 @@ async fn run(args: Args) -> Result<(), BenchError> {
             _ => "raw async-nats",
         };
         println!(
-            "\nA = flowgate, B = {raw}; medians of {} rounds; transport {:?}",
+            "\nA = flowgate, B = {raw}; medians of {} rounds; transport {:?}; allocs = heap allocations per message",
             args.rounds, args.transport
         );
         println!("{}", report::header());
