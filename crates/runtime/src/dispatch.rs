@@ -264,8 +264,9 @@ pub(crate) async fn dispatch<T: Transport>(
 }
 
 /// Whether the dispatcher polls a handler once itself before giving it a
-/// task: yes while first polls are short; after a long one (a handler doing
-/// CPU work), every message gets its own task, and an inline poll is tried
+/// task: yes while first polls are short; after two long ones in a row (a
+/// handler doing CPU work; one alone may be a cold start or a preempted
+/// thread), every message gets its own task, and an inline poll is tried
 /// again now and then in case the handler changed its ways.
 #[derive(Debug, Default)]
 struct InlinePolls {
@@ -273,6 +274,8 @@ struct InlinePolls {
     spawn_next: u32,
     /// Inline polls since the last switch; every `TIME_EVERY`th is timed.
     polls: u32,
+    /// The last timed poll was long: the next one is timed too, and decides.
+    long_once: bool,
 }
 
 /// How to poll a handler inline.
@@ -296,7 +299,7 @@ impl InlinePolls {
             self.spawn_next -= 1;
             return None;
         }
-        let timed = self.polls.is_multiple_of(Self::TIME_EVERY);
+        let timed = self.long_once || self.polls.is_multiple_of(Self::TIME_EVERY);
         self.polls = self.polls.wrapping_add(1);
         Some(if timed {
             InlinePoll::Timed
@@ -306,10 +309,49 @@ impl InlinePolls {
     }
 
     fn record(&mut self, first_poll: Duration) {
-        if first_poll > Self::LONG_POLL {
+        let long = first_poll > Self::LONG_POLL;
+        if long && self.long_once {
             self.spawn_next = Self::RETRY_AFTER;
             self.polls = 0;
         }
+        self.long_once = long && !self.long_once;
+    }
+}
+
+#[cfg(test)]
+mod inline_poll_tests {
+    use super::*;
+
+    const LONG: Duration = Duration::from_millis(1);
+    const SHORT: Duration = Duration::from_micros(1);
+
+    fn inline_now(polls: &mut InlinePolls) -> bool {
+        polls.try_now().is_some()
+    }
+
+    #[test]
+    fn one_long_poll_is_timed_again_and_two_in_a_row_spawn() {
+        let mut polls = InlinePolls::default();
+        assert!(matches!(polls.try_now(), Some(InlinePoll::Timed)));
+        polls.record(LONG);
+        // A single long poll (a cold start) switches nothing, but the next
+        // poll is timed to see whether it was one.
+        assert!(matches!(polls.try_now(), Some(InlinePoll::Timed)));
+        polls.record(SHORT);
+        assert!(matches!(polls.try_now(), Some(InlinePoll::Untimed)));
+        for _ in 0..InlinePolls::TIME_EVERY {
+            if let Some(InlinePoll::Timed) = polls.try_now() {
+                polls.record(LONG);
+                break;
+            }
+        }
+        assert!(matches!(polls.try_now(), Some(InlinePoll::Timed)));
+        polls.record(LONG);
+        let spawned = (0..InlinePolls::RETRY_AFTER)
+            .filter(|_| !inline_now(&mut polls))
+            .count();
+        assert_eq!(spawned, InlinePolls::RETRY_AFTER as usize);
+        assert!(matches!(polls.try_now(), Some(InlinePoll::Timed)));
     }
 }
 
