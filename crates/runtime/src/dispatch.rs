@@ -318,43 +318,6 @@ impl InlinePolls {
     }
 }
 
-#[cfg(test)]
-mod inline_poll_tests {
-    use super::*;
-
-    const LONG: Duration = Duration::from_millis(1);
-    const SHORT: Duration = Duration::from_micros(1);
-
-    fn inline_now(polls: &mut InlinePolls) -> bool {
-        polls.try_now().is_some()
-    }
-
-    #[test]
-    fn one_long_poll_is_timed_again_and_two_in_a_row_spawn() {
-        let mut polls = InlinePolls::default();
-        assert!(matches!(polls.try_now(), Some(InlinePoll::Timed)));
-        polls.record(LONG);
-        // A single long poll (a cold start) switches nothing, but the next
-        // poll is timed to see whether it was one.
-        assert!(matches!(polls.try_now(), Some(InlinePoll::Timed)));
-        polls.record(SHORT);
-        assert!(matches!(polls.try_now(), Some(InlinePoll::Untimed)));
-        for _ in 0..InlinePolls::TIME_EVERY {
-            if let Some(InlinePoll::Timed) = polls.try_now() {
-                polls.record(LONG);
-                break;
-            }
-        }
-        assert!(matches!(polls.try_now(), Some(InlinePoll::Timed)));
-        polls.record(LONG);
-        let spawned = (0..InlinePolls::RETRY_AFTER)
-            .filter(|_| !inline_now(&mut polls))
-            .count();
-        assert_eq!(spawned, InlinePolls::RETRY_AFTER as usize);
-        assert!(matches!(polls.try_now(), Some(InlinePoll::Timed)));
-    }
-}
-
 /// The cancellation signals of one subscription's dispatcher.
 pub(crate) struct Lifecycle {
     /// Stop taking messages.
@@ -419,5 +382,42 @@ async fn release_buffered<A: Acker>(
         if let Err(err) = delivery.acker.nak(None).await {
             tracing::debug!(error = %err, "could not release a buffered delivery; it is redelivered after the ack wait");
         }
+    }
+}
+
+#[cfg(test)]
+mod inline_poll_tests {
+    use super::*;
+
+    const LONG: Duration = Duration::from_millis(1);
+    const SHORT: Duration = Duration::from_micros(1);
+
+    fn inline_now(polls: &mut InlinePolls) -> bool {
+        polls.try_now().is_some()
+    }
+
+    #[test]
+    fn one_long_poll_is_timed_again_and_two_in_a_row_spawn() {
+        let mut polls = InlinePolls::default();
+        assert!(matches!(polls.try_now(), Some(InlinePoll::Timed)));
+        polls.record(LONG);
+        // A single long poll (a cold start) switches nothing, but the next
+        // poll is timed to see whether it was one.
+        assert!(matches!(polls.try_now(), Some(InlinePoll::Timed)));
+        polls.record(SHORT);
+        assert!(matches!(polls.try_now(), Some(InlinePoll::Untimed)));
+        for _ in 0..InlinePolls::TIME_EVERY {
+            if let Some(InlinePoll::Timed) = polls.try_now() {
+                polls.record(LONG);
+                break;
+            }
+        }
+        assert!(matches!(polls.try_now(), Some(InlinePoll::Timed)));
+        polls.record(LONG);
+        let spawned = (0..InlinePolls::RETRY_AFTER)
+            .filter(|_| !inline_now(&mut polls))
+            .count();
+        assert_eq!(spawned, InlinePolls::RETRY_AFTER as usize);
+        assert!(matches!(polls.try_now(), Some(InlinePoll::Timed)));
     }
 }
