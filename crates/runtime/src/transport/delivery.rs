@@ -123,6 +123,22 @@ impl AckError {
             source,
         }
     }
+
+    /// The same, from the subject and stream sequence alone (a transport's
+    /// error path, which keeps no metadata).
+    pub(crate) fn on(
+        action: &'static str,
+        subject: &str,
+        stream_sequence: u64,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    ) -> Self {
+        Self {
+            action,
+            subject: subject.to_owned(),
+            stream_sequence,
+            source,
+        }
+    }
 }
 
 /// Settles one delivery with the broker. Each transport has its own.

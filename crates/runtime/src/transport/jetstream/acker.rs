@@ -6,14 +6,17 @@ use std::time::Duration;
 use async_nats::jetstream::message::{AckKind, Acker as NatsAcker};
 
 use super::outstanding::{Outstanding, Settled};
-use crate::{AckError, Acker, Metadata};
+use crate::{AckError, Acker};
 
 /// Settles one JetStream delivery by publishing to its reply subject.
 pub struct JetStreamAcker {
     acker: NatsAcker,
     /// Where the settlement goes, kept to send it again after a failover.
     reply: async_nats::Subject,
-    subject: async_nats::Subject,
+    /// The subscriber's channel, shared by all its deliveries, for errors.
+    /// (Not the message's subject: a copy of that would cost an allocation
+    /// per message, for a path that is rarely taken.)
+    channel: Arc<str>,
     stream_sequence: u64,
     outstanding: Arc<Outstanding>,
     /// The consumer's ack policy is "all": an ack settles everything before it.
@@ -23,7 +26,7 @@ pub struct JetStreamAcker {
 impl std::fmt::Debug for JetStreamAcker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JetStreamAcker")
-            .field("subject", &self.subject)
+            .field("channel", &self.channel)
             .field("stream_sequence", &self.stream_sequence)
             .finish()
     }
@@ -33,7 +36,7 @@ impl JetStreamAcker {
     pub(crate) fn new(
         acker: NatsAcker,
         reply: async_nats::Subject,
-        subject: async_nats::Subject,
+        channel: Arc<str>,
         stream_sequence: u64,
         outstanding: Arc<Outstanding>,
         acks_all: bool,
@@ -41,7 +44,7 @@ impl JetStreamAcker {
         Self {
             acker,
             reply,
-            subject,
+            channel,
             stream_sequence,
             outstanding,
             acks_all,
@@ -49,16 +52,10 @@ impl JetStreamAcker {
     }
 
     async fn send(&self, action: &'static str, kind: AckKind) -> Result<(), AckError> {
-        self.acker.ack_with(kind).await.map_err(|source| {
-            let metadata = Metadata::new(
-                self.subject.clone(),
-                self.stream_sequence,
-                0,
-                std::time::SystemTime::UNIX_EPOCH,
-                None,
-            );
-            AckError::new(action, &metadata, source)
-        })
+        self.acker
+            .ack_with(kind)
+            .await
+            .map_err(|source| AckError::on(action, &self.channel, self.stream_sequence, source))
     }
 }
 

@@ -73,6 +73,8 @@ struct State {
     context: jetstream::Context,
     stream: String,
     spec: SubscriptionSpec,
+    /// `spec.channel`, shared with every delivery's acker.
+    channel: Arc<str>,
     messages: Option<pull::Stream>,
     /// The consumer's name on the server (an ephemeral's changes when it is recreated).
     consumer: Arc<Mutex<String>>,
@@ -100,6 +102,7 @@ impl JetStreamSubscription {
         let mut state = State {
             context,
             stream,
+            channel: Arc::from(spec.channel.as_str()),
             spec,
             messages: None,
             consumer,
@@ -213,7 +216,7 @@ impl State {
         match next {
             Some(Ok(message)) => {
                 let acks_all = self.spec.ack == AckMode::Coalesced;
-                let delivery = into_delivery(message, &self.outstanding, acks_all);
+                let delivery = into_delivery(message, &self.channel, &self.outstanding, acks_all);
                 match &delivery {
                     Some(delivery) => {
                         let sequence = delivery.metadata.stream_sequence();
@@ -348,6 +351,7 @@ impl State {
 
 fn into_delivery(
     message: jetstream::Message,
+    channel: &Arc<str>,
     outstanding: &Arc<Outstanding>,
     acks_all: bool,
 ) -> Option<Delivery<JetStreamAcker>> {
@@ -357,7 +361,7 @@ fn into_delivery(
     let acker = JetStreamAcker::new(
         acker,
         reply,
-        message.subject.clone(),
+        channel.clone(),
         info.stream_sequence,
         outstanding.clone(),
         acks_all,
