@@ -41,6 +41,7 @@
 //! ([`StanOptions::keep_retrying_when_replaced`]).
 
 mod acker;
+mod by_number;
 mod client;
 mod dead_letter;
 mod error;

@@ -1,7 +1,6 @@
 //! Publishing: `PubMsg` to `<pub prefix>.<subject>` with the connection's acks
 //! inbox as reply, matched with its `PubAck` by guid.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -9,6 +8,7 @@ use prost::Message as _;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use super::by_number::ByNumber;
 use super::client::Client;
 use super::proto::PubAck;
 use super::wire::{Guids, PubMsgParts};
@@ -25,7 +25,7 @@ pub(crate) struct PubAcks {
     inbox: async_nats::Subject,
     guids: Guids,
     /// By the running number of each guid.
-    pending: Mutex<HashMap<u64, AckSender>>,
+    pending: Mutex<ByNumber<AckSender>>,
 }
 
 impl PubAcks {
@@ -39,7 +39,7 @@ impl PubAcks {
         }
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, AckSender>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, ByNumber<AckSender>> {
         self.pending
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
