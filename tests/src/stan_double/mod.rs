@@ -278,7 +278,7 @@ impl StanDouble {
             .state()
             .channels
             .get(channel)
-            .map(|messages| messages.iter().map(|m| m.data.clone()).collect())
+            .map(|messages| messages.iter().map(|m| m.data.to_vec()).collect())
             .unwrap_or_default()
     }
 
