@@ -1,6 +1,6 @@
-//! The message received once per delivery, `MsgProto`, decoded straight from
-//! the NATS payload: string and bytes fields become slices of that buffer
-//! (one reference count each), not owned copies.
+//! The two messages received once per message, `MsgProto` (a delivery) and
+//! `PubAck`, decoded straight from the NATS payload: string and bytes fields
+//! become slices of that buffer (one reference count each), not owned copies.
 //! Every field goes through prost's own merge functions, field by field as the
 //! generated `Message::decode` does (last occurrence wins, unknown fields
 //! skipped, the same wire-type and length checks), and strings are checked to
@@ -11,7 +11,7 @@ use bytes::{Buf, Bytes};
 use prost::encoding::{self, decode_key, skip_field, DecodeContext, WireType};
 use prost::{DecodeError, Message as _};
 
-use super::proto::MsgProto;
+use super::proto::{MsgProto, PubAck};
 
 /// One delivery, as `MsgProto` carries it. `subject` is UTF-8 (checked);
 /// `reply` and `CRC32` are decoded and checked like the other fields but
@@ -103,6 +103,53 @@ fn merge_msg(mut buf: Bytes) -> Result<Delivered, Stop> {
         }
     }
     Ok(msg)
+}
+
+/// A publish ack: the guid it answers and the server's error, empty when the
+/// message was stored.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct PubAckView {
+    guid: Bytes,
+    error: Bytes,
+}
+
+impl PubAckView {
+    /// The guid of the publish it answers.
+    pub(crate) fn guid(&self) -> &str {
+        std::str::from_utf8(&self.guid).unwrap_or_default()
+    }
+
+    /// The server's error; empty when the message was stored.
+    pub(crate) fn error(&self) -> &str {
+        std::str::from_utf8(&self.error).unwrap_or_default()
+    }
+}
+
+/// Decodes the `PubAck` in `payload`.
+pub(crate) fn decode_pub_ack(payload: &Bytes) -> Result<PubAckView, DecodeError> {
+    match merge_pub_ack(payload.clone()) {
+        Ok(ack) => Ok(ack),
+        Err(Stop::Malformed(err)) => Err(err),
+        Err(Stop::NotUtf8) => PubAck::decode(payload.clone()).map(|ack| PubAckView {
+            guid: ack.guid.into(),
+            error: ack.error.into(),
+        }),
+    }
+}
+
+fn merge_pub_ack(mut buf: Bytes) -> Result<PubAckView, Stop> {
+    let mut ack = PubAckView::default();
+    let ctx = DecodeContext::default();
+    while buf.has_remaining() {
+        let (tag, wire_type) = decode_key(&mut buf)?;
+        let (buf, ctx) = (&mut buf, ctx.clone());
+        match tag {
+            1 => merge_str(wire_type, &mut ack.guid, buf, ctx)?,
+            2 => merge_str(wire_type, &mut ack.error, buf, ctx)?,
+            _ => skip_field(wire_type, tag, buf, ctx)?,
+        }
+    }
+    Ok(ack)
 }
 
 #[cfg(test)]
@@ -204,6 +251,20 @@ mod tests {
         }
     }
 
+    fn same_pub_ack(payload: &[u8]) {
+        let payload = Bytes::copy_from_slice(payload);
+        let ours = decode_pub_ack(&payload);
+        let prost = PubAck::decode(payload.clone());
+        match (&ours, &prost) {
+            (Ok(ours), Ok(prost)) => {
+                assert_eq!(ours.guid(), prost.guid, "{payload:?}");
+                assert_eq!(ours.error(), prost.error, "{payload:?}");
+            }
+            (Err(_), Err(_)) => {}
+            _ => panic!("{payload:?}: ours {ours:?}, prost {prost:?}"),
+        }
+    }
+
     #[test]
     fn a_delivery_decodes_as_prost_decodes_it() {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
@@ -250,6 +311,28 @@ mod tests {
         payload.extend_from_slice(&[0xc3, 0x28]);
         assert!(decode_msg(&Bytes::from(payload.clone())).is_err());
         same_msg(&payload);
+    }
+
+    #[test]
+    fn a_pub_ack_decodes_as_prost_decodes_it() {
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        for _ in 0..20_000 {
+            let ack = PubAck {
+                guid: ["", "Xy12abc0", "gü"][rng.below(3) as usize].to_owned(),
+                error: ["", "stan: invalid publish request"][rng.below(2) as usize].to_owned(),
+            };
+            let mut payload = ack.encode_to_vec();
+            same_pub_ack(&payload);
+            for _ in 0..rng.below(3) {
+                let mut noise = Vec::new();
+                put_noise(&mut rng, &mut noise);
+                let at = rng.below(payload.len() as u64 + 1) as usize;
+                payload.splice(at..at, noise);
+                same_pub_ack(&payload);
+            }
+            let cut = rng.below(payload.len() as u64 + 1) as usize;
+            same_pub_ack(&payload[..cut]);
+        }
     }
 
     #[test]

@@ -51,6 +51,7 @@ mod next_unless;
 mod options;
 mod pings;
 pub mod proto;
+mod pub_acks;
 mod publisher;
 mod request;
 mod session;

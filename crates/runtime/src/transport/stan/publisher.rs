@@ -1,94 +1,17 @@
 //! Publishing: `PubMsg` to `<pub prefix>.<subject>` with the connection's acks
-//! inbox as reply, matched with its `PubAck` by guid.
+//! inbox as reply, matched with its `PubAck` by guid (see `pub_acks`).
 
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
-use futures::StreamExt;
-use prost::Message as _;
-use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
-use super::by_number::ByNumber;
 use super::client::Client;
-use super::proto::PubAck;
-use super::wire::{Guids, PubMsgParts};
+use super::wire::PubMsgParts;
 use super::StanError;
 use crate::{OutgoingMessage, PublishAck, PublishError};
-
-type AckSender = oneshot::Sender<Result<(), StanError>>;
-
-/// The publishes of one registration still waiting for their ack.
-#[derive(Debug)]
-pub(crate) struct PubAcks {
-    /// The inbox the acks come to (a `Subject`, so each publish clones a
-    /// reference, not the string).
-    inbox: async_nats::Subject,
-    guids: Guids,
-    /// By the running number of each guid.
-    pending: Mutex<ByNumber<AckSender>>,
-}
-
-impl PubAcks {
-    /// The acks of publishes that name `inbox` as their reply; their guids
-    /// start with `guid_prefix`, unique to this registration.
-    pub(crate) fn new(inbox: String, guid_prefix: String) -> Self {
-        Self {
-            inbox: inbox.into(),
-            guids: Guids::new(guid_prefix),
-            pending: Mutex::default(),
-        }
-    }
-
-    fn pending(&self) -> std::sync::MutexGuard<'_, ByNumber<AckSender>> {
-        self.pending
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn insert(&self, number: u64) -> oneshot::Receiver<Result<(), StanError>> {
-        let (tx, rx) = oneshot::channel();
-        self.pending().insert(number, tx);
-        rx
-    }
-
-    fn remove(&self, number: u64) -> Option<AckSender> {
-        self.pending().remove(&number)
-    }
-
-    /// Routes acks to their publishes until the registration ends, then fails
-    /// every publish still waiting (their receivers see the sender dropped).
-    pub(crate) async fn run(
-        self: Arc<Self>,
-        mut acks: async_nats::Subscriber,
-        lost: CancellationToken,
-    ) {
-        loop {
-            let message = tokio::select! {
-                _ = lost.cancelled() => break,
-                message = acks.next() => message,
-            };
-            let Some(message) = message else { break };
-            let ack = match PubAck::decode(message.payload.as_ref()) {
-                Ok(ack) => ack,
-                Err(err) => {
-                    tracing::warn!(error = %err, "malformed publish ack ignored");
-                    continue;
-                }
-            };
-            let waiting = self.guids.number(&ack.guid).and_then(|n| self.remove(n));
-            if let Some(waiting) = waiting {
-                let result = if ack.error.is_empty() {
-                    Ok(())
-                } else {
-                    Err(StanError::PubAckError(ack.error))
-                };
-                let _ = waiting.send(result);
-            }
-        }
-        self.pending().clear();
-        let _ = acks.unsubscribe().await;
-    }
-}
 
 /// `<pub prefix>.<subject>`, the subject a publish goes to.
 fn pub_subject(prefix: &str, subject: &str) -> String {
@@ -99,8 +22,44 @@ fn pub_subject(prefix: &str, subject: &str) -> String {
     to
 }
 
-/// Resolves to the server's ack of one publish.
-pub type StanPendingAck = futures::future::BoxFuture<'static, Result<PublishAck, PublishError>>;
+/// Resolves to the server's ack of one publish: `Ok` once the server stored
+/// it, or the publish error (`PubAckTimeout` when no ack came within the ack
+/// wait after the send, `ConnectionLost` when the registration ended first).
+/// Holds one of the `max_pub_acks_in_flight` slots until it resolves or is
+/// dropped.
+#[derive(Debug)]
+pub struct StanPendingAck {
+    ack: oneshot::Receiver<Result<(), StanError>>,
+    /// The channel; taken when resolved.
+    subject: String,
+    /// Released when resolved.
+    slot: Option<OwnedSemaphorePermit>,
+}
+
+impl Future for StanPendingAck {
+    type Output = Result<PublishAck, PublishError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // The registration's sweeper ends the wait (`PubAckTimeout`); a
+        // dropped sender means the registration ended first.
+        let outcome =
+            ready!(Pin::new(&mut self.ack).poll(cx)).unwrap_or(Err(StanError::ConnectionLost));
+        self.slot = None;
+        let subject = std::mem::take(&mut self.subject);
+        Poll::Ready(match outcome {
+            // NATS Streaming's ack carries no sequence and knows no duplicates.
+            Ok(()) => Ok(PublishAck {
+                stream: subject,
+                sequence: 0,
+                duplicate: false,
+            }),
+            Err(err) => Err(PublishError::Broker {
+                subject,
+                source: Box::new(err),
+            }),
+        })
+    }
+}
 
 /// Sends `message` and returns the future of its ack. Waits for a free slot
 /// when `max_pub_acks_in_flight` publishes are already waiting.
@@ -162,25 +121,10 @@ pub(crate) async fn publish(
             source: Box::new(err),
         });
     }
-    let wait = client.options.pub_ack_wait;
-    Ok(Box::pin(async move {
-        let _permit = permit;
-        let outcome = match tokio::time::timeout(wait, ack).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => Err(StanError::ConnectionLost),
-            Err(_) => {
-                session.acks.remove(number);
-                Err(StanError::PubAckTimeout(wait))
-            }
-        };
-        match outcome {
-            // NATS Streaming's ack carries no sequence and knows no duplicates.
-            Ok(()) => Ok(PublishAck {
-                stream: subject,
-                sequence: 0,
-                duplicate: false,
-            }),
-            Err(err) => Err(broker(&subject, err)),
-        }
-    }))
+    session.acks.sent(number);
+    Ok(StanPendingAck {
+        ack,
+        subject,
+        slot: Some(permit),
+    })
 }

@@ -10,7 +10,7 @@ use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 
 use super::proto::{ConnectRequest, ConnectResponse};
-use super::publisher::PubAcks;
+use super::pub_acks::PubAcks;
 use super::{StanError, StanOptions};
 
 /// The protocol version this client speaks: connID in requests, client pings.
@@ -128,8 +128,13 @@ pub(crate) async fn register(
         .await
         .map_err(|e| failed("subscribing the publish acks inbox")(e.into()))?;
     let lost = CancellationToken::new();
-    let acks = Arc::new(PubAcks::new(acks_inbox, unique_id(nats)));
+    let acks = Arc::new(PubAcks::new(
+        acks_inbox,
+        unique_id(nats),
+        options.pub_ack_wait,
+    ));
     tokio::spawn(acks.clone().run(acks_subscription, lost.clone()));
+    tokio::spawn(acks.clone().sweep(lost.clone()));
     tokio::spawn(answer_heartbeats(nats.clone(), heartbeats, lost.clone()));
     let pings = Pings {
         subject: response.ping_requests,
