@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
@@ -13,13 +13,42 @@ use super::wire::PubMsgParts;
 use super::StanError;
 use crate::{OutgoingMessage, PublishAck, PublishError};
 
-/// `<pub prefix>.<subject>`, the subject a publish goes to.
-fn pub_subject(prefix: &str, subject: &str) -> String {
-    let mut to = String::with_capacity(prefix.len() + 1 + subject.len());
-    to.push_str(prefix);
-    to.push('.');
-    to.push_str(subject);
-    to
+/// `<pub prefix>.<subject>` for one registration, kept for the channel
+/// published to last: publishing to it again clones a reference instead of
+/// building the string.
+#[derive(Debug)]
+pub(crate) struct PubSubjects {
+    prefix: String,
+    last: Mutex<Option<async_nats::Subject>>,
+}
+
+impl PubSubjects {
+    pub(crate) fn new(prefix: String) -> Self {
+        Self {
+            prefix,
+            last: Mutex::default(),
+        }
+    }
+
+    /// The subject a publish to `channel` goes to.
+    pub(crate) fn to(&self, channel: &str) -> async_nats::Subject {
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(subject) = &*last {
+            if subject.get(self.prefix.len() + 1..) == Some(channel) {
+                return subject.clone();
+            }
+        }
+        let mut to = String::with_capacity(self.prefix.len() + 1 + channel.len());
+        to.push_str(&self.prefix);
+        to.push('.');
+        to.push_str(channel);
+        let subject = async_nats::Subject::from(to);
+        *last = Some(subject.clone());
+        subject
+    }
 }
 
 /// Resolves to the server's ack of one publish: `Ok` once the server stored
@@ -104,12 +133,11 @@ pub(crate) async fn publish(
     }
     .encode();
     drop(data);
-    drop(guid);
     let ack = session.acks.insert(number);
     let sent = client
         .nats
         .publish_with_reply(
-            async_nats::Subject::from(pub_subject(&session.pub_prefix, &subject)),
+            session.pub_subjects.to(&subject),
             session.acks.inbox.clone(),
             pub_msg,
         )
@@ -127,4 +155,23 @@ pub(crate) async fn publish(
         subject,
         slot: Some(permit),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publish_subject_is_built_once_per_channel_in_a_row() {
+        let subjects = PubSubjects::new("_STAN.pub.x".to_owned());
+        let first = subjects.to("orders.placed");
+        assert_eq!(first.as_str(), "_STAN.pub.x.orders.placed");
+        let again = subjects.to("orders.placed");
+        assert_eq!(again.as_ptr(), first.as_ptr(), "the same string, shared");
+        assert_eq!(subjects.to("orders").as_str(), "_STAN.pub.x.orders");
+        assert_eq!(
+            subjects.to("orders.placed").as_str(),
+            "_STAN.pub.x.orders.placed"
+        );
+    }
 }

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::proto::{ConnectRequest, ConnectResponse};
 use super::pub_acks::PubAcks;
+use super::publisher::PubSubjects;
 use super::{StanError, StanOptions};
 
 /// The protocol version this client speaks: connID in requests, client pings.
@@ -22,7 +23,8 @@ const ACK_PREFIX: &str = "_STAN.acks";
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) conn_id: Bytes,
-    pub(crate) pub_prefix: String,
+    /// Where publishes go: `<pub prefix>.<channel>`.
+    pub(crate) pub_subjects: PubSubjects,
     pub(crate) sub_requests: String,
     pub(crate) unsub_requests: String,
     pub(crate) sub_close_requests: String,
@@ -148,7 +150,7 @@ pub(crate) async fn register(
     };
     let session = Session {
         conn_id,
-        pub_prefix: response.pub_prefix,
+        pub_subjects: PubSubjects::new(response.pub_prefix),
         sub_requests: response.sub_requests,
         unsub_requests: response.unsub_requests,
         sub_close_requests: response.sub_close_requests,

@@ -13,7 +13,7 @@ use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 /// The parts of one `PubMsg` (no reply, no sha256: this client sends neither).
 pub(crate) struct PubMsgParts<'a> {
     pub(crate) client_id: &'a str,
-    pub(crate) guid: &'a str,
+    pub(crate) guid: &'a Guid<'a>,
     pub(crate) subject: &'a str,
     pub(crate) data: &'a [u8],
     pub(crate) conn_id: &'a [u8],
@@ -39,16 +39,32 @@ fn put_field(tag: u32, value: &[u8], buf: &mut BytesMut) {
 impl PubMsgParts<'_> {
     /// The encoded `PubMsg`.
     pub(crate) fn encode(&self) -> Bytes {
-        let fields: [(u32, &[u8]); 5] = [
-            (1, self.client_id.as_bytes()),
-            (2, self.guid.as_bytes()),
+        let (prefix, digits) = (self.guid.prefix.as_bytes(), self.guid.digits());
+        let guid_len = prefix.len() + digits.len();
+        let before: [(u32, &[u8]); 1] = [(1, self.client_id.as_bytes())];
+        let after: [(u32, &[u8]); 3] = [
             (3, self.subject.as_bytes()),
             (5, self.data),
             (6, self.conn_id),
         ];
-        let len = fields.iter().map(|(tag, v)| field_len(*tag, v)).sum();
+        let len = before
+            .iter()
+            .chain(&after)
+            .map(|(tag, v)| field_len(*tag, v))
+            .sum::<usize>()
+            + 1
+            + encoded_len_varint(guid_len as u64)
+            + guid_len;
         let mut buf = BytesMut::with_capacity(len);
-        for (tag, value) in fields {
+        for (tag, value) in before {
+            put_field(tag, value, &mut buf);
+        }
+        // The guid is never empty (it has at least one digit).
+        encode_key(2, WireType::LengthDelimited, &mut buf);
+        encode_varint(guid_len as u64, &mut buf);
+        buf.put_slice(prefix);
+        buf.put_slice(digits);
+        for (tag, value) in after {
             put_field(tag, value, &mut buf);
         }
         buf.freeze()
@@ -72,6 +88,32 @@ pub(crate) fn encode_ack(subject: &str, sequence: u64) -> Bytes {
 
 const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
 
+/// One publish guid, written into the `PubMsg` without a string of its own:
+/// the registration's prefix and the running number's digits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Guid<'a> {
+    prefix: &'a str,
+    /// Base-36 digits of the number, in `digits[at..]`.
+    digits: [u8; 13],
+    at: usize,
+}
+
+impl Guid<'_> {
+    fn digits(&self) -> &[u8] {
+        &self.digits[self.at..]
+    }
+}
+
+impl std::fmt::Display for Guid<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.prefix)?;
+        for &digit in self.digits() {
+            std::fmt::Write::write_char(f, char::from(digit))?;
+        }
+        Ok(())
+    }
+}
+
 /// Publish guids of one registration: its random prefix (a NUID) and a
 /// running number in base 36, so no two publishes of the registration share
 /// one, and registrations differ by their prefix.
@@ -90,7 +132,7 @@ impl Guids {
     }
 
     /// A guid no earlier call returned, and its running number.
-    pub(crate) fn next(&self) -> (u64, String) {
+    pub(crate) fn next(&self) -> (u64, Guid<'_>) {
         let number = self.next.fetch_add(1, Ordering::Relaxed);
         let mut n = number;
         let mut digits = [0u8; 13];
@@ -103,11 +145,11 @@ impl Guids {
                 break;
             }
         }
-        let mut guid = String::with_capacity(self.prefix.len() + digits.len() - at);
-        guid.push_str(&self.prefix);
-        for &digit in &digits[at..] {
-            guid.push(char::from(digit));
-        }
+        let guid = Guid {
+            prefix: &self.prefix,
+            digits,
+            at,
+        };
         (number, guid)
     }
 
@@ -137,17 +179,22 @@ mod tests {
     #[test]
     fn pub_msg_bytes_are_prosts() {
         let data = vec![7u8; 300];
-        for (client_id, data) in [("bench-1", &data[..]), ("", &b""[..]), ("c", &b"x"[..])] {
+        let guids = Guids::new("Xy12abc".to_owned());
+        let cases = [("bench-1", &data[..]), ("", &b""[..]), ("c", &b"x"[..])];
+        // Guids of one digit, two, and the most there can be.
+        for ((client_id, data), start) in cases.into_iter().zip([0, 36, u64::MAX]) {
+            guids.next.store(start, Ordering::Relaxed);
+            let (_, guid) = guids.next();
             let parts = PubMsgParts {
                 client_id,
-                guid: "Xy12abc",
+                guid: &guid,
                 subject: "orders.placed",
                 data,
                 conn_id: b"conn-9",
             };
             let prost = PubMsg {
                 client_id: client_id.to_owned(),
-                guid: "Xy12abc".to_owned(),
+                guid: guid.to_string(),
                 subject: "orders.placed".to_owned(),
                 reply: String::new(),
                 data: data.to_vec(),
@@ -178,6 +225,7 @@ mod tests {
         let seen: HashSet<String> = (0..100_000)
             .map(|i| {
                 let (number, guid) = guids.next();
+                let guid = guid.to_string();
                 assert_eq!(number, i);
                 assert_eq!(guids.number(&guid), Some(number));
                 guid
@@ -186,13 +234,14 @@ mod tests {
         assert_eq!(seen.len(), 100_000);
         assert!(seen.iter().all(|g| g.starts_with("PREFIX")));
         let guids = Guids::new("p".to_owned());
-        assert_eq!(guids.next(), (0, "p0".to_owned()));
+        let (number, guid) = guids.next();
+        assert_eq!((number, guid.to_string()), (0, "p0".to_owned()));
         for other in ["p", "q0", "p00", "p01", "p!", "pzzzzzzzzzzzzzz", "x"] {
             assert_eq!(guids.number(other), None, "{other}");
         }
         let max = Guids::new(String::new());
         max.next.store(u64::MAX, Ordering::Relaxed);
         let (number, guid) = max.next();
-        assert_eq!(max.number(&guid), Some(number));
+        assert_eq!(max.number(&guid.to_string()), Some(number));
     }
 }
