@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::held::Hold;
-use super::wire::encode_ack;
+use super::wire::{encode_ack, Chunks};
 use crate::{AckError, Acker, Metadata};
 
 /// Where the acks of one subscription go, shared by its ackers (one
@@ -22,11 +22,17 @@ use crate::{AckError, Acker, Metadata};
 pub(crate) struct AckTo {
     nats: async_nats::Client,
     ack_inbox: async_nats::Subject,
+    /// Memory for its acks.
+    chunks: Chunks,
 }
 
 impl AckTo {
     pub(crate) fn new(nats: async_nats::Client, ack_inbox: async_nats::Subject) -> Self {
-        Self { nats, ack_inbox }
+        Self {
+            nats,
+            ack_inbox,
+            chunks: Chunks::default(),
+        }
     }
 }
 
@@ -68,7 +74,7 @@ impl StanAcker {
             .nats
             .publish(
                 self.to.ack_inbox.clone(),
-                encode_ack(&self.subject, self.sequence),
+                encode_ack(&self.to.chunks, &self.subject, self.sequence),
             )
             .await
             .map(|()| self.hold.acked())

@@ -60,30 +60,33 @@ impl From<DecodeError> for Stop {
     }
 }
 
-/// Merges a `string` field as a slice of `buf`.
+/// Merges a `string` field as a slice of `buf`. One equal to `known` (a
+/// `str`) is UTF-8 without a check.
 fn merge_str(
     wire_type: WireType,
-    value: &mut Bytes,
+    (value, known): (&mut Bytes, &[u8]),
     buf: &mut Bytes,
     ctx: DecodeContext,
 ) -> Result<(), Stop> {
     encoding::bytes::merge(wire_type, value, buf, ctx)?;
-    match std::str::from_utf8(value) {
-        Ok(_) => Ok(()),
-        Err(_) => Err(Stop::NotUtf8),
+    if value[..] == *known || std::str::from_utf8(value).is_ok() {
+        Ok(())
+    } else {
+        Err(Stop::NotUtf8)
     }
 }
 
-/// Decodes the `MsgProto` in `payload`.
-pub(crate) fn decode_msg(payload: &Bytes) -> Result<Delivered, DecodeError> {
-    match merge_msg(payload.clone()) {
+/// Decodes the `MsgProto` in `payload`; `channel` is the subject it most
+/// likely has (the subscription's channel).
+pub(crate) fn decode_msg(payload: &Bytes, channel: &str) -> Result<Delivered, DecodeError> {
+    match merge_msg(payload.clone(), channel.as_bytes()) {
         Ok(msg) => Ok(msg),
         Err(Stop::Malformed(err)) => Err(err),
         Err(Stop::NotUtf8) => MsgProto::decode(payload.clone()).map(Delivered::from),
     }
 }
 
-fn merge_msg(mut buf: Bytes) -> Result<Delivered, Stop> {
+fn merge_msg(mut buf: Bytes, channel: &[u8]) -> Result<Delivered, Stop> {
     let mut msg = Delivered::default();
     let (mut reply, mut crc32) = (Bytes::new(), 0u32);
     let ctx = DecodeContext::default();
@@ -92,8 +95,8 @@ fn merge_msg(mut buf: Bytes) -> Result<Delivered, Stop> {
         let (buf, ctx) = (&mut buf, ctx.clone());
         match tag {
             1 => encoding::uint64::merge(wire_type, &mut msg.sequence, buf, ctx)?,
-            2 => merge_str(wire_type, &mut msg.subject, buf, ctx)?,
-            3 => merge_str(wire_type, &mut reply, buf, ctx)?,
+            2 => merge_str(wire_type, (&mut msg.subject, channel), buf, ctx)?,
+            3 => merge_str(wire_type, (&mut reply, b""), buf, ctx)?,
             4 => encoding::bytes::merge(wire_type, &mut msg.data, buf, ctx)?,
             5 => encoding::int64::merge(wire_type, &mut msg.timestamp, buf, ctx)?,
             6 => encoding::bool::merge(wire_type, &mut msg.redelivered, buf, ctx)?,
@@ -114,14 +117,17 @@ pub(crate) struct PubAckView {
 }
 
 impl PubAckView {
-    /// The guid of the publish it answers.
-    pub(crate) fn guid(&self) -> &str {
-        std::str::from_utf8(&self.guid).unwrap_or_default()
+    /// The guid of the publish it answers (checked to be UTF-8).
+    pub(crate) fn guid(&self) -> &[u8] {
+        &self.guid
     }
 
-    /// The server's error; empty when the message was stored.
-    pub(crate) fn error(&self) -> &str {
-        std::str::from_utf8(&self.error).unwrap_or_default()
+    /// The server's error; `None` when the message was stored.
+    pub(crate) fn error(&self) -> Option<&str> {
+        match &self.error[..] {
+            [] => None,
+            error => Some(std::str::from_utf8(error).unwrap_or_default()),
+        }
     }
 }
 
@@ -144,8 +150,8 @@ fn merge_pub_ack(mut buf: Bytes) -> Result<PubAckView, Stop> {
         let (tag, wire_type) = decode_key(&mut buf)?;
         let (buf, ctx) = (&mut buf, ctx.clone());
         match tag {
-            1 => merge_str(wire_type, &mut ack.guid, buf, ctx)?,
-            2 => merge_str(wire_type, &mut ack.error, buf, ctx)?,
+            1 => merge_str(wire_type, (&mut ack.guid, b""), buf, ctx)?,
+            2 => merge_str(wire_type, (&mut ack.error, b""), buf, ctx)?,
             _ => skip_field(wire_type, tag, buf, ctx)?,
         }
     }
@@ -235,7 +241,7 @@ mod tests {
 
     fn same_msg(payload: &[u8]) {
         let payload = Bytes::copy_from_slice(payload);
-        let ours = decode_msg(&payload);
+        let ours = decode_msg(&payload, "orders.placed");
         let prost = MsgProto::decode(payload.clone());
         match (&ours, &prost) {
             (Ok(ours), Ok(prost)) => {
@@ -257,8 +263,8 @@ mod tests {
         let prost = PubAck::decode(payload.clone());
         match (&ours, &prost) {
             (Ok(ours), Ok(prost)) => {
-                assert_eq!(ours.guid(), prost.guid, "{payload:?}");
-                assert_eq!(ours.error(), prost.error, "{payload:?}");
+                assert_eq!(ours.guid(), prost.guid.as_bytes(), "{payload:?}");
+                assert_eq!(ours.error().unwrap_or_default(), prost.error, "{payload:?}");
             }
             (Err(_), Err(_)) => {}
             _ => panic!("{payload:?}: ours {ours:?}, prost {prost:?}"),
@@ -293,7 +299,7 @@ mod tests {
             ..MsgProto::default()
         };
         let payload = Bytes::from(msg.encode_to_vec());
-        let decoded = decode_msg(&payload).expect("decodes");
+        let decoded = decode_msg(&payload, "orders.placed").expect("decodes");
         let within = |part: &Bytes| {
             let range = payload.as_ptr() as usize..payload.as_ptr() as usize + payload.len();
             range.contains(&(part.as_ptr() as usize))
@@ -309,7 +315,7 @@ mod tests {
         encode_key(2, WireType::LengthDelimited, &mut payload);
         encode_varint(2, &mut payload);
         payload.extend_from_slice(&[0xc3, 0x28]);
-        assert!(decode_msg(&Bytes::from(payload.clone())).is_err());
+        assert!(decode_msg(&Bytes::from(payload.clone()), "orders.placed").is_err());
         same_msg(&payload);
     }
 

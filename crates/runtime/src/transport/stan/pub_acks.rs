@@ -179,8 +179,8 @@ impl PubAcks {
             let waiting = self.guids.number(ack.guid()).and_then(|n| self.remove(n));
             if let Some(waiting) = waiting {
                 let result = match ack.error() {
-                    "" => Ok(()),
-                    error => Err(StanError::PubAckError(error.to_owned())),
+                    None => Ok(()),
+                    Some(error) => Err(StanError::PubAckError(error.to_owned())),
                 };
                 let _ = waiting.send(result);
             }

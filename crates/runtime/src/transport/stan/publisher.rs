@@ -131,7 +131,7 @@ pub(crate) async fn publish(
         data: &data,
         conn_id: &session.conn_id,
     }
-    .encode();
+    .encode(&session.pub_chunks);
     drop(data);
     let ack = session.acks.insert(number);
     let sent = client

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::proto::{ConnectRequest, ConnectResponse};
 use super::pub_acks::PubAcks;
 use super::publisher::PubSubjects;
+use super::wire::Chunks;
 use super::{StanError, StanOptions};
 
 /// The protocol version this client speaks: connID in requests, client pings.
@@ -25,6 +26,8 @@ pub(crate) struct Session {
     pub(crate) conn_id: Bytes,
     /// Where publishes go: `<pub prefix>.<channel>`.
     pub(crate) pub_subjects: PubSubjects,
+    /// Memory for the `PubMsg`s.
+    pub(crate) pub_chunks: Chunks,
     pub(crate) sub_requests: String,
     pub(crate) unsub_requests: String,
     pub(crate) sub_close_requests: String,
@@ -151,6 +154,7 @@ pub(crate) async fn register(
     let session = Session {
         conn_id,
         pub_subjects: PubSubjects::new(response.pub_prefix),
+        pub_chunks: Chunks::default(),
         sub_requests: response.sub_requests,
         unsub_requests: response.unsub_requests,
         sub_close_requests: response.sub_close_requests,

@@ -286,7 +286,7 @@ impl Driver {
                 Err(_) | Ok(None) => return Next::Resubscribe,
                 Ok(Some(message)) => message,
             };
-            let msg = match decode_msg(&message.payload) {
+            let msg = match decode_msg(&message.payload, &channel) {
                 Ok(msg) => msg,
                 Err(err) => {
                     tracing::warn!(channel = %self.spec.channel, error = %err, "malformed message ignored");
