@@ -326,8 +326,7 @@ async fn a_client_replaced_by_a_live_holder_of_its_id_stops_with_a_clear_error()
     let publish = first
         .publish(OutgoingMessage::new("stan.twin", "late"))
         .await
-        .err()
-        .expect("a closed client does not publish");
+        .expect_err("a closed client does not publish");
     assert!(publish.to_string().contains("was replaced"), "{publish}");
     // The holder of the id is untouched.
     publish_until_acked(&second, "stan.twin", "still works").await;

@@ -72,6 +72,8 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     pub(crate) wake: Notify,
     pub(crate) answer_pings: AtomicBool,
+    /// How long publish acks are held back (`None`: sent at once).
+    pub(crate) pub_ack_delay: Mutex<Option<Duration>>,
     pub(crate) connect_requests: AtomicU64,
     pub(crate) refused_duplicates: AtomicU64,
     pub(crate) close_requests: AtomicU64,
@@ -127,6 +129,7 @@ impl StanDouble {
             state: Mutex::default(),
             wake: Notify::new(),
             answer_pings: AtomicBool::new(true),
+            pub_ack_delay: Mutex::new(None),
             connect_requests: AtomicU64::new(0),
             refused_duplicates: AtomicU64::new(0),
             close_requests: AtomicU64::new(0),
@@ -195,6 +198,16 @@ impl StanDouble {
     /// Stops answering pings (while still doing everything else) or starts again.
     pub fn answer_pings(&self, answer: bool) {
         self.shared.answer_pings.store(answer, Ordering::SeqCst);
+    }
+
+    /// Sends each publish ack `delay` after storing its message (`None`:
+    /// at once, the default), as a slow or stuck server would.
+    pub fn delay_pub_acks(&self, delay: Option<Duration>) {
+        *self
+            .shared
+            .pub_ack_delay
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = delay;
     }
 
     /// Forgets a client, as when another connection replaced it: its next
@@ -278,7 +291,7 @@ impl StanDouble {
             .state()
             .channels
             .get(channel)
-            .map(|messages| messages.iter().map(|m| m.data.clone()).collect())
+            .map(|messages| messages.iter().map(|m| m.data.to_vec()).collect())
             .unwrap_or_default()
     }
 

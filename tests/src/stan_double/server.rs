@@ -131,13 +131,28 @@ pub(crate) fn publish(shared: &Arc<Shared>, message: async_nats::Message) -> Vec
         "stan: invalid publish request".to_owned()
     };
     drop(state);
-    reply(
+    let ack = reply(
         &message,
         PubAck {
             guid: pub_msg.guid,
             error,
         },
-    )
+    );
+    let delay = *shared
+        .pub_ack_delay
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    match delay {
+        None => ack,
+        Some(delay) => {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                send(&shared, ack).await;
+            });
+            Vec::new()
+        }
+    }
 }
 
 pub(crate) fn subscribe(shared: &Arc<Shared>, message: async_nats::Message) -> Vec<Outgoing> {

@@ -22,7 +22,8 @@ pub(crate) struct ClientRecord {
 
 #[derive(Debug)]
 pub(crate) struct Stored {
-    pub(crate) data: Vec<u8>,
+    /// Shared by every delivery of the message (`MsgProto.data` is `Bytes`).
+    pub(crate) data: bytes::Bytes,
     pub(crate) timestamp: i64,
 }
 
@@ -82,7 +83,7 @@ impl State {
     pub(crate) fn store(&mut self, channel: &str, data: Vec<u8>) -> u64 {
         let messages = self.channels.entry(channel.to_owned()).or_default();
         messages.push(Stored {
-            data,
+            data: data.into(),
             timestamp: now_nanos(),
         });
         messages.len() as u64

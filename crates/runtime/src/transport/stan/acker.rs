@@ -13,15 +13,34 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::held::Hold;
-use super::wire::encode_ack;
+use super::wire::{encode_ack, Chunks};
 use crate::{AckError, Acker, Metadata};
+
+/// Where the acks of one subscription go, shared by its ackers (one
+/// reference count per delivery instead of a client clone).
+#[derive(Debug)]
+pub(crate) struct AckTo {
+    nats: async_nats::Client,
+    ack_inbox: async_nats::Subject,
+    /// Memory for its acks.
+    chunks: Chunks,
+}
+
+impl AckTo {
+    pub(crate) fn new(nats: async_nats::Client, ack_inbox: async_nats::Subject) -> Self {
+        Self {
+            nats,
+            ack_inbox,
+            chunks: Chunks::default(),
+        }
+    }
+}
 
 /// Settles one NATS Streaming delivery. While it lives, redeliveries of its
 /// message are held back (see the transport's notes on `max_deliver`).
 pub struct StanAcker {
-    nats: async_nats::Client,
-    ack_inbox: async_nats::Subject,
-    subject: Arc<str>,
+    to: Arc<AckTo>,
+    subject: async_nats::Subject,
     sequence: u64,
     hold: Hold,
 }
@@ -37,15 +56,13 @@ impl std::fmt::Debug for StanAcker {
 
 impl StanAcker {
     pub(crate) fn new(
-        nats: async_nats::Client,
-        ack_inbox: async_nats::Subject,
-        subject: Arc<str>,
+        to: Arc<AckTo>,
+        subject: async_nats::Subject,
         sequence: u64,
         hold: Hold,
     ) -> Self {
         Self {
-            nats,
-            ack_inbox,
+            to,
             subject,
             sequence,
             hold,
@@ -53,16 +70,17 @@ impl StanAcker {
     }
 
     async fn send_ack(&self, action: &'static str) -> Result<(), AckError> {
-        self.nats
+        self.to
+            .nats
             .publish(
-                self.ack_inbox.clone(),
-                encode_ack(&self.subject, self.sequence),
+                self.to.ack_inbox.clone(),
+                encode_ack(&self.to.chunks, &self.subject, self.sequence),
             )
             .await
             .map(|()| self.hold.acked())
             .map_err(|source| {
                 let metadata = Metadata::new(
-                    self.subject.to_string(),
+                    self.subject.clone(),
                     self.sequence,
                     0,
                     SystemTime::UNIX_EPOCH,

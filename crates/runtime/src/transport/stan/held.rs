@@ -10,9 +10,11 @@
 //! stream count. (What another process held back before it stopped is not
 //! known here: the server's count includes it.)
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use super::by_number::Numbers;
 
 /// How many messages' held-back counts are remembered; past that the lowest
 /// sequence is forgotten (its next delivery then counts as the server says).
@@ -27,7 +29,7 @@ pub(crate) struct Held {
 #[derive(Debug, Default)]
 struct Inner {
     /// Sequences delivered to the stream and not yet settled or dropped.
-    holding: HashSet<u64>,
+    holding: Numbers,
     /// Redeliveries held back, per sequence, until it is acked.
     held_back: BTreeMap<u64, u32>,
 }
@@ -49,7 +51,7 @@ impl Held {
     /// A delivery of `sequence` that the server counts as its `server_count`th.
     pub(crate) fn arrive(self: &Arc<Self>, sequence: u64, server_count: u32) -> Arrival {
         let mut inner = self.lock();
-        if inner.holding.contains(&sequence) {
+        if !inner.holding.insert(sequence) {
             let held_back = inner.held_back.entry(sequence).or_default();
             *held_back = held_back.saturating_add(1);
             if inner.held_back.len() > REMEMBERED {
@@ -57,12 +59,11 @@ impl Held {
             }
             return Arrival::HeldBack;
         }
-        inner.holding.insert(sequence);
-        let held_back = inner.held_back.get(&sequence).copied().unwrap_or_default();
         let delivered = if server_count <= 1 {
             1
         } else {
             // A redelivery: at least one delivery before it reached a stream.
+            let held_back = inner.held_back.get(&sequence).copied().unwrap_or_default();
             server_count.saturating_sub(held_back).max(2)
         };
         Arrival::Deliver {

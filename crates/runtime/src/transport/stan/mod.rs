@@ -41,13 +41,17 @@
 //! ([`StanOptions::keep_retrying_when_replaced`]).
 
 mod acker;
+mod by_number;
 mod client;
 mod dead_letter;
+mod decode;
 mod error;
 mod held;
+mod next_unless;
 mod options;
 mod pings;
 pub mod proto;
+mod pub_acks;
 mod publisher;
 mod request;
 mod session;

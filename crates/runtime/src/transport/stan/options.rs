@@ -95,7 +95,9 @@ impl StanOptions {
         self
     }
 
-    /// How long a publish waits for the server's ack before it fails.
+    /// How long a publish waits for the server's ack, from when it was
+    /// sent, before it fails with
+    /// [`StanError::PubAckTimeout`](super::StanError::PubAckTimeout).
     pub fn pub_ack_wait(mut self, wait: Duration) -> Self {
         self.pub_ack_wait = wait;
         self

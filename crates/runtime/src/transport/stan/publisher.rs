@@ -1,106 +1,94 @@
 //! Publishing: `PubMsg` to `<pub prefix>.<subject>` with the connection's acks
-//! inbox as reply, matched with its `PubAck` by guid.
+//! inbox as reply, matched with its `PubAck` by guid (see `pub_acks`).
 
-use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
 
-use futures::StreamExt;
-use prost::Message as _;
-use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use super::client::Client;
-use super::proto::PubAck;
-use super::wire::{Guids, PubMsgParts};
+use super::wire::PubMsgParts;
 use super::StanError;
 use crate::{OutgoingMessage, PublishAck, PublishError};
 
-type AckSender = oneshot::Sender<Result<(), StanError>>;
-
-/// The publishes of one registration still waiting for their ack.
+/// `<pub prefix>.<subject>` for one registration, kept for the channel
+/// published to last: publishing to it again clones a reference instead of
+/// building the string.
 #[derive(Debug)]
-pub(crate) struct PubAcks {
-    /// The inbox the acks come to (a `Subject`, so each publish clones a
-    /// reference, not the string).
-    inbox: async_nats::Subject,
-    guids: Guids,
-    /// By the running number of each guid.
-    pending: Mutex<HashMap<u64, AckSender>>,
+pub(crate) struct PubSubjects {
+    prefix: String,
+    last: Mutex<Option<async_nats::Subject>>,
 }
 
-impl PubAcks {
-    /// The acks of publishes that name `inbox` as their reply; their guids
-    /// start with `guid_prefix`, unique to this registration.
-    pub(crate) fn new(inbox: String, guid_prefix: String) -> Self {
+impl PubSubjects {
+    pub(crate) fn new(prefix: String) -> Self {
         Self {
-            inbox: inbox.into(),
-            guids: Guids::new(guid_prefix),
-            pending: Mutex::default(),
+            prefix,
+            last: Mutex::default(),
         }
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, AckSender>> {
-        self.pending
+    /// The subject a publish to `channel` goes to.
+    pub(crate) fn to(&self, channel: &str) -> async_nats::Subject {
+        let mut last = self
+            .last
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn insert(&self, number: u64) -> oneshot::Receiver<Result<(), StanError>> {
-        let (tx, rx) = oneshot::channel();
-        self.pending().insert(number, tx);
-        rx
-    }
-
-    fn remove(&self, number: u64) -> Option<AckSender> {
-        self.pending().remove(&number)
-    }
-
-    /// Routes acks to their publishes until the registration ends, then fails
-    /// every publish still waiting (their receivers see the sender dropped).
-    pub(crate) async fn run(
-        self: Arc<Self>,
-        mut acks: async_nats::Subscriber,
-        lost: CancellationToken,
-    ) {
-        loop {
-            let message = tokio::select! {
-                _ = lost.cancelled() => break,
-                message = acks.next() => message,
-            };
-            let Some(message) = message else { break };
-            let ack = match PubAck::decode(message.payload.as_ref()) {
-                Ok(ack) => ack,
-                Err(err) => {
-                    tracing::warn!(error = %err, "malformed publish ack ignored");
-                    continue;
-                }
-            };
-            let waiting = self.guids.number(&ack.guid).and_then(|n| self.remove(n));
-            if let Some(waiting) = waiting {
-                let result = if ack.error.is_empty() {
-                    Ok(())
-                } else {
-                    Err(StanError::PubAckError(ack.error))
-                };
-                let _ = waiting.send(result);
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(subject) = &*last {
+            if subject.get(self.prefix.len() + 1..) == Some(channel) {
+                return subject.clone();
             }
         }
-        self.pending().clear();
-        let _ = acks.unsubscribe().await;
+        let mut to = String::with_capacity(self.prefix.len() + 1 + channel.len());
+        to.push_str(&self.prefix);
+        to.push('.');
+        to.push_str(channel);
+        let subject = async_nats::Subject::from(to);
+        *last = Some(subject.clone());
+        subject
     }
 }
 
-/// `<pub prefix>.<subject>`, the subject a publish goes to.
-fn pub_subject(prefix: &str, subject: &str) -> String {
-    let mut to = String::with_capacity(prefix.len() + 1 + subject.len());
-    to.push_str(prefix);
-    to.push('.');
-    to.push_str(subject);
-    to
+/// Resolves to the server's ack of one publish: `Ok` once the server stored
+/// it, or the publish error (`PubAckTimeout` when no ack came within the ack
+/// wait after the send, `ConnectionLost` when the registration ended first).
+/// Holds one of the `max_pub_acks_in_flight` slots until it resolves or is
+/// dropped.
+#[derive(Debug)]
+pub struct StanPendingAck {
+    ack: oneshot::Receiver<Result<(), StanError>>,
+    /// The channel; taken when resolved.
+    subject: String,
+    /// Released when resolved.
+    slot: Option<OwnedSemaphorePermit>,
 }
 
-/// Resolves to the server's ack of one publish.
-pub type StanPendingAck = futures::future::BoxFuture<'static, Result<PublishAck, PublishError>>;
+impl Future for StanPendingAck {
+    type Output = Result<PublishAck, PublishError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // The registration's sweeper ends the wait (`PubAckTimeout`); a
+        // dropped sender means the registration ended first.
+        let outcome =
+            ready!(Pin::new(&mut self.ack).poll(cx)).unwrap_or(Err(StanError::ConnectionLost));
+        self.slot = None;
+        let subject = std::mem::take(&mut self.subject);
+        Poll::Ready(match outcome {
+            // NATS Streaming's ack carries no sequence and knows no duplicates.
+            Ok(()) => Ok(PublishAck {
+                stream: subject,
+                sequence: 0,
+                duplicate: false,
+            }),
+            Err(err) => Err(PublishError::Broker {
+                subject,
+                source: Box::new(err),
+            }),
+        })
+    }
+}
 
 /// Sends `message` and returns the future of its ack. Waits for a free slot
 /// when `max_pub_acks_in_flight` publishes are already waiting.
@@ -143,14 +131,13 @@ pub(crate) async fn publish(
         data: &data,
         conn_id: &session.conn_id,
     }
-    .encode();
+    .encode(&session.pub_chunks);
     drop(data);
-    drop(guid);
     let ack = session.acks.insert(number);
     let sent = client
         .nats
         .publish_with_reply(
-            async_nats::Subject::from(pub_subject(&session.pub_prefix, &subject)),
+            session.pub_subjects.to(&subject),
             session.acks.inbox.clone(),
             pub_msg,
         )
@@ -162,25 +149,29 @@ pub(crate) async fn publish(
             source: Box::new(err),
         });
     }
-    let wait = client.options.pub_ack_wait;
-    Ok(Box::pin(async move {
-        let _permit = permit;
-        let outcome = match tokio::time::timeout(wait, ack).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => Err(StanError::ConnectionLost),
-            Err(_) => {
-                session.acks.remove(number);
-                Err(StanError::PubAckTimeout(wait))
-            }
-        };
-        match outcome {
-            // NATS Streaming's ack carries no sequence and knows no duplicates.
-            Ok(()) => Ok(PublishAck {
-                stream: subject,
-                sequence: 0,
-                duplicate: false,
-            }),
-            Err(err) => Err(broker(&subject, err)),
-        }
-    }))
+    session.acks.sent(number);
+    Ok(StanPendingAck {
+        ack,
+        subject,
+        slot: Some(permit),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publish_subject_is_built_once_per_channel_in_a_row() {
+        let subjects = PubSubjects::new("_STAN.pub.x".to_owned());
+        let first = subjects.to("orders.placed");
+        assert_eq!(first.as_str(), "_STAN.pub.x.orders.placed");
+        let again = subjects.to("orders.placed");
+        assert_eq!(again.as_ptr(), first.as_ptr(), "the same string, shared");
+        assert_eq!(subjects.to("orders").as_str(), "_STAN.pub.x.orders");
+        assert_eq!(
+            subjects.to("orders.placed").as_str(),
+            "_STAN.pub.x.orders.placed"
+        );
+    }
 }

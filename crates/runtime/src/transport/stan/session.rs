@@ -10,7 +10,9 @@ use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 
 use super::proto::{ConnectRequest, ConnectResponse};
-use super::publisher::PubAcks;
+use super::pub_acks::PubAcks;
+use super::publisher::PubSubjects;
+use super::wire::Chunks;
 use super::{StanError, StanOptions};
 
 /// The protocol version this client speaks: connID in requests, client pings.
@@ -22,7 +24,10 @@ const ACK_PREFIX: &str = "_STAN.acks";
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) conn_id: Bytes,
-    pub(crate) pub_prefix: String,
+    /// Where publishes go: `<pub prefix>.<channel>`.
+    pub(crate) pub_subjects: PubSubjects,
+    /// Memory for the `PubMsg`s.
+    pub(crate) pub_chunks: Chunks,
     pub(crate) sub_requests: String,
     pub(crate) unsub_requests: String,
     pub(crate) sub_close_requests: String,
@@ -128,8 +133,13 @@ pub(crate) async fn register(
         .await
         .map_err(|e| failed("subscribing the publish acks inbox")(e.into()))?;
     let lost = CancellationToken::new();
-    let acks = Arc::new(PubAcks::new(acks_inbox, unique_id(nats)));
+    let acks = Arc::new(PubAcks::new(
+        acks_inbox,
+        unique_id(nats),
+        options.pub_ack_wait,
+    ));
     tokio::spawn(acks.clone().run(acks_subscription, lost.clone()));
+    tokio::spawn(acks.clone().sweep(lost.clone()));
     tokio::spawn(answer_heartbeats(nats.clone(), heartbeats, lost.clone()));
     let pings = Pings {
         subject: response.ping_requests,
@@ -143,7 +153,8 @@ pub(crate) async fn register(
     };
     let session = Session {
         conn_id,
-        pub_prefix: response.pub_prefix,
+        pub_subjects: PubSubjects::new(response.pub_prefix),
+        pub_chunks: Chunks::default(),
         sub_requests: response.sub_requests,
         unsub_requests: response.unsub_requests,
         sub_close_requests: response.sub_close_requests,

@@ -3,20 +3,25 @@
 //! registration (durables resume where they were, an ephemeral subscription
 //! right after the last message it saw), and closes or unsubscribes when it ends.
 
-use std::pin::Pin;
+use std::future::poll_fn;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use prost::Message as _;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::acker::AckTo;
 use super::client::Client;
+use super::decode::{decode_msg, Delivered};
 use super::held::{Arrival, Held, Hold};
-use super::proto::{MsgProto, SubscriptionResponse, UnsubscribeRequest};
+use super::next_unless::poll_next_unless;
+use super::proto::{SubscriptionResponse, UnsubscribeRequest};
 use super::request::subscription_request;
 use super::session::Session;
 use super::{StanAcker, StanError, SubscriptionEnd};
@@ -258,26 +263,40 @@ impl Driver {
         mut messages: async_nats::Subscriber,
         ack_inbox: Arc<str>,
     ) -> Next {
-        // Made once: each acker clones references, not strings.
-        let ack_inbox = async_nats::Subject::from(ack_inbox.as_ref());
-        let mut channel: Arc<str> = Arc::from(self.spec.channel.as_str());
+        // Made once: each acker clones a reference.
+        let ack_to = Arc::new(AckTo::new(
+            self.client.nats.clone(),
+            async_nats::Subject::from(ack_inbox.as_ref()),
+        ));
+        let mut channel = async_nats::Subject::from(self.spec.channel.as_str());
+        // Registered once for the whole loop (see `poll_next_unless`).
+        let mut ended = pin!(self.end.cancelled());
+        let mut lost = pin!(session.lost.cancelled());
         loop {
-            let message = tokio::select! {
-                biased;
-                _ = self.end.cancelled() => return Next::End,
-                _ = session.lost.cancelled() => return Next::Resubscribe,
-                message = messages.next() => message,
+            let next = poll_fn(|cx| {
+                poll_next_unless(
+                    cx,
+                    &mut messages,
+                    &mut [(&self.end, ended.as_mut()), (&session.lost, lost.as_mut())],
+                )
+            })
+            .await;
+            let message = match next {
+                Err(0) => return Next::End,
+                Err(_) | Ok(None) => return Next::Resubscribe,
+                Ok(Some(message)) => message,
             };
-            let Some(message) = message else {
-                return Next::Resubscribe;
-            };
-            let msg = match MsgProto::decode(message.payload.as_ref()) {
+            let msg = match decode_msg(&message.payload, &channel) {
                 Ok(msg) => msg,
                 Err(err) => {
                     tracing::warn!(channel = %self.spec.channel, error = %err, "malformed message ignored");
                     continue;
                 }
             };
+            drop(message);
+            if channel.as_bytes() != msg.subject {
+                channel = async_nats::Subject::from(msg.subject());
+            }
             // A delivery past max_deliver goes on like any other: the
             // runtime dead-letters it (publish, wait for the ack, then ack).
             let (hold, delivered) = match self.held.arrive(msg.sequence, server_count(&msg)) {
@@ -287,19 +306,17 @@ impl Driver {
                     continue;
                 }
             };
-            if *channel != *msg.subject {
-                channel = Arc::from(msg.subject.as_str());
-            }
-            let delivery = into_delivery(
-                &self.client.nats,
-                msg,
-                (&ack_inbox, &channel),
-                hold,
-                delivered,
-            );
-            self.last_sequence = Some(delivery.metadata.stream_sequence());
+            let sequence = msg.sequence;
+            let delivery = into_delivery(msg, (&ack_to, &channel), hold, delivered);
+            self.last_sequence = Some(sequence);
+            let delivery = match self.deliveries.try_send(delivery) {
+                Ok(()) => continue,
+                Err(TrySendError::Closed(_)) => return Next::End,
+                Err(TrySendError::Full(delivery)) => delivery,
+            };
             tokio::select! {
-                _ = self.end.cancelled() => return Next::End,
+                biased;
+                () = ended.as_mut() => return Next::End,
                 sent = self.deliveries.send(delivery) => if sent.is_err() { return Next::End },
             }
         }
@@ -346,7 +363,7 @@ impl Driver {
 
 /// The server's count of this delivery: its `redeliveryCount` + 1 when it
 /// sends one, else 2 for a redelivery (older servers send a flag only).
-fn server_count(msg: &MsgProto) -> u32 {
+fn server_count(msg: &Delivered) -> u32 {
     if msg.redelivery_count > 0 {
         msg.redelivery_count.saturating_add(1)
     } else if msg.redelivered {
@@ -357,24 +374,17 @@ fn server_count(msg: &MsgProto) -> u32 {
 }
 
 fn into_delivery(
-    nats: &async_nats::Client,
-    msg: MsgProto,
-    (ack_inbox, subject): (&async_nats::Subject, &Arc<str>),
+    msg: Delivered,
+    (ack_to, subject): (&Arc<AckTo>, &async_nats::Subject),
     hold: Hold,
     delivered: u32,
 ) -> Delivery<StanAcker> {
     let timestamp = SystemTime::UNIX_EPOCH
         + Duration::from_nanos(u64::try_from(msg.timestamp).unwrap_or_default());
-    let acker = StanAcker::new(
-        nats.clone(),
-        ack_inbox.clone(),
-        subject.clone(),
-        msg.sequence,
-        hold,
-    );
-    let metadata = Metadata::new(msg.subject, msg.sequence, delivered, timestamp, None);
+    let acker = StanAcker::new(ack_to.clone(), subject.clone(), msg.sequence, hold);
+    let metadata = Metadata::new(subject.clone(), msg.sequence, delivered, timestamp, None);
     Delivery {
-        payload: msg.data.into(),
+        payload: msg.data,
         metadata,
         acker,
     }
