@@ -10,7 +10,7 @@ use tower::util::BoxCloneSyncService;
 use crate::attempt::{Attempts, CoreStack, Stack};
 use crate::handler::HandlerService;
 use crate::middleware::metrics::SubscriberMetrics;
-use crate::middleware::retry::RetryLayer;
+use crate::middleware::retry::Schedule;
 use crate::subscriber::{FailurePolicy, LayerFn};
 use crate::SubscriptionSpec;
 
@@ -24,7 +24,7 @@ pub(crate) fn build(
     app_layers: &[LayerFn],
 ) -> Stack {
     let attempts = Attempts::new(handler, failure.timeout, metrics);
-    let schedule = RetryLayer::new(failure.retry.clone(), spec.max_deliver).schedule();
+    let schedule = Schedule::new(failure.retry.clone(), spec.max_deliver);
     let own = CoreStack::new(attempts, schedule);
     if subscriber_layers.is_empty() && app_layers.is_empty() {
         return Stack::Core(own);

@@ -116,12 +116,12 @@ impl AckError {
         metadata: &Metadata,
         source: Box<dyn std::error::Error + Send + Sync>,
     ) -> Self {
-        Self {
+        Self::on(
             action,
-            subject: metadata.subject().to_owned(),
-            stream_sequence: metadata.stream_sequence(),
+            metadata.subject(),
+            metadata.stream_sequence(),
             source,
-        }
+        )
     }
 
     /// The same, from the subject and stream sequence alone (a transport's

@@ -36,16 +36,8 @@ impl RetryLayer {
     /// message over all its deliveries (`max_deliver`), `None` for no limit.
     pub fn new(policy: RetryPolicy, budget: Option<u32>) -> Self {
         Self {
-            schedule: Schedule {
-                policy: Arc::new(policy),
-                budget,
-            },
+            schedule: Schedule::new(policy, budget),
         }
-    }
-
-    /// When this layer tries again.
-    pub(crate) fn schedule(&self) -> Schedule {
-        self.schedule.clone()
     }
 }
 
@@ -134,6 +126,14 @@ pub(crate) struct Schedule {
 }
 
 impl Schedule {
+    /// Retries on `policy`'s schedule within `budget` attempts (`None`: no limit).
+    pub(crate) fn new(policy: RetryPolicy, budget: Option<u32>) -> Self {
+        Self {
+            policy: Arc::new(policy),
+            budget,
+        }
+    }
+
     /// The delay before the next attempt after `attempt` failed with `err`,
     /// or `None` when the failure goes back to the dispatcher.
     fn next_delay(&self, attempt: u32, err: &BoxError) -> Option<Duration> {
