@@ -247,3 +247,45 @@ async fn a_standard_tower_timeout_applied_by_the_user_makes_a_retryable_failure(
     assert_eq!(broker.settlements("jobs").acked(), vec![1]);
     assert!(broker.channel_messages("dlq.jobs").is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn dead_letters_carry_the_payload_with_and_without_user_layers() {
+    // Without layers the runtime's stack hands the failed request back for
+    // its dead letter; a user's tower layer consumes it, so the dispatcher
+    // keeps a copy: both must dead-letter the payload as it was published.
+    for layered in [false, true] {
+        let broker = InMemory::new();
+        let handler = |job: Message<Job>| async move {
+            Err(Failure::retryable(JobError(format!(
+                "job {} fails",
+                job.id
+            ))))
+        };
+        broker
+            .publish_event(&Job { id: 7 })
+            .await
+            .expect("published");
+        let app = App::new();
+        let app = if layered {
+            app.layer(tower::util::MapRequestLayer::new(|request| request))
+        } else {
+            app
+        };
+        let app = app
+            .subscriber(subscriber(handler).max_deliver(3))
+            .start(broker.clone())
+            .await
+            .expect("app starts");
+        broker.wait_idle().await;
+        app.shutdown().await.expect("clean shutdown");
+        let letters = broker.channel_messages("dlq.jobs");
+        assert_eq!(letters.len(), 1, "layered: {layered}");
+        let published = serde_json::to_vec(&Job { id: 7 }).expect("encodes");
+        assert_eq!(
+            &letters[0].payload[..],
+            &published[..],
+            "layered: {layered}"
+        );
+        assert_eq!(broker.settlements("jobs").terminated(), vec![1]);
+    }
+}

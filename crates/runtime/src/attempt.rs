@@ -10,12 +10,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::future::Either;
-use futures::FutureExt;
+use futures::{FutureExt, TryFutureExt};
 use tower::Service;
 
 use crate::handler::{HandlerFuture, HandlerService};
 use crate::middleware::metrics::{timed, MetricsFuture, SubscriberMetrics};
-use crate::middleware::retry::{Attempt, Attempting, Schedule};
+use crate::middleware::retry::{Attempt, Attempting, GaveUp, Schedule};
 use crate::{BoxError, Request};
 
 /// The handler with its metrics and timeout: retry's inner part of the stack.
@@ -93,19 +93,31 @@ impl CoreStack {
     }
 }
 
+impl CoreStack {
+    /// Starts the attempts at `request`; they hand it back when they fail.
+    fn start(&mut self, request: Request) -> Attempting<Attempts> {
+        let first = self.attempts.attempt(&request);
+        Attempting::new(first, self.attempts.clone(), request, self.schedule.clone())
+    }
+}
+
+/// Under the user's tower layers, a failure's request is not handed back.
 impl Service<Request> for CoreStack {
     type Response = ();
     type Error = BoxError;
-    type Future = Attempting<Attempts>;
+    type Future = futures::future::MapErr<Attempting<Attempts>, fn(GaveUp) -> BoxError>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let first = self.attempts.attempt(&request);
-        Attempting::new(first, self.attempts.clone(), request, self.schedule.clone())
+        self.start(request).map_err(without_request as fn(_) -> _)
     }
+}
+
+fn without_request((error, _request): GaveUp) -> BoxError {
+    error
 }
 
 /// A subscriber's whole stack: the runtime's own, or wrapped in the user's
@@ -116,24 +128,72 @@ pub(crate) enum Stack {
     Layered(crate::BoxHandlerService),
 }
 
+/// A delivery whose attempts failed: the error, and the request when the
+/// stack gives it back (the runtime's own does; tower layers consume it).
+pub(crate) struct Failed {
+    pub(crate) error: BoxError,
+    pub(crate) request: Option<Request>,
+}
+
+impl Failed {
+    /// A failure before any attempt started, with the request untouched.
+    pub(crate) fn before_attempts(error: BoxError, request: Request) -> Self {
+        Self {
+            error,
+            request: Some(request),
+        }
+    }
+}
+
 type BoxedFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
 
-impl Service<Request> for Stack {
-    type Response = ();
-    type Error = BoxError;
-    type Future = Either<Attempting<Attempts>, BoxedFuture>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+impl Stack {
+    /// Whether the stack can take a request now.
+    pub(crate) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         match self {
-            Stack::Core(own) => own.poll_ready(cx),
+            Stack::Core(_) => Poll::Ready(Ok(())),
             Stack::Layered(layered) => layered.poll_ready(cx),
         }
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
+    /// Whether a failed request comes back from [`call`](Self::call); when it
+    /// does not, a caller that needs the message afterwards keeps a copy.
+    pub(crate) fn hands_back_requests(&self) -> bool {
+        matches!(self, Stack::Core(_))
+    }
+
+    /// Runs `request` through the stack.
+    pub(crate) fn call(&mut self, request: Request) -> StackFuture {
         match self {
-            Stack::Core(own) => Either::Left(own.call(request)),
-            Stack::Layered(layered) => Either::Right(layered.call(request)),
+            Stack::Core(own) => StackFuture::Core(own.start(request)),
+            Stack::Layered(layered) => StackFuture::Layered(layered.call(request)),
+        }
+    }
+}
+
+/// The future of [`Stack::call`]. It is `Unpin`.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "the runtime's own stack is the common case; boxing it would allocate per message"
+)]
+pub(crate) enum StackFuture {
+    Core(Attempting<Attempts>),
+    Layered(BoxedFuture),
+}
+
+impl Future for StackFuture {
+    type Output = Result<(), Failed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            StackFuture::Core(own) => Pin::new(own).poll(cx).map_err(|(error, request)| Failed {
+                error,
+                request: Some(request),
+            }),
+            StackFuture::Layered(layered) => layered.as_mut().poll(cx).map_err(|error| Failed {
+                error,
+                request: None,
+            }),
         }
     }
 }

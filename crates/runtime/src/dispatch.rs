@@ -14,10 +14,9 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::{Service, ServiceExt};
 use tracing::Instrument;
 
-use crate::attempt::Stack;
+use crate::attempt::{Failed, Stack};
 use crate::attempts::AttemptLedger;
 use crate::coalesce::{AckWindow, Arrival};
 use crate::in_flight::InFlight;
@@ -108,13 +107,17 @@ pub(crate) async fn dispatch<T: Transport>(
         // Readiness before the delivery: a layer that waits in `poll_ready`
         // (a concurrency limit, a rate limit) holds no message meanwhile
         // without progress acks.
-        let ready = match service.ready().now_or_never() {
-            Some(ready) => ready.map(|_| ()),
+        let ready = match std::future::poll_fn(|cx| service.poll_ready(cx)).now_or_never() {
+            Some(ready) => ready,
             None => match parked
-                .wait_for(service.ready(), &mut deliveries, &stop)
+                .wait_for(
+                    std::future::poll_fn(|cx| service.poll_ready(cx)),
+                    &mut deliveries,
+                    &stop,
+                )
                 .await
             {
-                Some(ready) => ready.map(|_| ()),
+                Some(ready) => ready,
                 None => break,
             },
         };
@@ -182,16 +185,21 @@ pub(crate) async fn dispatch<T: Transport>(
         };
         let ready = ready.and_then(|()| start.within_budget());
         let first_attempt = start.attempt;
-        let unsettled = Unsettled {
-            payload: payload.clone(),
-            metadata: metadata.clone(),
+        // The message goes into the request; it comes back with a failure,
+        // for a dead letter, unless the user's layers keep it.
+        let mut unsettled = Unsettled {
+            sequence,
+            delivered: metadata.delivery_count(),
             first_attempt,
+            message: (!service.hands_back_requests()).then(|| (payload.clone(), metadata.clone())),
         };
         // budget: in-process attempts are recorded
         let request = Request::delivered(payload, metadata, first_attempt, start.recorder, manual);
         let handled = match ready {
             Ok(()) => futures::future::Either::Left(service.call(request)),
-            Err(err) => futures::future::Either::Right(futures::future::ready(Err(err))),
+            Err(err) => futures::future::Either::Right(futures::future::ready(Err(
+                Failed::before_attempts(err, request),
+            ))),
         };
         // Counted as running from here, so `in_flight` sees a handler during
         // its first poll too.
@@ -224,15 +232,18 @@ pub(crate) async fn dispatch<T: Transport>(
             drop(running);
             continue;
         }
+        let first = first.map(|outcome| outcome.map(|handled| unsettled.take_back(handled)));
         let context = context.clone();
         let abandon = abandon.clone();
         tracker.spawn(
             async move {
                 let work = async {
-                    let handled = async move {
+                    let handled = async {
                         match first {
                             Some(outcome) => outcome,
-                            None => handled.await,
+                            None => handled
+                                .await
+                                .map(|handled| unsettled.take_back(handled)),
                         }
                     };
                     let handled = handled.map(|outcome| {

@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use std::sync::Arc;
 
+use crate::attempt::Failed;
 use crate::coalesce::AckWindow;
 use crate::dead_letter::dead_letter_message;
 use crate::dispatch::SubscriberContext;
@@ -30,11 +31,29 @@ pub(crate) enum Settler<A> {
     },
 }
 
-/// What a message needs for its dead letter, kept aside while it is handled.
+/// What settling a message needs besides its outcome.
 pub(crate) struct Unsettled {
-    pub(crate) payload: Bytes,
-    pub(crate) metadata: Metadata,
+    pub(crate) sequence: u64,
+    /// The broker's delivery count.
+    pub(crate) delivered: u32,
     pub(crate) first_attempt: u32,
+    /// The message, for its dead letter: handed back by the stack with a
+    /// failure, or kept aside while it runs when the stack cannot.
+    pub(crate) message: Option<(Bytes, Metadata)>,
+}
+
+impl Unsettled {
+    /// The outcome to settle by; a failure that hands its request back gives
+    /// the message back for the dead letter.
+    pub(crate) fn take_back(&mut self, handled: Result<(), Failed>) -> Result<(), BoxError> {
+        handled.map_err(|Failed { error, request }| {
+            if let Some(request) = request {
+                let (payload, metadata, _manual) = request.into_parts();
+                self.message = Some((payload, metadata));
+            }
+            error
+        })
+    }
 }
 
 /// What the outcome asks for.
@@ -163,12 +182,11 @@ impl<A: Acker> Settler<A> {
         let metrics = &context.metrics;
         // budget: an ack or a dead letter settles the message for good.
         let for_good = !matches!(decision, Decision::Nak { .. });
-        let sequence = unsettled.metadata.stream_sequence();
+        let sequence = unsettled.sequence;
         let result = match decision {
             Decision::Ack => {
                 metrics.acked.increment(1);
-                self.finish(Settlement::Ack, unsettled.metadata.delivery_count())
-                    .await
+                self.finish(Settlement::Ack, unsettled.delivered).await
             }
             Decision::Nak { delay, attempts } => {
                 if let Err(err) = &outcome {
@@ -200,10 +218,7 @@ impl<A: Acker> Settler<A> {
         delay: Duration,
     ) -> Result<(), crate::AckError> {
         // budget: saved before the nak, so the next delivery (anywhere) continues the count
-        context
-            .ledger
-            .nakked(unsettled.metadata.stream_sequence(), attempts)
-            .await;
+        context.ledger.nakked(unsettled.sequence, attempts).await;
         context.metrics.nakd.increment(1);
         // A coalescing window cannot ack past a nak'd message: its waits are
         // kept within one ack wait, so a failing message holds the acks
@@ -212,11 +227,8 @@ impl<A: Acker> Settler<A> {
             Settler::Coalesced { .. } => delay.min(context.spec.ack_wait),
             Settler::Auto(_) | Settler::Manual(_) => delay,
         };
-        self.finish(
-            Settlement::Nak(Some(delay)),
-            unsettled.metadata.delivery_count(),
-        )
-        .await
+        self.finish(Settlement::Nak(Some(delay)), unsettled.delivered)
+            .await
     }
 
     async fn dead_letter<T: Transport>(
@@ -235,15 +247,26 @@ impl<A: Acker> Settler<A> {
                 "message terminated (dead letters are disabled)"
             );
             context.metrics.terminated.increment(1);
+            return self.finish(Settlement::Term, unsettled.delivered).await;
+        };
+        let Some((payload, metadata)) = unsettled.message else {
+            // Only a panic in the runtime's own stack (a handler's panic is
+            // caught inside it) loses the request; the broker keeps the message.
+            tracing::error!(
+                reason,
+                attempts,
+                error,
+                "a panic in the stack took the message with it: not dead-lettered, nak'd for the broker to redeliver"
+            );
             return self
-                .finish(Settlement::Term, unsettled.metadata.delivery_count())
+                .finish(Settlement::Nak(None), unsettled.delivered)
                 .await;
         };
         let message = dead_letter_message(
             subject.clone(),
             &context.durable_label,
-            unsettled.payload.clone(),
-            &unsettled.metadata,
+            payload,
+            &metadata,
             attempts,
             error,
         );
@@ -276,8 +299,7 @@ impl<A: Acker> Settler<A> {
         tracing::error!(reason, attempts, error, dead_letter = %subject, "message dead-lettered");
         context.metrics.dead_lettered.increment(1);
         context.metrics.terminated.increment(1);
-        self.finish(Settlement::Term, unsettled.metadata.delivery_count())
-            .await
+        self.finish(Settlement::Term, unsettled.delivered).await
     }
 }
 

@@ -149,7 +149,11 @@ impl Schedule {
     }
 }
 
-type BoxFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+/// Attempts that failed for good: the last error, and the request they
+/// tried, handed back (for the message's dead letter).
+pub(crate) type GaveUp = (BoxError, Request);
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<(), GaveUp>> + Send>>;
 
 /// What a failed first attempt needs to be tried again.
 struct Again<A> {
@@ -181,7 +185,7 @@ impl<A: Attempt> Again<A> {
                     request.recorder().before_retry(sequence, attempt + 1).await
                 {
                     tracing::warn!(attempt = attempt + 1, error = %unrecorded, "attempt not recorded; not retried in-process, handed back to the broker");
-                    return Err(Box::new(Retried::new(attempt, err)) as BoxError);
+                    return Err((Box::new(Retried::new(attempt, err)) as BoxError, request));
                 }
                 attempt += 1;
                 request = request.with_attempt(attempt);
@@ -198,7 +202,9 @@ impl<A: Attempt> Again<A> {
                         tracing::debug!(attempt, retry_in = ?next, error = %err, "attempt failed; retrying in-process");
                         delay = next;
                     }
-                    None => return Err(Box::new(Retried::new(attempt, err)) as BoxError),
+                    None => {
+                        return Err((Box::new(Retried::new(attempt, err)) as BoxError, request))
+                    }
                 }
             }
         })
@@ -207,7 +213,8 @@ impl<A: Attempt> Again<A> {
 
 pin_project_lite::pin_project! {
     /// A request's attempts: the first one, then (after a retryable failure
-    /// with a short delay) the in-process retry loop.
+    /// with a short delay) the in-process retry loop. When they fail for
+    /// good, the request comes back with the error.
     pub(crate) struct Attempting<A: Attempt> {
         #[pin]
         state: State<A>,
@@ -246,7 +253,7 @@ impl<A: Attempt> Attempting<A> {
 }
 
 impl<A: Attempt> Future for Attempting<A> {
-    type Output = Result<(), BoxError>;
+    type Output = Result<(), GaveUp>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -257,12 +264,12 @@ impl<A: Attempt> Future for Attempting<A> {
                         Ok(()) => return Poll::Ready(Ok(())),
                         Err(err) => err,
                     };
-                    let Some(state) = again.take() else {
-                        return Poll::Ready(Err(err));
-                    };
+                    let state = again
+                        .take()
+                        .expect("attempts polled again after they ended");
                     let attempt = state.request.attempt();
                     let Some(delay) = state.schedule.next_delay(attempt, &err) else {
-                        return Poll::Ready(Err(err));
+                        return Poll::Ready(Err((err, state.request)));
                     };
                     tracing::debug!(attempt, retry_in = ?delay, error = %err, "attempt failed; retrying in-process");
                     let future = state.retry(attempt, delay, err);
@@ -307,6 +314,9 @@ where
     type Output = Result<(), BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().attempting.poll(cx)
+        self.project()
+            .attempting
+            .poll(cx)
+            .map_err(|(err, _request)| err)
     }
 }
