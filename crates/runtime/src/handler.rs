@@ -1,14 +1,11 @@
 //! How an async fn becomes a tower `Service` over [`Request`].
 
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures::future::ready;
-use futures::FutureExt;
-
+use crate::handler_slots::{HandlerCall, Slots};
 use crate::{BoxError, DecodeError, Event, HandlerError, Message, Request};
 
 /// A handler parameter built from a [`Request`]: any [`Event`], or a
@@ -72,7 +69,30 @@ fn into_handler_failure<E: Into<BoxError>>(err: E) -> BoxError {
     Box::new(HandlerError::Failed(err.into()))
 }
 
-pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+/// The future of one [`HandlerService`] call: the handler running, or the
+/// payload's decode error.
+#[derive(Debug)]
+pub struct HandlerFuture(Called);
+
+#[derive(Debug)]
+enum Called {
+    Running(HandlerCall),
+    Undecodable(Option<DecodeError>),
+}
+
+impl Future for HandlerFuture {
+    type Output = Result<(), BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            Called::Running(call) => Pin::new(call).poll(cx),
+            Called::Undecodable(err) => Poll::Ready(Err(match err.take() {
+                Some(err) => Box::new(HandlerError::Decode(err)),
+                None => "a handler call was polled after it ended".into(),
+            })),
+        }
+    }
+}
 
 /// The innermost service of every stack: decodes the payload, calls the
 /// handler, and turns a panic into [`HandlerError::Panicked`]. Cloning it is
@@ -103,14 +123,13 @@ impl HandlerService {
         H: Handler<P>,
         P: FromRequest,
     {
+        let slots = Arc::new(Slots::<H::Future>::default());
         Self {
-            call: Arc::new(move |request: &Request| match P::from_request(request) {
-                Ok(param) => Box::pin(
-                    AssertUnwindSafe(handler.call(param))
-                        .catch_unwind()
-                        .map(|outcome| outcome.unwrap_or_else(|panic| Err(panicked(&*panic)))),
-                ),
-                Err(err) => Box::pin(ready(Err(Box::new(HandlerError::Decode(err)) as BoxError))),
+            call: Arc::new(move |request: &Request| {
+                HandlerFuture(match P::from_request(request) {
+                    Ok(param) => Called::Running(slots.start(handler.call(param))),
+                    Err(err) => Called::Undecodable(Some(err)),
+                })
             }),
         }
     }

@@ -75,6 +75,7 @@ mod error;
 mod event;
 mod failure;
 mod handler;
+mod handler_slots;
 mod in_flight;
 mod message;
 pub mod middleware;
@@ -145,7 +146,8 @@ pub use flowgate_macros::subscriber;
 /// assert_eq!(Shipped::decode(&bytes).unwrap().order_id, 7);
 /// ```
 pub use flowgate_macros::Event;
-pub use handler::{FromRequest, Handler, HandlerService};
+pub use handler::{FromRequest, Handler, HandlerFuture, HandlerService};
+pub use handler_slots::HandlerCall;
 pub use message::Message;
 pub use publisher::{PublishOptions, PublishWindow, Publisher};
 pub use request::{ManualAck, Request};
