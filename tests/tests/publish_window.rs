@@ -1,8 +1,8 @@
 //! The publish window on the in-memory broker, whose acks are settled before
 //! the window first polls them: a failed ack is still reported in order, when
-//! its event is the oldest.
+//! its event is the oldest, and a channel option is checked on every change.
 
-use flowgate::{PublishError, Publisher};
+use flowgate::{PublishError, PublishOptions, Publisher};
 use flowgate_testkit::InMemory;
 use serde::{Deserialize, Serialize};
 
@@ -42,4 +42,36 @@ async fn an_ack_that_failed_at_once_is_reported_when_its_event_is_the_oldest() {
     window.flush().await.expect("#2 and #3 stored");
     assert_eq!(window.outstanding(), 0);
     assert_eq!(stored_ids(&broker, "window.jobs"), vec![0, 2, 3]);
+}
+
+#[tokio::test]
+async fn a_channel_option_is_checked_whenever_it_changes() {
+    let broker = InMemory::new();
+    let mut window = Publisher::new(broker.clone()).window(8);
+    let to = |channel: &str| PublishOptions::new().channel(channel);
+    window
+        .publish_with(&Job { id: 0 }, to("window.a"))
+        .await
+        .expect("a valid channel");
+    window
+        .publish_with(&Job { id: 1 }, to("window.a"))
+        .await
+        .expect("the same channel");
+    for refused in ["window..a", "window.*", "window.a "] {
+        let err = window
+            .publish_with(&Job { id: 9 }, to(refused))
+            .await
+            .expect_err("an invalid channel after a valid one");
+        assert!(
+            matches!(err, PublishError::Name(_)),
+            "`{refused}`: expected a name error, got {err:?}"
+        );
+    }
+    window
+        .publish_with(&Job { id: 2 }, to("window.a"))
+        .await
+        .expect("the valid channel again");
+    window.flush().await.expect("all stored");
+    assert_eq!(stored_ids(&broker, "window.a"), vec![0, 1, 2]);
+    assert!(broker.channel_messages("window..a").is_empty());
 }

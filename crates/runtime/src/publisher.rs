@@ -87,7 +87,7 @@ impl<T: Transport> Publisher<T> {
         event: &E,
         options: PublishOptions,
     ) -> Result<PublishAck, PublishError> {
-        let message = outgoing(event, options)?;
+        let message = outgoing(event, options, None)?;
         self.transport.publish(message).await?.await
     }
 
@@ -98,6 +98,7 @@ impl<T: Transport> Publisher<T> {
             size: size.max(1),
             pending: VecDeque::new(),
             next_number: 0,
+            checked: CheckedChannel::default(),
         }
     }
 
@@ -107,10 +108,17 @@ impl<T: Transport> Publisher<T> {
     }
 }
 
-fn outgoing<E: Event>(event: &E, options: PublishOptions) -> Result<OutgoingMessage, PublishError> {
+fn outgoing<E: Event>(
+    event: &E,
+    options: PublishOptions,
+    checked: Option<&mut CheckedChannel>,
+) -> Result<OutgoingMessage, PublishError> {
     let channel = match options.channel {
         Some(channel) => {
-            crate::validate_channel(&channel)?;
+            match checked {
+                Some(checked) => checked.check(&channel)?,
+                None => crate::validate_channel(&channel)?,
+            }
             channel
         }
         // `#[derive(Event)]` checked the type's channel at compile time.
@@ -126,6 +134,24 @@ fn outgoing<E: Event>(event: &E, options: PublishOptions) -> Result<OutgoingMess
         headers: options.headers,
         message_id: options.message_id,
     })
+}
+
+/// The channel option a window published with last, already checked:
+/// publishing to it again compares it instead of checking it anew.
+#[derive(Debug, Default)]
+struct CheckedChannel(Option<String>);
+
+impl CheckedChannel {
+    fn check(&mut self, channel: &str) -> Result<(), crate::NameError> {
+        if self.0.as_deref() == Some(channel) {
+            return Ok(());
+        }
+        crate::validate_channel(channel)?;
+        let last = self.0.get_or_insert_with(String::new);
+        last.clear();
+        last.push_str(channel);
+        Ok(())
+    }
 }
 
 /// Publishes with at most `size` broker acks outstanding, like the NATS
@@ -147,6 +173,7 @@ pub struct PublishWindow<T: Transport> {
     /// its own timeout runs from then, not from when it reaches the front.
     pending: VecDeque<Outstanding<T::PendingAck>>,
     next_number: u64,
+    checked: CheckedChannel,
 }
 
 /// One publish of a window: its ack still to come, or its outcome when the
@@ -210,7 +237,7 @@ impl<T: Transport> PublishWindow<T> {
         event: &E,
         options: PublishOptions,
     ) -> Result<u64, PublishError> {
-        let message = outgoing(event, options)?;
+        let message = outgoing(event, options, Some(&mut self.checked))?;
         let mut failures = Vec::new();
         while self.pending.len() >= self.size {
             if let Some(Err(unstored)) = self.oldest().await {
