@@ -1,11 +1,10 @@
 //! Publishing typed events: one at a time awaiting each ack, or through a
 //! bounded window of outstanding acks.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use futures::stream::{FuturesOrdered, StreamExt};
+use std::task::{ready, Context, Poll, Waker};
 
 use crate::error::Unstored;
 use crate::{Event, Headers, OutgoingMessage, PublishAck, PublishError, Transport};
@@ -88,7 +87,7 @@ impl<T: Transport> Publisher<T> {
         event: &E,
         options: PublishOptions,
     ) -> Result<PublishAck, PublishError> {
-        let message = outgoing(event, options)?;
+        let message = outgoing(event, options, None)?;
         self.transport.publish(message).await?.await
     }
 
@@ -97,8 +96,9 @@ impl<T: Transport> Publisher<T> {
         PublishWindow {
             transport: self.transport.clone(),
             size: size.max(1),
-            pending: FuturesOrdered::new(),
+            pending: VecDeque::new(),
             next_number: 0,
+            checked: CheckedChannel::default(),
         }
     }
 
@@ -108,10 +108,17 @@ impl<T: Transport> Publisher<T> {
     }
 }
 
-fn outgoing<E: Event>(event: &E, options: PublishOptions) -> Result<OutgoingMessage, PublishError> {
+fn outgoing<E: Event>(
+    event: &E,
+    options: PublishOptions,
+    checked: Option<&mut CheckedChannel>,
+) -> Result<OutgoingMessage, PublishError> {
     let channel = match options.channel {
         Some(channel) => {
-            crate::validate_channel(&channel)?;
+            match checked {
+                Some(checked) => checked.check(&channel)?,
+                None => crate::validate_channel(&channel)?,
+            }
             channel
         }
         // `#[derive(Event)]` checked the type's channel at compile time.
@@ -129,6 +136,24 @@ fn outgoing<E: Event>(event: &E, options: PublishOptions) -> Result<OutgoingMess
     })
 }
 
+/// The channel option a window published with last, already checked:
+/// publishing to it again compares it instead of checking it anew.
+#[derive(Debug, Default)]
+struct CheckedChannel(Option<String>);
+
+impl CheckedChannel {
+    fn check(&mut self, channel: &str) -> Result<(), crate::NameError> {
+        if self.0.as_deref() == Some(channel) {
+            return Ok(());
+        }
+        crate::validate_channel(channel)?;
+        let last = self.0.get_or_insert_with(String::new);
+        last.clear();
+        last.push_str(channel);
+        Ok(())
+    }
+}
+
 /// Publishes with at most `size` broker acks outstanding, like the NATS
 /// Streaming client's async publish: when the window is full, the next
 /// publish first waits for the oldest ack.
@@ -136,45 +161,61 @@ fn outgoing<E: Event>(event: &E, options: PublishOptions) -> Result<OutgoingMess
 /// Every event handed to the window is either stored by the broker or
 /// reported back as [`PublishError::NotStored`], with the window's number
 /// for it (what [`publish`](Self::publish) returned), its payload and
-/// message id, so it can be published again. Outstanding acks are waited for
-/// together: after a connection loss they time out at once, not one after
+/// message id, so it can be published again. The wait for each ack starts
+/// when its event is sent, not when it becomes the oldest: after a
+/// connection loss the outstanding acks time out at once, not one after
 /// another.
 #[derive(Debug)]
 pub struct PublishWindow<T: Transport> {
     transport: T,
     size: usize,
-    pending: FuturesOrdered<Tracked<T::PendingAck>>,
+    /// Oldest first. Each ack was polled once when its event was sent, so
+    /// its own timeout runs from then, not from when it reaches the front.
+    pending: VecDeque<Outstanding<T::PendingAck>>,
     next_number: u64,
+    checked: CheckedChannel,
 }
 
-pin_project_lite::pin_project! {
-    /// One outstanding publish of a window: its ack, and what identifies it.
-    #[derive(Debug)]
-    struct Tracked<F> {
-        #[pin]
-        ack: F,
-        number: u64,
-        payload: bytes::Bytes,
-        message_id: Option<String>,
-    }
+/// One publish of a window: its ack still to come, or its outcome when the
+/// ack came before the publishes sent ahead of it were settled.
+#[derive(Debug)]
+enum Outstanding<F> {
+    Waiting(Tracked<F>),
+    Settled(Result<(), Unstored>),
 }
 
-impl<F> Future for Tracked<F>
+/// One outstanding publish of a window: its ack, and what identifies it.
+#[derive(Debug)]
+struct Tracked<F> {
+    ack: F,
+    number: u64,
+    payload: bytes::Bytes,
+    message_id: Option<String>,
+}
+
+impl<F> Tracked<F>
 where
-    F: Future<Output = Result<PublishAck, PublishError>>,
+    F: Future<Output = Result<PublishAck, PublishError>> + Unpin,
 {
-    type Output = Result<(), Unstored>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        this.ack.poll(cx).map(|result| {
+    fn poll_ack(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Unstored>> {
+        Pin::new(&mut self.ack).poll(cx).map(|result| {
             result.map(|_| ()).map_err(|error| Unstored {
-                number: *this.number,
-                payload: std::mem::take(this.payload),
-                message_id: this.message_id.take(),
+                number: self.number,
+                payload: std::mem::take(&mut self.payload),
+                message_id: self.message_id.take(),
                 error: Box::new(error),
             })
         })
+    }
+
+    /// Polls the ack once, without a waker: a transport's ack timeout
+    /// starts on the first poll. The window polls it again, with its own
+    /// waker, once it is the oldest.
+    fn start(mut self) -> Outstanding<F> {
+        match self.poll_ack(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(outcome) => Outstanding::Settled(outcome),
+            Poll::Pending => Outstanding::Waiting(self),
+        }
     }
 }
 
@@ -196,10 +237,10 @@ impl<T: Transport> PublishWindow<T> {
         event: &E,
         options: PublishOptions,
     ) -> Result<u64, PublishError> {
-        let message = outgoing(event, options)?;
+        let message = outgoing(event, options, Some(&mut self.checked))?;
         let mut failures = Vec::new();
         while self.pending.len() >= self.size {
-            if let Some(Err(unstored)) = self.pending.next().await {
+            if let Some(Err(unstored)) = self.oldest().await {
                 failures.push(unstored);
             }
         }
@@ -208,12 +249,15 @@ impl<T: Transport> PublishWindow<T> {
         let payload = message.payload.clone();
         let message_id = message.message_id.clone();
         match self.transport.publish(message).await {
-            Ok(ack) => self.pending.push_back(Tracked {
-                ack,
-                number,
-                payload,
-                message_id,
-            }),
+            Ok(ack) => self.pending.push_back(
+                Tracked {
+                    ack,
+                    number,
+                    payload,
+                    message_id,
+                }
+                .start(),
+            ),
             Err(error) => failures.push(Unstored {
                 number,
                 payload,
@@ -233,11 +277,26 @@ impl<T: Transport> PublishWindow<T> {
         self.pending.len()
     }
 
+    /// The outcome of the oldest publish, once its ack came; `None` when
+    /// none is outstanding.
+    fn oldest(&mut self) -> impl Future<Output = Option<Result<(), Unstored>>> + '_ {
+        std::future::poll_fn(|cx| {
+            let outcome = match self.pending.front_mut() {
+                None => return Poll::Ready(None),
+                Some(Outstanding::Waiting(tracked)) => ready!(tracked.poll_ack(cx)),
+                // Taken, and its entry popped right below.
+                Some(Outstanding::Settled(outcome)) => std::mem::replace(outcome, Ok(())),
+            };
+            self.pending.pop_front();
+            Poll::Ready(Some(outcome))
+        })
+    }
+
     /// Waits for every outstanding ack; every event not stored is reported
     /// in [`PublishError::NotStored`].
     pub async fn flush(&mut self) -> Result<(), PublishError> {
         let mut failures = Vec::new();
-        while let Some(result) = self.pending.next().await {
+        while let Some(result) = self.oldest().await {
             if let Err(unstored) = result {
                 failures.push(unstored);
             }

@@ -107,8 +107,12 @@ pub trait Transport: Clone + Send + Sync + 'static {
     /// A live subscription: deliveries until it is stopped or dropped. It
     /// re-subscribes on its own after connection loss.
     type Subscription: DeliveryStream<Self::Acker>;
-    /// Resolves to the broker's receipt of one publish.
-    type PendingAck: Future<Output = Result<PublishAck, crate::PublishError>> + Send + 'static;
+    /// Resolves to the broker's receipt of one publish. `Unpin`, so a
+    /// publish window keeps its acks in a plain queue.
+    type PendingAck: Future<Output = Result<PublishAck, crate::PublishError>>
+        + Send
+        + Unpin
+        + 'static;
 
     /// Subscribes according to `spec`, creating or binding what the broker needs.
     fn subscribe(

@@ -83,6 +83,8 @@ pub struct JetStream {
     context: jetstream::Context,
     settings: Arc<JetStreamSettings>,
     streams: Arc<Mutex<HashMap<String, String>>>,
+    /// The subject published to last, whose stream is known.
+    published: Arc<publish::LastSubject>,
 }
 
 impl JetStream {
@@ -112,6 +114,7 @@ impl JetStream {
             context,
             settings: Arc::new(JetStreamSettings::default()),
             streams: Arc::default(),
+            published: Arc::default(),
         }
     }
 
@@ -192,15 +195,22 @@ impl Transport for JetStream {
     }
 
     async fn publish(&self, message: OutgoingMessage) -> Result<Self::PendingAck, PublishError> {
-        if !self.knows_stream(&message.subject) {
-            self.ensure_stream(&message.subject)
-                .await
-                .map_err(|e| PublishError::Broker {
-                    subject: message.subject.clone(),
-                    source: Box::new(e),
-                })?;
-        }
-        let subject = async_nats::Subject::from(message.subject);
+        let subject = match self.published.get(&message.subject) {
+            Some(subject) => subject,
+            None => {
+                if !self.knows_stream(&message.subject) {
+                    self.ensure_stream(&message.subject).await.map_err(|e| {
+                        PublishError::Broker {
+                            subject: message.subject.clone(),
+                            source: Box::new(e),
+                        }
+                    })?;
+                }
+                let subject = async_nats::Subject::from(message.subject);
+                self.published.set(subject.clone());
+                subject
+            }
+        };
         let mut publish = jetstream::message::PublishMessage::build().payload(message.payload);
         if let Some(headers) = message.headers {
             publish = publish.headers(headers);

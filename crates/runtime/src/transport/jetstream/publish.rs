@@ -3,6 +3,7 @@
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
+use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use async_nats::jetstream::context::{PublishAckFuture, PublishError as NatsPublishError};
@@ -10,6 +11,27 @@ use async_nats::jetstream::publish::PublishAck as NatsPublishAck;
 use async_nats::Subject;
 
 use crate::{PublishAck, PublishError};
+
+/// The subject published to last, kept once its stream is known: publishing
+/// to it again skips the stream lookup and shares the subject's bytes instead
+/// of converting the channel anew.
+#[derive(Debug, Default)]
+pub(crate) struct LastSubject(Mutex<Option<Subject>>);
+
+impl LastSubject {
+    /// The kept subject, when it is `channel`.
+    pub(crate) fn get(&self, channel: &str) -> Option<Subject> {
+        let last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        last.as_ref()
+            .filter(|subject| subject.as_str() == channel)
+            .cloned()
+    }
+
+    /// Keeps `subject`, whose stream is known.
+    pub(crate) fn set(&self, subject: Subject) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(subject);
+    }
+}
 
 type AckFuture = Pin<Box<dyn Future<Output = Result<NatsPublishAck, NatsPublishError>> + Send>>;
 
@@ -80,5 +102,28 @@ impl Future for JetStreamPendingAck {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_subject_is_shared_for_its_channel_only() {
+        let last = LastSubject::default();
+        assert!(last.get("orders.placed").is_none(), "nothing kept yet");
+        let subject = Subject::from("orders.placed".to_owned());
+        last.set(subject.clone());
+        let again = last.get("orders.placed").expect("kept");
+        assert_eq!(again.as_ptr(), subject.as_ptr(), "the same bytes, shared");
+        assert!(last.get("orders").is_none());
+        assert!(last.get("orders.placed.x").is_none());
+        last.set(Subject::from("orders".to_owned()));
+        assert!(last.get("orders.placed").is_none(), "replaced");
+        assert_eq!(
+            last.get("orders").map(|s| s.to_string()),
+            Some("orders".to_owned())
+        );
     }
 }

@@ -5,17 +5,18 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use super::client::Client;
 use super::wire::PubMsgParts;
 use super::StanError;
-use crate::{OutgoingMessage, PublishAck, PublishError};
+use crate::{NameError, OutgoingMessage, PublishAck, PublishError};
 
 /// `<pub prefix>.<subject>` for one registration, kept for the channel
 /// published to last: publishing to it again clones a reference instead of
-/// building the string.
+/// checking the channel and building the string.
 #[derive(Debug)]
 pub(crate) struct PubSubjects {
     prefix: String,
@@ -30,24 +31,26 @@ impl PubSubjects {
         }
     }
 
-    /// The subject a publish to `channel` goes to.
-    pub(crate) fn to(&self, channel: &str) -> async_nats::Subject {
+    /// The subject a publish to `channel` goes to; an error when `channel`
+    /// is not a valid channel name.
+    pub(crate) fn to(&self, channel: &str) -> Result<async_nats::Subject, NameError> {
         let mut last = self
             .last
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(subject) = &*last {
             if subject.get(self.prefix.len() + 1..) == Some(channel) {
-                return subject.clone();
+                return Ok(subject.clone());
             }
         }
+        crate::validate_channel(channel)?;
         let mut to = String::with_capacity(self.prefix.len() + 1 + channel.len());
         to.push_str(&self.prefix);
         to.push('.');
         to.push_str(channel);
         let subject = async_nats::Subject::from(to);
         *last = Some(subject.clone());
-        subject
+        Ok(subject)
     }
 }
 
@@ -102,20 +105,29 @@ pub(crate) async fn publish(
         subject: subject.to_owned(),
         source: Box::new(err),
     };
-    crate::validate_channel(&subject)?;
     if message.headers.is_some() && envelope.is_none() {
         tracing::debug!(%subject, "NATS Streaming has no headers: they are not sent");
     }
     if let Some(id) = &message.message_id {
         tracing::debug!(%subject, message_id = %id, "NATS Streaming does not de-duplicate: the message id is not sent");
     }
-    let session = client
-        .session(client.options.connect_wait)
-        .await
-        .ok_or_else(|| {
-            let why = client.ended().unwrap_or(StanError::NotRegistered);
-            broker(&subject, why)
-        })?;
+    // Registered: the channel is checked with its subject (once, while it
+    // is the channel published to last). Not registered: checked before
+    // waiting for a registration, so a bad channel fails at once.
+    let session = match client.session(Duration::ZERO).await {
+        Some(session) => session,
+        None => {
+            crate::validate_channel(&subject)?;
+            client
+                .session(client.options.connect_wait)
+                .await
+                .ok_or_else(|| {
+                    let why = client.ended().unwrap_or(StanError::NotRegistered);
+                    broker(&subject, why)
+                })?
+        }
+    };
+    let to = session.pub_subjects.to(&subject)?;
     let permit = client
         .pub_ack_slots
         .clone()
@@ -136,11 +148,7 @@ pub(crate) async fn publish(
     let ack = session.acks.insert(number);
     let sent = client
         .nats
-        .publish_with_reply(
-            session.pub_subjects.to(&subject),
-            session.acks.inbox.clone(),
-            pub_msg,
-        )
+        .publish_with_reply(to, session.acks.inbox.clone(), pub_msg)
         .await;
     if let Err(err) = sent {
         session.acks.remove(number);
@@ -164,14 +172,22 @@ mod tests {
     #[test]
     fn a_publish_subject_is_built_once_per_channel_in_a_row() {
         let subjects = PubSubjects::new("_STAN.pub.x".to_owned());
-        let first = subjects.to("orders.placed");
+        let to = |channel| subjects.to(channel).expect("a valid channel");
+        let first = to("orders.placed");
         assert_eq!(first.as_str(), "_STAN.pub.x.orders.placed");
-        let again = subjects.to("orders.placed");
+        let again = to("orders.placed");
         assert_eq!(again.as_ptr(), first.as_ptr(), "the same string, shared");
-        assert_eq!(subjects.to("orders").as_str(), "_STAN.pub.x.orders");
-        assert_eq!(
-            subjects.to("orders.placed").as_str(),
-            "_STAN.pub.x.orders.placed"
-        );
+        assert_eq!(to("orders").as_str(), "_STAN.pub.x.orders");
+        assert_eq!(to("orders.placed").as_str(), "_STAN.pub.x.orders.placed");
+    }
+
+    #[test]
+    fn a_channel_is_checked_whenever_it_is_not_the_last_one() {
+        let subjects = PubSubjects::new("_STAN.pub.x".to_owned());
+        assert!(subjects.to("orders.placed").is_ok());
+        for refused in ["orders..placed", "orders.*", "orders.placed ", ""] {
+            assert!(subjects.to(refused).is_err(), "`{refused}` refused");
+        }
+        assert!(subjects.to("orders.placed").is_ok(), "still valid");
     }
 }
