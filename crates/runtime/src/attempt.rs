@@ -4,6 +4,7 @@
 //! keep instead of copying it for every attempt.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -132,17 +133,7 @@ pub(crate) enum Stack {
 /// stack gives it back (the runtime's own does; tower layers consume it).
 pub(crate) struct Failed {
     pub(crate) error: BoxError,
-    pub(crate) request: Option<Request>,
-}
-
-impl Failed {
-    /// A failure before any attempt started, with the request untouched.
-    pub(crate) fn before_attempts(error: BoxError, request: Request) -> Self {
-        Self {
-            error,
-            request: Some(request),
-        }
-    }
+    pub(crate) request: Option<Box<Request>>,
 }
 
 type BoxedFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
@@ -169,9 +160,20 @@ impl Stack {
             Stack::Layered(layered) => StackFuture::Layered(layered.call(request)),
         }
     }
+
+    /// A request refused before any attempt started (its failure budget was
+    /// spent, or the stack failed to become ready), handed back untouched.
+    pub(crate) fn refuse(error: BoxError, request: Request) -> StackFuture {
+        StackFuture::Refused(Some(Failed {
+            error,
+            request: Some(Box::new(request)),
+        }))
+    }
 }
 
-/// The future of [`Stack::call`]. It is `Unpin`.
+/// The future of [`Stack::call`]. It is `Unpin`, and a panic while it is
+/// polled (in a user's layer; a handler's own is caught inside the call) is
+/// its failure.
 #[expect(
     clippy::large_enum_variant,
     reason = "the runtime's own stack is the common case; boxing it would allocate per message"
@@ -179,13 +181,12 @@ impl Stack {
 pub(crate) enum StackFuture {
     Core(Attempting<Attempts>),
     Layered(BoxedFuture),
+    Refused(Option<Failed>),
 }
 
-impl Future for StackFuture {
-    type Output = Result<(), Failed>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.get_mut() {
+impl StackFuture {
+    fn poll_unguarded(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Failed>> {
+        match self {
             StackFuture::Core(own) => Pin::new(own).poll(cx).map_err(|(error, request)| Failed {
                 error,
                 request: Some(request),
@@ -194,6 +195,28 @@ impl Future for StackFuture {
                 error,
                 request: None,
             }),
+            StackFuture::Refused(failed) => Poll::Ready(match failed.take() {
+                Some(failed) => Err(failed),
+                None => Err(Failed {
+                    error: "a refused request was polled again".into(),
+                    request: None,
+                }),
+            }),
+        }
+    }
+}
+
+impl Future for StackFuture {
+    type Output = Result<(), Failed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| this.poll_unguarded(cx))) {
+            Ok(polled) => polled,
+            Err(panic) => Poll::Ready(Err(Failed {
+                error: crate::handler::panicked(&*panic),
+                request: None,
+            })),
         }
     }
 }

@@ -5,7 +5,6 @@
 //! the outcome settles it (see [`settle`](crate::settle)).
 
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -16,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::attempt::{Failed, Stack};
+use crate::attempt::Stack;
 use crate::attempts::AttemptLedger;
 use crate::coalesce::{AckWindow, Arrival};
 use crate::in_flight::InFlight;
@@ -191,15 +190,14 @@ pub(crate) async fn dispatch<T: Transport>(
             sequence,
             delivered: metadata.delivery_count(),
             first_attempt,
-            message: (!service.hands_back_requests()).then(|| (payload.clone(), metadata.clone())),
+            message: (!service.hands_back_requests())
+                .then(|| Box::new(Request::new(payload.clone(), metadata.clone()))),
         };
         // budget: in-process attempts are recorded
         let request = Request::delivered(payload, metadata, first_attempt, start.recorder, manual);
-        let handled = match ready {
-            Ok(()) => futures::future::Either::Left(service.call(request)),
-            Err(err) => futures::future::Either::Right(futures::future::ready(Err(
-                Failed::before_attempts(err, request),
-            ))),
+        let mut handled = match ready {
+            Ok(()) => service.call(request),
+            Err(err) => Stack::refuse(err, request),
         };
         // Counted as running from here, so `in_flight` sees a handler during
         // its first poll too.
@@ -209,7 +207,6 @@ pub(crate) async fn dispatch<T: Transport>(
         // loop would do; only one that has to wait gets a task. A handler
         // whose first poll is long (CPU work) would hold up the loop, so the
         // inline poll backs off for it and every message gets its own task.
-        let mut handled = AssertUnwindSafe(handled).catch_unwind();
         let first = match inline.try_now() {
             Some(InlinePoll::Timed) => {
                 let _entered = span.enter();
@@ -224,7 +221,7 @@ pub(crate) async fn dispatch<T: Transport>(
             }
             None => None,
         };
-        if let Some(Ok(Ok(()))) = first {
+        if let Some(Ok(())) = first {
             settler
                 .settle(&context, Ok(()), unsettled)
                 .instrument(span)
@@ -232,7 +229,7 @@ pub(crate) async fn dispatch<T: Transport>(
             drop(running);
             continue;
         }
-        let first = first.map(|outcome| outcome.map(|handled| unsettled.take_back(handled)));
+        let first = first.map(|handled| unsettled.take_back(handled));
         let context = context.clone();
         let abandon = abandon.clone();
         tracker.spawn(
@@ -241,14 +238,9 @@ pub(crate) async fn dispatch<T: Transport>(
                     let handled = async {
                         match first {
                             Some(outcome) => outcome,
-                            None => handled
-                                .await
-                                .map(|handled| unsettled.take_back(handled)),
+                            None => unsettled.take_back(handled.await),
                         }
                     };
-                    let handled = handled.map(|outcome| {
-                        outcome.unwrap_or_else(|panic| Err(crate::handler::panicked(&*panic)))
-                    });
                     let outcome = with_progress(handled, &settler, progress_every).await;
                     settler.settle(&context, outcome, unsettled).await;
                 };

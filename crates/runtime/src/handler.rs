@@ -77,7 +77,8 @@ pub struct HandlerFuture(Called);
 #[derive(Debug)]
 enum Called {
     Running(HandlerCall),
-    Undecodable(Option<DecodeError>),
+    /// The decode error, boxed as the call's failure already.
+    Undecodable(Option<BoxError>),
 }
 
 impl Future for HandlerFuture {
@@ -86,10 +87,9 @@ impl Future for HandlerFuture {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.0 {
             Called::Running(call) => Pin::new(call).poll(cx),
-            Called::Undecodable(err) => Poll::Ready(Err(match err.take() {
-                Some(err) => Box::new(HandlerError::Decode(err)),
-                None => "a handler call was polled after it ended".into(),
-            })),
+            Called::Undecodable(err) => Poll::Ready(Err(err
+                .take()
+                .unwrap_or_else(|| "a handler call was polled after it ended".into()))),
         }
     }
 }
@@ -128,7 +128,7 @@ impl HandlerService {
             call: Arc::new(move |request: &Request| {
                 HandlerFuture(match P::from_request(request) {
                     Ok(param) => Called::Running(slots.start(handler.call(param))),
-                    Err(err) => Called::Undecodable(Some(err)),
+                    Err(err) => Called::Undecodable(Some(Box::new(HandlerError::Decode(err)))),
                 })
             }),
         }

@@ -6,8 +6,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use std::sync::Arc;
 
 use crate::attempt::Failed;
@@ -16,7 +14,7 @@ use crate::dead_letter::dead_letter_message;
 use crate::dispatch::SubscriberContext;
 use crate::failure::{attempts_reported, classify, Class};
 use crate::request::{ManualAck, Settlement};
-use crate::{Acker, BoxError, Metadata, Transport};
+use crate::{Acker, BoxError, Request, Transport};
 
 /// Who settles: the runtime through the transport's acker, or a manual-ack
 /// handler through its handle (the runtime settles only what it left).
@@ -38,8 +36,9 @@ pub(crate) struct Unsettled {
     pub(crate) delivered: u32,
     pub(crate) first_attempt: u32,
     /// The message, for its dead letter: handed back by the stack with a
-    /// failure, or kept aside while it runs when the stack cannot.
-    pub(crate) message: Option<(Bytes, Metadata)>,
+    /// failure, or kept aside while it runs when the stack cannot. Boxed, as
+    /// the request comes back, so every message's settling stays small.
+    pub(crate) message: Option<Box<Request>>,
 }
 
 impl Unsettled {
@@ -47,9 +46,8 @@ impl Unsettled {
     /// the message back for the dead letter.
     pub(crate) fn take_back(&mut self, handled: Result<(), Failed>) -> Result<(), BoxError> {
         handled.map_err(|Failed { error, request }| {
-            if let Some(request) = request {
-                let (payload, metadata, _manual) = request.into_parts();
-                self.message = Some((payload, metadata));
+            if request.is_some() {
+                self.message = request;
             }
             error
         })
@@ -249,7 +247,7 @@ impl<A: Acker> Settler<A> {
             context.metrics.terminated.increment(1);
             return self.finish(Settlement::Term, unsettled.delivered).await;
         };
-        let Some((payload, metadata)) = unsettled.message else {
+        let Some(request) = unsettled.message else {
             // Only a panic in the runtime's own stack (a handler's panic is
             // caught inside it) loses the request; the broker keeps the message.
             tracing::error!(
@@ -265,8 +263,8 @@ impl<A: Acker> Settler<A> {
         let message = dead_letter_message(
             subject.clone(),
             &context.durable_label,
-            payload,
-            &metadata,
+            request.payload().clone(),
+            request.metadata(),
             attempts,
             error,
         );

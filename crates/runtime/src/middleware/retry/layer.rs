@@ -150,8 +150,9 @@ impl Schedule {
 }
 
 /// Attempts that failed for good: the last error, and the request they
-/// tried, handed back (for the message's dead letter).
-pub(crate) type GaveUp = (BoxError, Request);
+/// tried, handed back (for the message's dead letter). Boxed, so that the
+/// outcome every poll returns stays small; only a failure pays for it.
+pub(crate) type GaveUp = (BoxError, Box<Request>);
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<(), GaveUp>> + Send>>;
 
@@ -185,7 +186,10 @@ impl<A: Attempt> Again<A> {
                     request.recorder().before_retry(sequence, attempt + 1).await
                 {
                     tracing::warn!(attempt = attempt + 1, error = %unrecorded, "attempt not recorded; not retried in-process, handed back to the broker");
-                    return Err((Box::new(Retried::new(attempt, err)) as BoxError, request));
+                    return Err((
+                        Box::new(Retried::new(attempt, err)) as BoxError,
+                        Box::new(request),
+                    ));
                 }
                 attempt += 1;
                 request = request.with_attempt(attempt);
@@ -203,7 +207,10 @@ impl<A: Attempt> Again<A> {
                         delay = next;
                     }
                     None => {
-                        return Err((Box::new(Retried::new(attempt, err)) as BoxError, request))
+                        return Err((
+                            Box::new(Retried::new(attempt, err)) as BoxError,
+                            Box::new(request),
+                        ))
                     }
                 }
             }
@@ -269,7 +276,7 @@ impl<A: Attempt> Future for Attempting<A> {
                         .expect("attempts polled again after they ended");
                     let attempt = state.request.attempt();
                     let Some(delay) = state.schedule.next_delay(attempt, &err) else {
-                        return Poll::Ready(Err((err, state.request)));
+                        return Poll::Ready(Err((err, Box::new(state.request))));
                     };
                     tracing::debug!(attempt, retry_in = ?delay, error = %err, "attempt failed; retrying in-process");
                     let future = state.retry(attempt, delay, err);
