@@ -60,18 +60,21 @@ impl Timers {
         }
     }
 
-    /// Takes the earliest live timer due at `now`, dropping the stale entries before it.
+    /// Takes the earliest live timer due at `now`, dropping the stale entries
+    /// before it, due or not: messages settled in the order they were
+    /// delivered leave none behind.
     pub(crate) fn pop_due(
         &mut self,
         now: Instant,
         is_live: impl Fn(Timer) -> bool,
     ) -> Option<Timer> {
         while let Some(timer) = self.earliest() {
-            if timer.0 > now {
+            let live = is_live(timer);
+            if live && timer.0 > now {
                 return None;
             }
             self.take(timer);
-            if is_live(timer) {
+            if live {
                 return Some(timer);
             }
         }
@@ -235,6 +238,22 @@ mod tests {
             twin.timers.rising.len()
         );
         assert_eq!(twin.next(), Some(start));
+    }
+
+    #[test]
+    fn timers_settled_in_order_are_dropped_before_they_are_due() {
+        let start = Instant::now();
+        let mut twin = Twin::new();
+        for sequence in 1..1_000 {
+            twin.set((start + Duration::from_millis(30_000 + sequence), sequence));
+            twin.clear(sequence);
+            assert_eq!(twin.fire(start), vec![]);
+            assert!(
+                twin.timers.rising.is_empty(),
+                "{}",
+                twin.timers.rising.len()
+            );
+        }
     }
 
     #[test]
