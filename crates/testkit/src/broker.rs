@@ -461,7 +461,7 @@ impl Broker {
         let expired = consumer.expire(now);
         let mut made = 0;
         while made < owed {
-            let Some(handout) = consumer.next(now, stream) else {
+            let Some(handout) = consumer.hand_out(now, stream) else {
                 break;
             };
             made += 1;

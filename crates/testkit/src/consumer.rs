@@ -346,10 +346,18 @@ impl Consumer {
         changed
     }
 
-    /// The next delivery: a redelivery first, else the next new message while
-    /// fewer than `max_ack_pending` are unsettled.
+    /// The next delivery at `now`: fires the due timers, then hands out.
+    #[cfg(test)]
     pub(crate) fn next(&mut self, now: Instant, channel: &Channel) -> Option<Handout> {
         self.expire(now);
+        self.hand_out(now, channel)
+    }
+
+    /// The next delivery: a redelivery first, else the next new message while
+    /// fewer than `max_ack_pending` are unsettled. The timers due at `now`
+    /// must have been fired ([`Consumer::expire`]) first: a broker making a
+    /// round of deliveries fires them once, not once per delivery.
+    pub(crate) fn hand_out(&mut self, now: Instant, channel: &Channel) -> Option<Handout> {
         let deadline = now + self.config.ack_wait;
         let (sequence, delivery_count) = match self.ready.pop_first() {
             Some(sequence) => {
