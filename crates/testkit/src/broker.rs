@@ -246,17 +246,28 @@ pub(crate) enum Settle {
     InProgress,
 }
 
-/// Where a subscription is bound; cloned (a reference count) into every acker.
+/// Where a subscription is bound, and the broker it is bound on; cloned
+/// (one reference count) into every acker.
 #[derive(Debug, Clone)]
 pub(crate) struct Binding(Arc<Bound>);
 
-#[derive(Debug)]
 pub(crate) struct Bound {
+    pub(crate) broker: Arc<Broker>,
     pub(crate) channel: Arc<str>,
     /// The channel's index in [`Channels`].
     index: usize,
     pub(crate) consumer: ConsumerId,
     pub(crate) notify: Arc<crate::consumer::Wakeup>,
+}
+
+impl std::fmt::Debug for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bound")
+            .field("channel", &self.channel)
+            .field("index", &self.index)
+            .field("consumer", &self.consumer)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::ops::Deref for Binding {
@@ -353,7 +364,10 @@ impl Broker {
 
     /// Binds a subscription to the consumer `spec` names, creating it when it
     /// does not exist.
-    pub(crate) fn bind(&self, spec: &SubscriptionSpec) -> Result<Binding, flowgate::Error> {
+    pub(crate) fn bind(
+        self: &Arc<Self>,
+        spec: &SubscriptionSpec,
+    ) -> Result<Binding, flowgate::Error> {
         spec.validate()?;
         let wanted = ConsumerConfig::from_spec(spec);
         let name = spec.durable.as_deref().or(spec.queue.as_deref());
@@ -398,6 +412,7 @@ impl Broker {
             .ok_or_else(|| flowgate::Error::Broker("in-memory consumer vanished".into()))?;
         consumer.subscriptions += 1;
         let binding = Binding(Arc::new(Bound {
+            broker: self.clone(),
             channel: Arc::from(spec.channel.as_str()),
             index,
             consumer: id,
@@ -483,7 +498,7 @@ impl Broker {
             .with_consumer_sequence(handout.consumer_sequence);
             push(Delivery {
                 payload: message.payload.clone(),
-                acker: InMemoryAcker::new(self.clone(), binding.clone(), handout),
+                acker: InMemoryAcker::new(binding.clone(), handout),
                 metadata,
             });
         }
