@@ -502,6 +502,11 @@ impl Broker {
                 metadata,
             });
         }
+        if expired && consumer.can_hand_out(stream.last_sequence()) {
+            // Redeliveries this subscription had no room for: the others
+            // bound to the consumer may take them.
+            consumer.notify.wake();
+        }
         let wake = consumer.next_wake();
         let change = Change {
             may_idle: expired && consumer.is_idle(stream.last_sequence()),
@@ -631,8 +636,9 @@ impl Broker {
             tracing::debug!(channel = %binding.channel, sequence, "settlement for a consumer that is gone; ignored");
             return Ok(());
         };
+        let could_hand_out = consumer.can_hand_out(stream.last_sequence());
         let given_up = consumer.given_up();
-        consumer.expire(now);
+        let expired = consumer.expire(now);
         let applied = match how {
             Settle::Ack => consumer.ack(sequence, number, now),
             Settle::Nak(delay) => consumer.nak(sequence, number, delay, now),
@@ -642,7 +648,15 @@ impl Broker {
         if !applied {
             tracing::debug!(channel = %binding.channel, sequence, delivery = number, ?how, "settlement for a message that is not pending (or, with ack policy all, of a delivery at or below the last ack's); ignored");
         }
-        consumer.notify.wake();
+        // A subscription waits for a wake-up once the consumer has nothing
+        // more for it, or for its next timer: it is woken when this gives
+        // the consumer something to hand out, or may set an earlier timer.
+        let may_deliver = expired
+            || matches!(how, Settle::Nak(_))
+            || (!could_hand_out && consumer.can_hand_out(stream.last_sequence()));
+        if may_deliver {
+            consumer.notify.wake();
+        }
         let change = Change {
             may_idle: consumer.is_idle(stream.last_sequence()),
             gave_up: consumer.given_up() > given_up,

@@ -516,6 +516,14 @@ impl Consumer {
         true
     }
 
+    /// Whether [`Consumer::hand_out`] has something to hand out: a
+    /// redelivery, or a new message in a channel whose newest is
+    /// `last_sequence` while fewer than `max_ack_pending` are unsettled.
+    pub(crate) fn can_hand_out(&self, last_sequence: u64) -> bool {
+        !self.ready.is_empty()
+            || (self.pending < self.config.max_ack_pending && self.next_sequence <= last_sequence)
+    }
+
     /// Nothing pending and nothing left to deliver in a channel whose newest
     /// message is `last_sequence`.
     pub(crate) fn is_idle(&self, last_sequence: u64) -> bool {
@@ -678,6 +686,25 @@ mod tests {
         assert_eq!(consumer.next(now, &channel).map(|h| h.sequence), Some(3));
         assert_eq!(consumer.info("orders.placed").ack_floor, 1);
         assert_eq!(consumer.info("orders.placed").pending_high_water, 2);
+    }
+
+    #[test]
+    fn the_consumer_tells_whether_it_has_something_to_hand_out() {
+        let channel = channel_with(2);
+        let now = Instant::now();
+        let last = channel.last_sequence();
+        let mut consumer = Consumer::new(None, config(1, None), &channel, Log::default());
+        assert!(consumer.can_hand_out(last));
+        assert!(consumer.next(now, &channel).is_some());
+        assert!(!consumer.can_hand_out(last), "at max_ack_pending");
+        assert!(consumer.nak(1, 0, None, now));
+        assert!(consumer.can_hand_out(last), "a redelivery is ready");
+        assert!(consumer.next(now, &channel).is_some());
+        assert!(consumer.ack(1, 0, now));
+        assert!(consumer.can_hand_out(last), "room for message 2");
+        assert!(consumer.next(now, &channel).is_some());
+        assert!(consumer.ack(2, 0, now));
+        assert!(!consumer.can_hand_out(last), "all delivered");
     }
 
     #[test]
