@@ -2,9 +2,11 @@
 //! fired in order of time (then of sequence).
 //!
 //! Nearly every timer is the ack wait of a delivery made now, so deadlines
-//! mostly rise with the clock: those go to the back of a queue, in order,
-//! and a settled message's timer is not looked for there but skipped once it
-//! comes up (the caller tells which entries still count). The few that would
+//! mostly rise with the clock: those go to the back of a queue, in order.
+//! A settled message's timer leaves the queue at once when it is the first
+//! (messages settled in the order they were delivered), and is otherwise
+//! skipped once it comes up (the caller tells which entries still count),
+//! the queue being compacted when half of it is stale. The few that would
 //! break the order (a nak delay shorter than the ack wait, a delivery whose
 //! clock reading came late) go to an ordered set instead. Firing merges the
 //! two, so the order is exactly that of one ordered set of live entries.
@@ -52,29 +54,30 @@ impl Timers {
         }
     }
 
-    /// Drops `timer`, which is no longer live. An entry in the queue stays
-    /// there and is skipped when it comes up.
+    /// Drops `timer`, which is no longer live: at once when it is the first
+    /// in the queue (messages settled in the order they were delivered),
+    /// else it stays there and is skipped when it comes up.
     pub(crate) fn remove(&mut self, timer: Timer) {
-        if !self.others.is_empty() {
+        if self.rising.front() == Some(&timer) {
+            self.rising.pop_front();
+        } else if !self.others.is_empty() {
             self.others.remove(&timer);
         }
     }
 
-    /// Takes the earliest live timer due at `now`, dropping the stale entries
-    /// before it, due or not: messages settled in the order they were
-    /// delivered leave none behind.
+    /// Takes the earliest live timer due at `now`, dropping the stale
+    /// entries due before it.
     pub(crate) fn pop_due(
         &mut self,
         now: Instant,
         is_live: impl Fn(Timer) -> bool,
     ) -> Option<Timer> {
-        while let Some(timer) = self.earliest() {
-            let live = is_live(timer);
-            if live && timer.0 > now {
+        while let Some((timer, queued)) = self.earliest() {
+            if timer.0 > now {
                 return None;
             }
-            self.take(timer);
-            if live {
+            self.take(queued);
+            if is_live(timer) {
                 return Some(timer);
             }
         }
@@ -83,29 +86,33 @@ impl Timers {
 
     /// When the earliest live timer fires, dropping the stale entries before it.
     pub(crate) fn next(&mut self, is_live: impl Fn(Timer) -> bool) -> Option<Instant> {
-        while let Some(timer) = self.earliest() {
+        while let Some((timer, queued)) = self.earliest() {
             if is_live(timer) {
                 return Some(timer.0);
             }
-            self.take(timer);
+            self.take(queued);
         }
         None
     }
 
-    /// The earliest entry, live or stale.
-    fn earliest(&self) -> Option<Timer> {
-        match (self.rising.front(), self.others.first()) {
-            (Some(&queued), Some(&other)) => Some(queued.min(other)),
-            (queued, other) => queued.or(other).copied(),
+    /// The earliest entry, live or stale, and whether it is the queue's.
+    fn earliest(&self) -> Option<(Timer, bool)> {
+        let queued = self.rising.front().copied();
+        let Some(&other) = self.others.first() else {
+            return queued.map(|timer| (timer, true));
+        };
+        match queued {
+            Some(queued) if queued < other => Some((queued, true)),
+            _ => Some((other, false)),
         }
     }
 
-    /// Takes `timer`, the earliest entry, out of the structure that holds it.
-    fn take(&mut self, timer: Timer) {
-        if self.rising.front() == Some(&timer) {
+    /// Takes the earliest entry out of the queue (`queued`) or the set.
+    fn take(&mut self, queued: bool) {
+        if queued {
             self.rising.pop_front();
         } else {
-            self.others.remove(&timer);
+            self.others.pop_first();
         }
     }
 }
