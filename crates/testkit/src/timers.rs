@@ -38,6 +38,7 @@ impl Timers {
     /// Adds `timer`. `live` is how many timers are live (pending messages
     /// with a deadline, at most), so stale entries never pile up beyond
     /// about twice that.
+    #[inline]
     pub(crate) fn insert(&mut self, timer: Timer, live: usize, is_live: impl Fn(Timer) -> bool) {
         match self.rising.back() {
             Some(&last) if timer <= last => {
@@ -57,6 +58,7 @@ impl Timers {
     /// Drops `timer`, which is no longer live: at once when it is the first
     /// in the queue (messages settled in the order they were delivered),
     /// else it stays there and is skipped when it comes up.
+    #[inline]
     pub(crate) fn remove(&mut self, timer: Timer) {
         if self.rising.front() == Some(&timer) {
             self.rising.pop_front();
@@ -67,6 +69,7 @@ impl Timers {
 
     /// Takes the earliest live timer due at `now`, dropping the stale
     /// entries due before it.
+    #[inline]
     pub(crate) fn pop_due(
         &mut self,
         now: Instant,
@@ -96,6 +99,7 @@ impl Timers {
     }
 
     /// The earliest entry, live or stale, and whether it is the queue's.
+    #[inline]
     fn earliest(&self) -> Option<(Timer, bool)> {
         let queued = self.rising.front().copied();
         let Some(&other) = self.others.first() else {
@@ -108,6 +112,7 @@ impl Timers {
     }
 
     /// Takes the earliest entry out of the queue (`queued`) or the set.
+    #[inline]
     fn take(&mut self, queued: bool) {
         if queued {
             self.rising.pop_front();
