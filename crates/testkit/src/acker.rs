@@ -1,11 +1,10 @@
 //! Settling in-memory deliveries.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use flowgate::{AckError, Acker, Metadata};
 
-use crate::broker::{Binding, Broker, Settle};
+use crate::broker::{Binding, Settle};
 use crate::consumer::Handout;
 
 /// Settles one delivery of an [`InMemory`](crate::InMemory) subscription.
@@ -44,7 +43,7 @@ use crate::consumer::Handout;
 /// # Ok(()) }
 /// ```
 pub struct InMemoryAcker {
-    broker: Arc<Broker>,
+    /// The subscription's binding, which holds the broker too.
     binding: Binding,
     delivery: Handout,
 }
@@ -61,16 +60,13 @@ impl std::fmt::Debug for InMemoryAcker {
 }
 
 impl InMemoryAcker {
-    pub(crate) fn new(broker: Arc<Broker>, binding: Binding, delivery: Handout) -> Self {
-        Self {
-            broker,
-            binding,
-            delivery,
-        }
+    pub(crate) fn new(binding: Binding, delivery: Handout) -> Self {
+        Self { binding, delivery }
     }
 
     fn send(&self, action: &'static str, how: Settle) -> Result<(), AckError> {
-        self.broker
+        self.binding
+            .broker
             .settle(&self.binding, self.delivery, how)
             .map_err(|injected| {
                 let metadata = Metadata::new(

@@ -246,17 +246,28 @@ pub(crate) enum Settle {
     InProgress,
 }
 
-/// Where a subscription is bound; cloned (a reference count) into every acker.
+/// Where a subscription is bound, and the broker it is bound on; cloned
+/// (one reference count) into every acker.
 #[derive(Debug, Clone)]
 pub(crate) struct Binding(Arc<Bound>);
 
-#[derive(Debug)]
 pub(crate) struct Bound {
+    pub(crate) broker: Arc<Broker>,
     pub(crate) channel: Arc<str>,
     /// The channel's index in [`Channels`].
     index: usize,
     pub(crate) consumer: ConsumerId,
     pub(crate) notify: Arc<crate::consumer::Wakeup>,
+}
+
+impl std::fmt::Debug for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bound")
+            .field("channel", &self.channel)
+            .field("index", &self.index)
+            .field("consumer", &self.consumer)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::ops::Deref for Binding {
@@ -353,7 +364,10 @@ impl Broker {
 
     /// Binds a subscription to the consumer `spec` names, creating it when it
     /// does not exist.
-    pub(crate) fn bind(&self, spec: &SubscriptionSpec) -> Result<Binding, flowgate::Error> {
+    pub(crate) fn bind(
+        self: &Arc<Self>,
+        spec: &SubscriptionSpec,
+    ) -> Result<Binding, flowgate::Error> {
         spec.validate()?;
         let wanted = ConsumerConfig::from_spec(spec);
         let name = spec.durable.as_deref().or(spec.queue.as_deref());
@@ -398,6 +412,7 @@ impl Broker {
             .ok_or_else(|| flowgate::Error::Broker("in-memory consumer vanished".into()))?;
         consumer.subscriptions += 1;
         let binding = Binding(Arc::new(Bound {
+            broker: self.clone(),
             channel: Arc::from(spec.channel.as_str()),
             index,
             consumer: id,
@@ -461,7 +476,7 @@ impl Broker {
         let expired = consumer.expire(now);
         let mut made = 0;
         while made < owed {
-            let Some(handout) = consumer.next(now, stream) else {
+            let Some(handout) = consumer.hand_out(now, stream) else {
                 break;
             };
             made += 1;
@@ -483,9 +498,14 @@ impl Broker {
             .with_consumer_sequence(handout.consumer_sequence);
             push(Delivery {
                 payload: message.payload.clone(),
-                acker: InMemoryAcker::new(self.clone(), binding.clone(), handout),
+                acker: InMemoryAcker::new(binding.clone(), handout),
                 metadata,
             });
+        }
+        if expired && consumer.can_hand_out(stream.last_sequence()) {
+            // Redeliveries this subscription had no room for: the others
+            // bound to the consumer may take them.
+            consumer.notify.wake();
         }
         let wake = consumer.next_wake();
         let change = Change {
@@ -616,8 +636,9 @@ impl Broker {
             tracing::debug!(channel = %binding.channel, sequence, "settlement for a consumer that is gone; ignored");
             return Ok(());
         };
+        let could_hand_out = consumer.can_hand_out(stream.last_sequence());
         let given_up = consumer.given_up();
-        consumer.expire(now);
+        let expired = consumer.expire(now);
         let applied = match how {
             Settle::Ack => consumer.ack(sequence, number, now),
             Settle::Nak(delay) => consumer.nak(sequence, number, delay, now),
@@ -627,7 +648,15 @@ impl Broker {
         if !applied {
             tracing::debug!(channel = %binding.channel, sequence, delivery = number, ?how, "settlement for a message that is not pending (or, with ack policy all, of a delivery at or below the last ack's); ignored");
         }
-        consumer.notify.wake();
+        // A subscription waits for a wake-up once the consumer has nothing
+        // more for it, or for its next timer: it is woken when this gives
+        // the consumer something to hand out, or may set an earlier timer.
+        let may_deliver = expired
+            || matches!(how, Settle::Nak(_))
+            || (!could_hand_out && consumer.can_hand_out(stream.last_sequence()));
+        if may_deliver {
+            consumer.notify.wake();
+        }
         let change = Change {
             may_idle: consumer.is_idle(stream.last_sequence()),
             gave_up: consumer.given_up() > given_up,

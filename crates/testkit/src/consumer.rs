@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use crate::channel::{stream_name, Channel};
 use crate::inspect::ConsumerInfo;
 use crate::settlement::{Log, Outcome, Settlement};
+use crate::timers::{Timer, Timers};
 
 /// How acks settle messages, as JetStream's consumer ack policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,8 +189,8 @@ pub(crate) struct Consumer {
     pending: usize,
     /// No sequence below this one is pending; when any is, the lowest is this one.
     floor: u64,
-    /// When each timed pending entry fires, ordered by time.
-    timers: BTreeSet<(Instant, u64)>,
+    /// When each timed pending entry fires (the deadline in its `Fate`).
+    timers: Timers,
     /// Pending entries due for redelivery, lowest sequence first.
     ready: BTreeSet<u64>,
     /// The exhausted sequences in the order the broker gave up on them.
@@ -224,7 +225,7 @@ impl Consumer {
             slots: Vec::new(),
             pending: 0,
             floor: next_sequence,
-            timers: BTreeSet::new(),
+            timers: Timers::default(),
             ready: BTreeSet::new(),
             exhausted_order: Vec::new(),
             delivered: 0,
@@ -327,11 +328,10 @@ impl Consumer {
     /// times. Returns whether anything changed.
     pub(crate) fn expire(&mut self, now: Instant) -> bool {
         let mut changed = false;
-        while let Some(&(at, sequence)) = self.timers.first() {
-            if at > now {
-                break;
-            }
-            self.timers.remove(&(at, sequence));
+        while let Some((at, sequence)) = self
+            .timers
+            .pop_due(now, timer_is_live(self.base, &self.slots))
+        {
             changed = true;
             if let Some(Fate::InFlight(_)) = self.pending_fate(sequence) {
                 self.record(sequence, Outcome::Expired, at);
@@ -346,10 +346,18 @@ impl Consumer {
         changed
     }
 
-    /// The next delivery: a redelivery first, else the next new message while
-    /// fewer than `max_ack_pending` are unsettled.
+    /// The next delivery at `now`: fires the due timers, then hands out.
+    #[cfg(test)]
     pub(crate) fn next(&mut self, now: Instant, channel: &Channel) -> Option<Handout> {
         self.expire(now);
+        self.hand_out(now, channel)
+    }
+
+    /// The next delivery: a redelivery first, else the next new message while
+    /// fewer than `max_ack_pending` are unsettled. The timers due at `now`
+    /// must have been fired ([`Consumer::expire`]) first: a broker making a
+    /// round of deliveries fires them once, not once per delivery.
+    pub(crate) fn hand_out(&mut self, now: Instant, channel: &Channel) -> Option<Handout> {
         let deadline = now + self.config.ack_wait;
         let (sequence, delivery_count) = match self.ready.pop_first() {
             Some(sequence) => {
@@ -374,7 +382,7 @@ impl Consumer {
                 (sequence, 1)
             }
         };
-        self.timers.insert((deadline, sequence));
+        self.set_timer((deadline, sequence));
         self.pending_high_water = self.pending_high_water.max(self.pending);
         self.delivered += 1;
         Some(Handout {
@@ -385,8 +393,14 @@ impl Consumer {
     }
 
     /// When the next timer fires, if any runs.
-    pub(crate) fn next_wake(&self) -> Option<Instant> {
-        self.timers.first().map(|&(at, _)| at)
+    pub(crate) fn next_wake(&mut self) -> Option<Instant> {
+        self.timers.next(timer_is_live(self.base, &self.slots))
+    }
+
+    /// Starts `timer`, the deadline its message's `Fate` now holds.
+    fn set_timer(&mut self, timer: Timer) {
+        self.timers
+            .insert(timer, self.pending, timer_is_live(self.base, &self.slots));
     }
 
     /// Settles `sequence` as handled, from its delivery numbered `delivery`;
@@ -478,7 +492,7 @@ impl Consumer {
             Some(delay) => {
                 let due = now + delay;
                 self.set_pending(sequence, Fate::Delayed(due));
-                self.timers.insert((due, sequence));
+                self.set_timer((due, sequence));
             }
             None => {
                 self.set_pending(sequence, Fate::Ready);
@@ -494,12 +508,20 @@ impl Consumer {
         let Some(Fate::InFlight(deadline)) = self.pending_fate(sequence) else {
             return false;
         };
-        self.timers.remove(&(deadline, sequence));
+        self.timers.remove((deadline, sequence));
         let deadline = now + self.config.ack_wait;
         self.set_pending(sequence, Fate::InFlight(deadline));
-        self.timers.insert((deadline, sequence));
+        self.set_timer((deadline, sequence));
         self.record(sequence, Outcome::InProgress, now);
         true
+    }
+
+    /// Whether [`Consumer::hand_out`] has something to hand out: a
+    /// redelivery, or a new message in a channel whose newest is
+    /// `last_sequence` while fewer than `max_ack_pending` are unsettled.
+    pub(crate) fn can_hand_out(&self, last_sequence: u64) -> bool {
+        !self.ready.is_empty()
+            || (self.pending < self.config.max_ack_pending && self.next_sequence <= last_sequence)
     }
 
     /// Nothing pending and nothing left to deliver in a channel whose newest
@@ -573,13 +595,28 @@ impl Consumer {
     fn clear(&mut self, sequence: u64, state: Fate) {
         match state {
             Fate::InFlight(at) | Fate::Delayed(at) => {
-                self.timers.remove(&(at, sequence));
+                self.timers.remove((at, sequence));
             }
             Fate::Ready => {
                 self.ready.remove(&sequence);
             }
             Fate::Acked | Fate::Terminated | Fate::Exhausted => {}
         }
+    }
+}
+
+/// Whether a timer is its message's current deadline, given the slots of a
+/// consumer whose first sequence is `base`.
+fn timer_is_live(base: u64, slots: &[Slot]) -> impl Fn(Timer) -> bool + '_ {
+    move |(at, sequence)| {
+        let slot = sequence
+            .checked_sub(base)
+            .and_then(|offset| usize::try_from(offset).ok())
+            .and_then(|index| slots.get(index));
+        matches!(
+            slot.map(|slot| slot.fate),
+            Some(Fate::InFlight(due) | Fate::Delayed(due)) if due == at
+        )
     }
 }
 
@@ -649,6 +686,25 @@ mod tests {
         assert_eq!(consumer.next(now, &channel).map(|h| h.sequence), Some(3));
         assert_eq!(consumer.info("orders.placed").ack_floor, 1);
         assert_eq!(consumer.info("orders.placed").pending_high_water, 2);
+    }
+
+    #[test]
+    fn the_consumer_tells_whether_it_has_something_to_hand_out() {
+        let channel = channel_with(2);
+        let now = Instant::now();
+        let last = channel.last_sequence();
+        let mut consumer = Consumer::new(None, config(1, None), &channel, Log::default());
+        assert!(consumer.can_hand_out(last));
+        assert!(consumer.next(now, &channel).is_some());
+        assert!(!consumer.can_hand_out(last), "at max_ack_pending");
+        assert!(consumer.nak(1, 0, None, now));
+        assert!(consumer.can_hand_out(last), "a redelivery is ready");
+        assert!(consumer.next(now, &channel).is_some());
+        assert!(consumer.ack(1, 0, now));
+        assert!(consumer.can_hand_out(last), "room for message 2");
+        assert!(consumer.next(now, &channel).is_some());
+        assert!(consumer.ack(2, 0, now));
+        assert!(!consumer.can_hand_out(last), "all delivered");
     }
 
     #[test]

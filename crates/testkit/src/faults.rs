@@ -139,7 +139,11 @@ impl Faults {
     }
 
     /// Whether settling `sequence` of `channel` this way fails now (and notes it).
+    #[inline]
     pub(crate) fn settle(&mut self, channel: &str, sequence: u64, how: Settle) -> Option<Injected> {
+        if self.armed == 0 {
+            return None;
+        }
         let kind = match how {
             Settle::Ack => Kind::Ack,
             Settle::Nak(_) => Kind::Nak,
@@ -160,7 +164,11 @@ impl Faults {
     }
 
     /// Whether this delivery of `sequence` of `channel` is lost (and notes it).
+    #[inline]
     pub(crate) fn lose(&mut self, channel: &str, sequence: u64, consumer_sequence: u64) -> bool {
+        if self.armed == 0 {
+            return false;
+        }
         if !self.take(Kind::Loss, channel) {
             return false;
         }

@@ -194,6 +194,7 @@ mod inspect;
 mod publish;
 mod settlement;
 mod subscription;
+mod timers;
 mod transport;
 
 pub use acker::InMemoryAcker;
