@@ -3,71 +3,94 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::message::{AckKind, Acker as NatsAcker};
+use async_nats::jetstream::message::AckKind;
+use async_nats::{Client, Subject};
 
 use super::outstanding::{Outstanding, Settled};
 use crate::{AckError, Acker};
 
-/// Settles one JetStream delivery by publishing to its reply subject.
-pub struct JetStreamAcker {
-    acker: NatsAcker,
-    /// Where the settlement goes, kept to send it again after a failover.
-    reply: async_nats::Subject,
-    /// The subscriber's channel, shared by all its deliveries, for errors.
-    /// (Not the message's subject: a copy of that would cost an allocation
-    /// per message, for a path that is rarely taken.)
+/// What the ackers of one subscription share: where settlements go, and
+/// what they update.
+#[derive(Debug)]
+pub(crate) struct AckRoute {
+    client: Client,
+    /// The subscriber's channel, for errors. (Not the message's subject: a
+    /// copy of that would cost an allocation per message, for a path that
+    /// is rarely taken.)
     channel: Arc<str>,
-    stream_sequence: u64,
     outstanding: Arc<Outstanding>,
     /// The consumer's ack policy is "all": an ack settles everything before it.
     acks_all: bool,
 }
 
+impl AckRoute {
+    pub(crate) fn new(
+        client: Client,
+        channel: Arc<str>,
+        outstanding: Arc<Outstanding>,
+        acks_all: bool,
+    ) -> Self {
+        Self {
+            client,
+            channel,
+            outstanding,
+            acks_all,
+        }
+    }
+}
+
+/// Settles one JetStream delivery by publishing to its reply subject. It is
+/// small (a shared route, the reply subject and the sequence), as every
+/// message's futures carry it.
+pub struct JetStreamAcker {
+    route: Arc<AckRoute>,
+    /// Where the settlement goes, kept to send it again after a failover.
+    reply: Subject,
+    stream_sequence: u64,
+}
+
 impl std::fmt::Debug for JetStreamAcker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JetStreamAcker")
-            .field("channel", &self.channel)
+            .field("channel", &self.route.channel)
             .field("stream_sequence", &self.stream_sequence)
             .finish()
     }
 }
 
 impl JetStreamAcker {
-    pub(crate) fn new(
-        acker: NatsAcker,
-        reply: async_nats::Subject,
-        channel: Arc<str>,
-        stream_sequence: u64,
-        outstanding: Arc<Outstanding>,
-        acks_all: bool,
-    ) -> Self {
+    pub(crate) fn new(route: Arc<AckRoute>, reply: Subject, stream_sequence: u64) -> Self {
         Self {
-            acker,
+            route,
             reply,
-            channel,
             stream_sequence,
-            outstanding,
-            acks_all,
         }
     }
 
     async fn send(&self, action: &'static str, kind: AckKind) -> Result<(), AckError> {
-        self.acker
-            .ack_with(kind)
+        self.route
+            .client
+            .publish(self.reply.clone(), kind.into())
             .await
-            .map_err(|source| AckError::on(action, &self.channel, self.stream_sequence, source))
+            .map_err(|source| {
+                AckError::on(
+                    action,
+                    &self.route.channel,
+                    self.stream_sequence,
+                    Box::new(source),
+                )
+            })
     }
 }
 
 impl Acker for JetStreamAcker {
     async fn ack(&self) -> Result<(), AckError> {
         self.send("ack", AckKind::Ack).await?;
-        if self.acks_all {
-            self.outstanding
-                .settled_through(self.stream_sequence, &self.reply);
+        let outstanding = &self.route.outstanding;
+        if self.route.acks_all {
+            outstanding.settled_through(self.stream_sequence, &self.reply);
         } else {
-            self.outstanding
-                .settled(self.stream_sequence, &self.reply, Settled::Acked);
+            outstanding.settled(self.stream_sequence, &self.reply, Settled::Acked);
         }
         Ok(())
     }
@@ -78,7 +101,8 @@ impl Acker for JetStreamAcker {
 
     async fn term(&self) -> Result<(), AckError> {
         self.send("term", AckKind::Term).await?;
-        self.outstanding
+        self.route
+            .outstanding
             .settled(self.stream_sequence, &self.reply, Settled::Terminated);
         Ok(())
     }

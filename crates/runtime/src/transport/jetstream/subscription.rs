@@ -14,6 +14,7 @@ use async_nats::jetstream::{self, consumer::pull};
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
 
+use super::acker::AckRoute;
 use super::outstanding::Outstanding;
 use super::reopen::ReopenTrigger;
 use super::{consumer, JetStreamAcker};
@@ -73,8 +74,8 @@ struct State {
     context: jetstream::Context,
     stream: String,
     spec: SubscriptionSpec,
-    /// `spec.channel`, shared with every delivery's acker.
-    channel: Arc<str>,
+    /// What every delivery's acker shares.
+    acks: Arc<AckRoute>,
     messages: Option<pull::Stream>,
     /// The consumer's name on the server (an ephemeral's changes when it is recreated).
     consumer: Arc<Mutex<String>>,
@@ -99,10 +100,16 @@ impl JetStreamSubscription {
         let consumer = Arc::<Mutex<String>>::default();
         let outstanding = Arc::new(Outstanding::new(consumer::max_ack_pending(&spec)));
         let trigger = ReopenTrigger::watch(context.client(), &stream, consumer.clone()).await;
+        let acks = Arc::new(AckRoute::new(
+            context.client(),
+            Arc::from(spec.channel.as_str()),
+            outstanding.clone(),
+            spec.ack == AckMode::Coalesced,
+        ));
         let mut state = State {
             context,
             stream,
-            channel: Arc::from(spec.channel.as_str()),
+            acks,
             spec,
             messages: None,
             consumer,
@@ -215,8 +222,7 @@ impl State {
     ) -> Option<Delivery<JetStreamAcker>> {
         match next {
             Some(Ok(message)) => {
-                let acks_all = self.spec.ack == AckMode::Coalesced;
-                let delivery = into_delivery(message, &self.channel, &self.outstanding, acks_all);
+                let delivery = into_delivery(message, &self.acks);
                 match &delivery {
                     Some(delivery) => {
                         let sequence = delivery.metadata.stream_sequence();
@@ -351,21 +357,14 @@ impl State {
 
 fn into_delivery(
     message: jetstream::Message,
-    channel: &Arc<str>,
-    outstanding: &Arc<Outstanding>,
-    acks_all: bool,
+    acks: &Arc<AckRoute>,
 ) -> Option<Delivery<JetStreamAcker>> {
-    let reply = message.reply.clone()?;
+    // The message's own acker (a copy of the whole JetStream context) is
+    // dropped: the subscription's shared route settles it.
+    let message = message.message;
+    let reply = message.reply?;
     let info = ack_info(&reply)?;
-    let (message, acker) = message.split();
-    let acker = JetStreamAcker::new(
-        acker,
-        reply,
-        channel.clone(),
-        info.stream_sequence,
-        outstanding.clone(),
-        acks_all,
-    );
+    let acker = JetStreamAcker::new(acks.clone(), reply, info.stream_sequence);
     let metadata = Metadata::new(
         message.subject,
         info.stream_sequence,
@@ -444,36 +443,38 @@ impl Stream for JetStreamSubscription {
 /// `jetstream::message::Info` for every message.
 fn ack_info(reply: &str) -> Option<AckInfo> {
     let rest = reply.strip_prefix("$JS.ACK.")?.as_bytes();
-    // Where each token after `$JS.ACK.` starts: one pass over the bytes.
-    let mut starts = [0usize; 10];
-    let mut tokens = 1;
-    for (at, &byte) in rest.iter().enumerate() {
-        if byte == b'.' {
-            *starts.get_mut(tokens)? = at + 1;
-            tokens += 1;
-        }
-    }
-    let token = |index: usize| {
-        let end = if index + 1 < tokens {
-            starts[index + 1] - 1
-        } else {
-            rest.len()
-        };
-        rest.get(*starts.get(index)?..end)
-    };
-    let base = match tokens {
-        7 => 0,
-        9 | 10 => 2,
+    // Counting the dots is one pass the compiler vectorises; the numbers are
+    // then read from the end, so the stream and consumer names are not
+    // walked byte by byte.
+    let tokens = 1 + rest.iter().filter(|&&byte| byte == b'.').count();
+    let mut numbers = match tokens {
+        7 | 9 => rest,
+        // A trailing random token on newer servers.
+        10 => before_last_dot(rest)?.0,
         _ => return None,
     };
-    let number = |index: usize| token(index).and_then(parse_decimal);
-    let delivered = number(base + 2)?;
+    let mut next_from_end = || {
+        let (head, token) = before_last_dot(numbers)?;
+        numbers = head;
+        Some(token)
+    };
+    let _pending = next_from_end()?;
+    let published = parse_decimal(next_from_end()?)?;
+    let consumer_sequence = parse_decimal(next_from_end()?)?;
+    let stream_sequence = parse_decimal(next_from_end()?)?;
+    let delivered = parse_decimal(next_from_end()?)?;
     Some(AckInfo {
-        stream_sequence: number(base + 3)?,
-        consumer_sequence: number(base + 4)?,
+        stream_sequence,
+        consumer_sequence,
         delivered: u32::try_from(delivered).unwrap_or(u32::MAX),
-        published: SystemTime::UNIX_EPOCH + Duration::from_nanos(number(base + 5)?),
+        published: SystemTime::UNIX_EPOCH + Duration::from_nanos(published),
     })
+}
+
+/// What comes before the last `.` of `tokens`, and the token after it.
+fn before_last_dot(tokens: &[u8]) -> Option<(&[u8], &[u8])> {
+    let dot = tokens.iter().rposition(|&byte| byte == b'.')?;
+    Some((&tokens[..dot], &tokens[dot + 1..]))
 }
 
 /// A non-empty run of ASCII digits as a number, if it fits in a `u64`.
