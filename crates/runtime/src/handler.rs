@@ -97,6 +97,10 @@ impl Future for HandlerFuture {
 /// The innermost service of every stack: decodes the payload, calls the
 /// handler, and turns a panic into [`HandlerError::Panicked`]. Cloning it is
 /// cheap (a reference count), so retries and stacks share one handler.
+///
+/// Each call's future lives in a heap slot; the slots of finished calls (up
+/// to 64 per handler, shared by its clones) are kept and reused for the
+/// next calls, so handling a message allocates nothing for the handler.
 #[derive(Clone)]
 pub struct HandlerService {
     call: Arc<dyn Fn(&Request) -> HandlerFuture + Send + Sync>,

@@ -106,7 +106,7 @@ where
 }
 
 /// One call of a handler, running in its slot (see the module docs).
-pub struct HandlerCall(Option<Pin<Box<dyn RunningCall>>>);
+pub(crate) struct HandlerCall(Option<Pin<Box<dyn RunningCall>>>);
 
 impl Future for HandlerCall {
     type Output = Result<(), BoxError>;

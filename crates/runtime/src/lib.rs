@@ -147,7 +147,6 @@ pub use flowgate_macros::subscriber;
 /// ```
 pub use flowgate_macros::Event;
 pub use handler::{FromRequest, Handler, HandlerFuture, HandlerService};
-pub use handler_slots::HandlerCall;
 pub use message::Message;
 pub use publisher::{PublishOptions, PublishWindow, Publisher};
 pub use request::{ManualAck, Request};
