@@ -5,7 +5,7 @@
 //! the outcome settles it (see [`settle`](crate::settle)).
 
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -232,8 +232,7 @@ pub(crate) async fn dispatch<T: Transport>(
         let first = first.map(|handled| unsettled.take_back(handled));
         let context = context.clone();
         let abandon = abandon.clone();
-        tracker.spawn(
-            async move {
+        let task = async move {
                 let work = async {
                     let handled = async {
                         match first {
@@ -241,7 +240,7 @@ pub(crate) async fn dispatch<T: Transport>(
                             None => unsettled.take_back(handled.await),
                         }
                     };
-                    let outcome = with_progress(handled, &settler, progress_every).await;
+                    let outcome = with_progress(pin!(handled), &settler, progress_every).await;
                     settler.settle(&context, outcome, unsettled).await;
                 };
                 tokio::select! {
@@ -253,8 +252,10 @@ pub(crate) async fn dispatch<T: Transport>(
                 }
                 drop(running);
             }
-            .instrument(span),
-        );
+            .instrument(span);
+        // Boxed: the task is a few KiB, and spawning moves it by value
+        // through several calls; a box is moved as a pointer.
+        tracker.spawn(Box::pin(task));
     }
     release_buffered(&mut deliveries, &mut parked, window.as_deref()).await;
     // The subscription lives until every handler has settled: a transport
@@ -338,11 +339,10 @@ pub(crate) struct Lifecycle {
 /// mid-work. A handler that finishes at once costs no timer, one that waits
 /// costs one timer (re-armed, never re-allocated).
 async fn with_progress<A: Acker>(
-    handled: impl Future<Output = Result<(), BoxError>>,
+    mut handled: Pin<&mut impl Future<Output = Result<(), BoxError>>>,
     settler: &Settler<A>,
     every: Duration,
 ) -> Result<(), BoxError> {
-    let mut handled = pin!(handled);
     if let Poll::Ready(outcome) = futures::poll!(handled.as_mut()) {
         return outcome;
     }
@@ -352,7 +352,9 @@ async fn with_progress<A: Acker>(
         tokio::select! {
             outcome = handled.as_mut() => return outcome,
             _ = tick.as_mut() => {
-                settler.in_progress().await;
+                // Boxed: rare (once per half ack wait of a long handler),
+                // it must not grow every spawned handler's task.
+                Box::pin(settler.in_progress()).await;
                 tick.as_mut().reset(tokio::time::Instant::now() + every);
             }
         }

@@ -203,7 +203,9 @@ impl<A: Acker> Settler<A> {
         } else if for_good {
             // budget: drop the attempt record of a message that had one
             if let Some(forget) = context.ledger.settled(sequence) {
-                forget.await;
+                // Boxed: only a message that failed before has a record,
+                // and the store's future must not grow every message's.
+                Box::pin(forget).await;
             }
         }
     }
