@@ -18,6 +18,7 @@ mod publish;
 mod reopen;
 mod server_version;
 mod subscription;
+mod unsettled_set;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

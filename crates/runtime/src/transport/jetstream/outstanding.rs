@@ -9,10 +9,12 @@
 //! latest settlements again once the pull is reopened frees those slots at
 //! once; the server ignores the ones it had.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use async_nats::Subject;
+
+use super::unsettled_set::UnsettledSet;
 
 /// How a delivery was settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +35,7 @@ impl Settled {
 
 #[derive(Debug, Default)]
 struct Inner {
-    sequences: BTreeSet<u64>,
+    sequences: UnsettledSet,
     /// Reply subjects of the latest settlements, oldest first.
     recent: VecDeque<(Subject, Settled)>,
 }
@@ -66,7 +68,7 @@ impl Outstanding {
     /// `sequence` was acked or terminated through `reply`.
     pub(crate) fn settled(&self, sequence: u64, reply: &Subject, how: Settled) {
         if let Ok(mut inner) = self.inner.lock() {
-            inner.sequences.remove(&sequence);
+            inner.sequences.remove(sequence);
             self.remember(&mut inner, reply, how);
         }
     }
@@ -74,8 +76,7 @@ impl Outstanding {
     /// Everything up to `sequence` was acked (an ack-all through `reply`).
     pub(crate) fn settled_through(&self, sequence: u64, reply: &Subject) {
         if let Ok(mut inner) = self.inner.lock() {
-            let above = inner.sequences.split_off(&(sequence + 1));
-            inner.sequences = above;
+            inner.sequences.remove_through(sequence);
             self.remember(&mut inner, reply, Settled::Acked);
         }
     }
@@ -92,7 +93,7 @@ impl Outstanding {
 
     /// The lowest unsettled sequence, if any.
     pub(crate) fn lowest(&self) -> Option<u64> {
-        self.inner.lock().ok()?.sequences.first().copied()
+        self.inner.lock().ok()?.sequences.first()
     }
 
     /// The latest settlements, oldest first, to send again.
