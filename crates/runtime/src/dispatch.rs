@@ -233,26 +233,26 @@ pub(crate) async fn dispatch<T: Transport>(
         let context = context.clone();
         let abandon = abandon.clone();
         let task = async move {
-                let work = async {
-                    let handled = async {
-                        match first {
-                            Some(outcome) => outcome,
-                            None => unsettled.take_back(handled.await),
-                        }
-                    };
-                    let outcome = with_progress(pin!(handled), &settler, progress_every).await;
-                    settler.settle(&context, outcome, unsettled).await;
-                };
-                tokio::select! {
-                    biased;
-                    () = work => {}
-                    () = abandon.cancelled() => {
-                        tracing::warn!("handler abandoned at the shutdown deadline; the broker redelivers the message after the ack wait");
+            let work = async {
+                let handled = async {
+                    match first {
+                        Some(outcome) => outcome,
+                        None => unsettled.take_back(handled.await),
                     }
+                };
+                let outcome = with_progress(pin!(handled), &settler, progress_every).await;
+                settler.settle(&context, outcome, unsettled).await;
+            };
+            tokio::select! {
+                biased;
+                () = work => {}
+                () = abandon.cancelled() => {
+                    tracing::warn!("handler abandoned at the shutdown deadline; the broker redelivers the message after the ack wait");
                 }
-                drop(running);
             }
-            .instrument(span);
+            drop(running);
+        }
+        .instrument(span);
         // Boxed: the task is a few KiB, and spawning moves it by value
         // through several calls; a box is moved as a pointer.
         tracker.spawn(Box::pin(task));

@@ -34,6 +34,20 @@ impl AckTo {
             chunks: Chunks::default(),
         }
     }
+
+    /// Sends the ack of the delivery of `sequence` on `subject`.
+    pub(crate) async fn ack(
+        &self,
+        subject: &str,
+        sequence: u64,
+    ) -> Result<(), async_nats::PublishError> {
+        self.nats
+            .publish(
+                self.ack_inbox.clone(),
+                encode_ack(&self.chunks, subject, sequence),
+            )
+            .await
+    }
 }
 
 /// Settles one NATS Streaming delivery. While it lives, redeliveries of its
@@ -71,11 +85,7 @@ impl StanAcker {
 
     async fn send_ack(&self, action: &'static str) -> Result<(), AckError> {
         self.to
-            .nats
-            .publish(
-                self.to.ack_inbox.clone(),
-                encode_ack(&self.to.chunks, &self.subject, self.sequence),
-            )
+            .ack(&self.subject, self.sequence)
             .await
             .map(|()| self.hold.acked())
             .map_err(|source| {

@@ -9,8 +9,13 @@
 //! redeliveries this process held back, so only deliveries that reached the
 //! stream count. (What another process held back before it stopped is not
 //! known here: the server's count includes it.)
+//!
+//! A redelivery the server sent before it had the ack can still arrive after
+//! the message was acked. When the message had redeliveries held back, such
+//! a late one is not handed out again (it would count as a fresh delivery
+//! and could even exceed `max_deliver`): it is acked again and dropped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -32,6 +37,9 @@ struct Inner {
     holding: Numbers,
     /// Redeliveries held back, per sequence, until it is acked.
     held_back: BTreeMap<u64, u32>,
+    /// Acked after redeliveries were held back: a late redelivery of one of
+    /// these is acked again and dropped.
+    acked_after_holding: BTreeSet<u64>,
 }
 
 /// What to do with a delivery that arrived.
@@ -41,6 +49,9 @@ pub(crate) enum Arrival {
     Deliver { hold: Hold, delivered: u32 },
     /// An earlier delivery of it is still held here: drop this one.
     HeldBack,
+    /// It was acked here after redeliveries were held back, and this one was
+    /// on its way: ack it again (in case the first ack was lost) and drop it.
+    Settled,
 }
 
 impl Held {
@@ -51,6 +62,9 @@ impl Held {
     /// A delivery of `sequence` that the server counts as its `server_count`th.
     pub(crate) fn arrive(self: &Arc<Self>, sequence: u64, server_count: u32) -> Arrival {
         let mut inner = self.lock();
+        if !inner.acked_after_holding.is_empty() && inner.acked_after_holding.contains(&sequence) {
+            return Arrival::Settled;
+        }
         if !inner.holding.insert(sequence) {
             let held_back = inner.held_back.entry(sequence).or_default();
             *held_back = held_back.saturating_add(1);
@@ -80,7 +94,12 @@ impl Held {
     /// and released when `release` (one lock for both).
     fn acked(&self, sequence: u64, release: bool) {
         let mut inner = self.lock();
-        inner.held_back.remove(&sequence);
+        if inner.held_back.remove(&sequence).is_some() {
+            inner.acked_after_holding.insert(sequence);
+            if inner.acked_after_holding.len() > REMEMBERED {
+                inner.acked_after_holding.pop_first();
+            }
+        }
         if release {
             inner.holding.remove(&sequence);
         }
@@ -130,6 +149,7 @@ mod tests {
         match arrival {
             Arrival::Deliver { hold, delivered } => (hold, delivered),
             Arrival::HeldBack => panic!("held back"),
+            Arrival::Settled => panic!("settled"),
         }
     }
 
@@ -153,11 +173,27 @@ mod tests {
         let (hold, count) = delivered(held.arrive(7, 6));
         assert_eq!(count, 4, "two held back of six");
         hold.acked();
-        assert!(matches!(held.arrive(7, 7), Arrival::Deliver { .. }));
+        assert!(
+            matches!(held.arrive(7, 7), Arrival::Settled),
+            "acked after holding back: a late redelivery is not handed out"
+        );
         drop(hold);
-        let (_, count) = delivered(held.arrive(7, 5));
-        assert_eq!(count, 5, "forgotten once acked");
-        drop(other);
+        other.acked();
+        let (_, count) = delivered(held.arrive(8, 2));
+        assert_eq!(count, 2, "acked with nothing held back: counted as the server says");
+    }
+
+    #[test]
+    fn a_late_redelivery_of_a_message_acked_after_holding_back_is_settled() {
+        let held = Arc::new(Held::default());
+        let (hold, _) = delivered(held.arrive(3, 1));
+        assert!(matches!(held.arrive(3, 2), Arrival::HeldBack));
+        hold.acked();
+        // Sent by the server before it had the ack.
+        assert!(matches!(held.arrive(3, 3), Arrival::Settled));
+        assert!(matches!(held.arrive(3, 4), Arrival::Settled), "and again");
+        let (_, count) = delivered(held.arrive(4, 1));
+        assert_eq!(count, 1, "other messages are not affected");
     }
 
     #[test]

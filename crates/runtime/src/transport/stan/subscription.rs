@@ -305,6 +305,13 @@ impl Driver {
                     tracing::debug!(channel = %self.spec.channel, sequence = msg.sequence, "redelivery of a message still held here (its handler runs past the ack wait): held back, not counted");
                     continue;
                 }
+                Arrival::Settled => {
+                    tracing::debug!(channel = %self.spec.channel, sequence = msg.sequence, "redelivery of a message acked here already (sent before the server had the ack): acked again, not handled");
+                    if let Err(err) = ack_to.ack(&channel, msg.sequence).await {
+                        tracing::debug!(channel = %self.spec.channel, error = %err, "could not ack a late redelivery again; the server redelivers it after the ack wait");
+                    }
+                    continue;
+                }
             };
             let sequence = msg.sequence;
             let delivery = into_delivery(msg, (&ack_to, &channel), hold, delivered);
