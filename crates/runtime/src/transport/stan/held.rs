@@ -180,7 +180,10 @@ mod tests {
         drop(hold);
         other.acked();
         let (_, count) = delivered(held.arrive(8, 2));
-        assert_eq!(count, 2, "acked with nothing held back: counted as the server says");
+        assert_eq!(
+            count, 2,
+            "acked with nothing held back: counted as the server says"
+        );
     }
 
     #[test]
