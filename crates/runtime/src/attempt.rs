@@ -16,7 +16,7 @@ use tower::Service;
 
 use crate::handler::{HandlerFuture, HandlerService};
 use crate::middleware::metrics::{timed, MetricsFuture, SubscriberMetrics};
-use crate::middleware::retry::{Attempt, Attempting, GaveUp, Schedule};
+use crate::middleware::retry::{gave_up_error, Attempt, Attempting, GaveUp, Schedule};
 use crate::{BoxError, Request};
 
 /// The handler with its metrics and timeout: retry's inner part of the stack.
@@ -92,9 +92,7 @@ impl CoreStack {
     pub(crate) fn new(attempts: Attempts, schedule: Schedule) -> Self {
         Self { attempts, schedule }
     }
-}
 
-impl CoreStack {
     /// Starts the attempts at `request`; they hand it back when they fail.
     fn start(&mut self, request: Request) -> Attempting<Attempts> {
         let first = self.attempts.attempt(&request);
@@ -113,12 +111,8 @@ impl Service<Request> for CoreStack {
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        self.start(request).map_err(without_request as fn(_) -> _)
+        self.start(request).map_err(gave_up_error as fn(_) -> _)
     }
-}
-
-fn without_request((error, _request): GaveUp) -> BoxError {
-    error
 }
 
 /// A subscriber's whole stack: the runtime's own, or wrapped in the user's
@@ -140,11 +134,16 @@ type BoxedFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
 
 impl Stack {
     /// Whether the stack can take a request now.
-    pub(crate) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         match self {
             Stack::Core(_) => Poll::Ready(Ok(())),
             Stack::Layered(layered) => layered.poll_ready(cx),
         }
+    }
+
+    /// Waits until the stack can take a request.
+    pub(crate) fn ready(&mut self) -> impl Future<Output = Result<(), BoxError>> + '_ {
+        std::future::poll_fn(|cx| self.poll_ready(cx))
     }
 
     /// Whether a failed request comes back from [`call`](Self::call); when it

@@ -106,14 +106,10 @@ pub(crate) async fn dispatch<T: Transport>(
         // Readiness before the delivery: a layer that waits in `poll_ready`
         // (a concurrency limit, a rate limit) holds no message meanwhile
         // without progress acks.
-        let ready = match std::future::poll_fn(|cx| service.poll_ready(cx)).now_or_never() {
+        let ready = match service.ready().now_or_never() {
             Some(ready) => ready,
             None => match parked
-                .wait_for(
-                    std::future::poll_fn(|cx| service.poll_ready(cx)),
-                    &mut deliveries,
-                    &stop,
-                )
+                .wait_for(service.ready(), &mut deliveries, &stop)
                 .await
             {
                 Some(ready) => ready,

@@ -154,6 +154,11 @@ impl Schedule {
 /// outcome every poll returns stays small; only a failure pays for it.
 pub(crate) type GaveUp = (BoxError, Box<Request>);
 
+/// The error of attempts that gave up, their request dropped.
+pub(crate) fn gave_up_error((error, _request): GaveUp) -> BoxError {
+    error
+}
+
 type BoxFuture = Pin<Box<dyn Future<Output = Result<(), GaveUp>> + Send>>;
 
 /// What a failed first attempt needs to be tried again.
@@ -321,9 +326,6 @@ where
     type Output = Result<(), BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project()
-            .attempting
-            .poll(cx)
-            .map_err(|(err, _request)| err)
+        self.project().attempting.poll(cx).map_err(gave_up_error)
     }
 }

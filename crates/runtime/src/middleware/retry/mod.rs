@@ -13,7 +13,7 @@ mod layer;
 mod policy;
 
 pub use backoff::Backoff;
-pub(crate) use layer::{Attempt, Attempting, GaveUp, Schedule};
+pub(crate) use layer::{gave_up_error, Attempt, Attempting, GaveUp, Schedule};
 pub use layer::{Retry, RetryFuture, RetryLayer};
 pub use policy::RetryPolicy;
 

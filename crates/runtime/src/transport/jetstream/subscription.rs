@@ -443,9 +443,9 @@ impl Stream for JetStreamSubscription {
 /// `jetstream::message::Info` for every message.
 fn ack_info(reply: &str) -> Option<AckInfo> {
     let rest = reply.strip_prefix("$JS.ACK.")?.as_bytes();
-    // Counting the dots is one pass the compiler vectorises; the numbers are
-    // then read from the end, so the stream and consumer names are not
-    // walked byte by byte.
+    // The token count tells the format; the numbers are then read from the
+    // end. (Measured: as costly as one forward pass noting every dot; most
+    // of the cost is the digits.)
     let tokens = 1 + rest.iter().filter(|&&byte| byte == b'.').count();
     let mut numbers = match tokens {
         7 | 9 => rest,
