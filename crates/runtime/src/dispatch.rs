@@ -1,8 +1,9 @@
 //! The dispatcher: one loop per subscription that takes a permit from the
 //! `max_in_flight` bound, waits for the stack to be ready, takes the next
 //! delivery, and runs it through the stack (inline when it is done at once,
-//! else on a tracked task of its own, sending progress acks while it runs);
-//! the outcome settles it (see [`settle`](crate::settle)).
+//! else on a tracked task of its own, which the subscription's sweeper has
+//! send progress acks while it runs, see [`watch`](crate::watch)); the
+//! outcome settles it (see [`settle`](crate::settle)).
 
 use std::future::Future;
 use std::pin::{pin, Pin};
@@ -24,6 +25,7 @@ use crate::middleware::retry::Backoff;
 use crate::parked::Parked;
 use crate::request::ManualAck;
 use crate::settle::{Settler, Unsettled};
+use crate::watch::{Watch, Watchers};
 use crate::{
     AckMode, Acker, BoxError, Delivery, DeliveryStream, Request, SubscriptionSpec, Transport,
 };
@@ -83,6 +85,12 @@ pub(crate) async fn dispatch<T: Transport>(
         }
         _ => (None, None),
     };
+    let watchers = Watchers::new(context.spec.max_in_flight);
+    tokio::spawn(crate::watch::sweep(
+        watchers.clone(),
+        progress_every,
+        abandon,
+    ));
     let mut inline = InlinePolls::default();
     let mut parked = Parked::new(progress_every);
     loop {
@@ -227,7 +235,7 @@ pub(crate) async fn dispatch<T: Transport>(
         }
         let first = first.map(|handled| unsettled.take_back(handled));
         let context = context.clone();
-        let abandon = abandon.clone();
+        let watch = watchers.watch();
         let task = async move {
             let work = async {
                 let handled = async {
@@ -236,15 +244,14 @@ pub(crate) async fn dispatch<T: Transport>(
                         None => unsettled.take_back(handled.await),
                     }
                 };
-                let outcome = with_progress(pin!(handled), &settler, progress_every).await;
+                let outcome = with_progress(pin!(handled), &settler, &watch).await;
                 settler.settle(&context, outcome, unsettled).await;
             };
-            tokio::select! {
-                biased;
-                () = work => {}
-                () = abandon.cancelled() => {
-                    tracing::warn!("handler abandoned at the shutdown deadline; the broker redelivers the message after the ack wait");
-                }
+            // In a block of its own: the work (the handler with it) is
+            // dropped before its room is given back.
+            let abandoned = { unless_abandoned(pin!(work), &watch).await.is_none() };
+            if abandoned {
+                tracing::warn!("handler abandoned at the shutdown deadline; the broker redelivers the message after the ack wait");
             }
             drop(running);
         }
@@ -257,6 +264,7 @@ pub(crate) async fn dispatch<T: Transport>(
     // The subscription lives until every handler has settled: a transport
     // that ties acks to an open subscription (NATS Streaming) keeps them.
     finish.cancelled().await;
+    watchers.close();
     if let Some(upkeep) = upkeep {
         let _ = upkeep.await;
     }
@@ -330,31 +338,47 @@ pub(crate) struct Lifecycle {
     pub(crate) tracker: TaskTracker,
 }
 
-/// Runs `handled`; when it is still running after `every`, tells the broker
-/// work is ongoing, and again each `every`, so the message is not redelivered
-/// mid-work. A handler that finishes at once costs no timer, one that waits
-/// costs one timer (re-armed, never re-allocated).
+/// Runs `handled`; each time the sweeper finds it has run a whole progress
+/// interval, tells the broker work is ongoing, so the message is not
+/// redelivered mid-work.
 async fn with_progress<A: Acker>(
     mut handled: Pin<&mut impl Future<Output = Result<(), BoxError>>>,
     settler: &Settler<A>,
-    every: Duration,
+    watch: &Watch,
 ) -> Result<(), BoxError> {
-    if let Poll::Ready(outcome) = futures::poll!(handled.as_mut()) {
-        return outcome;
-    }
-    let tick = tokio::time::sleep(every);
-    let mut tick = pin!(tick);
     loop {
-        tokio::select! {
-            outcome = handled.as_mut() => return outcome,
-            _ = tick.as_mut() => {
-                // Boxed: rare (once per half ack wait of a long handler),
-                // it must not grow every spawned handler's task.
-                Box::pin(settler.in_progress()).await;
-                tick.as_mut().reset(tokio::time::Instant::now() + every);
+        let done = std::future::poll_fn(|cx| {
+            watch.register(cx);
+            if let Poll::Ready(outcome) = handled.as_mut().poll(cx) {
+                return Poll::Ready(Some(outcome));
             }
+            if watch.take_progress_due() {
+                Poll::Ready(None)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        match done {
+            Some(outcome) => return outcome,
+            // Boxed: rare (once per progress interval of a long handler), it
+            // must not grow every spawned handler's task.
+            None => Box::pin(settler.in_progress()).await,
         }
     }
+}
+
+/// Runs `work` unless the shutdown deadline passes first: then drops it
+/// (at once if it waits) and returns `None`.
+async fn unless_abandoned<F: Future>(mut work: Pin<&mut F>, watch: &Watch) -> Option<F::Output> {
+    std::future::poll_fn(|cx| {
+        watch.register(cx);
+        if watch.abandoned() {
+            return Poll::Ready(None);
+        }
+        work.as_mut().poll(cx).map(Some)
+    })
+    .await
 }
 
 /// Stops pulling, then hands back the deliveries the transport had already

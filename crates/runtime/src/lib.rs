@@ -87,6 +87,7 @@ mod stack;
 mod startup;
 mod subscriber;
 pub mod transport;
+mod watch;
 
 pub use app::{shutdown_signal, App, RunningApp};
 pub use channel::{validate_channel, validate_consumer_name, NameError};
