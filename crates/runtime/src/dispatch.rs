@@ -340,7 +340,8 @@ pub(crate) struct Lifecycle {
 
 /// Runs `handled`; each time the sweeper finds it has run a whole progress
 /// interval, tells the broker work is ongoing, so the message is not
-/// redelivered mid-work.
+/// redelivered mid-work. Runs inside [`unless_abandoned`], which registers
+/// the task with `watch` on every poll.
 async fn with_progress<A: Acker>(
     mut handled: Pin<&mut impl Future<Output = Result<(), BoxError>>>,
     settler: &Settler<A>,
@@ -348,7 +349,6 @@ async fn with_progress<A: Acker>(
 ) -> Result<(), BoxError> {
     loop {
         let done = std::future::poll_fn(|cx| {
-            watch.register(cx);
             if let Poll::Ready(outcome) = handled.as_mut().poll(cx) {
                 return Poll::Ready(Some(outcome));
             }
@@ -369,16 +369,21 @@ async fn with_progress<A: Acker>(
 }
 
 /// Runs `work` unless the shutdown deadline passes first: then drops it
-/// (at once if it waits) and returns `None`.
+/// (at once if it waits) and returns `None`. Registers the task with
+/// `watch` on every poll (a wake uses the registration up) before polling
+/// `work`, so a flag the sweeper sets after `work` looked wakes it. At the
+/// end the waker is dropped, on the thread that runs the task.
 async fn unless_abandoned<F: Future>(mut work: Pin<&mut F>, watch: &Watch) -> Option<F::Output> {
-    std::future::poll_fn(|cx| {
+    let outcome = std::future::poll_fn(|cx| {
         watch.register(cx);
         if watch.abandoned() {
             return Poll::Ready(None);
         }
         work.as_mut().poll(cx).map(Some)
     })
-    .await
+    .await;
+    watch.ended();
+    outcome
 }
 
 /// Stops pulling, then hands back the deliveries the transport had already

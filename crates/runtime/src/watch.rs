@@ -43,10 +43,16 @@ pub(crate) struct Watch {
 }
 
 impl Watch {
-    /// Registers the task to wake; call on every poll, before reading the
-    /// flags.
+    /// Registers the task to wake, on every poll (a wake uses the
+    /// registration up), before reading the flags.
     pub(crate) fn register(&self, cx: &Context<'_>) {
         self.waker.register(cx.waker());
+    }
+
+    /// The task is done with the watch: the waker it registered is dropped
+    /// now, not when the watch is reused.
+    pub(crate) fn ended(&self) {
+        drop(self.waker.take());
     }
 
     /// Whether a progress ack is due; clears the flag.
