@@ -1,9 +1,10 @@
 //! The dispatcher: one loop per subscription that takes a permit from the
 //! `max_in_flight` bound, waits for the stack to be ready, takes the next
 //! delivery, and runs it through the stack (inline when it is done at once,
-//! else on a tracked task of its own, which the subscription's sweeper has
-//! send progress acks while it runs, see [`watch`](crate::watch)); the
-//! outcome settles it (see [`settle`](crate::settle)).
+//! else on a tracked task of its own, which the subscription's sweeper
+//! prompts for progress acks while it runs and stops at the shutdown
+//! deadline, see [`watch`](crate::watch)); the outcome settles it (see
+//! [`settle`](crate::settle)).
 
 use std::future::Future;
 use std::pin::{pin, Pin};

@@ -3,10 +3,12 @@
 //!
 //! Taking room and giving it back is one atomic operation each; only a
 //! dispatcher that has to wait for room, and shutdown waiting for the last
-//! handler, wait on a [`Notify`].
+//! handler, wait on a [`Notify`], and room given back notifies only when one
+//! of them may be waiting: the dispatcher when all room was taken, shutdown
+//! once it has begun to wait.
 
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -23,6 +25,8 @@ pub(crate) struct InFlight {
     freed: Notify,
     /// Nothing is taken any more (shutdown may be waiting for that).
     empty: Notify,
+    /// Shutdown waits (or has waited) for `empty`.
+    draining: AtomicBool,
 }
 
 /// Room for one handler, taken before the delivery it is for: given back
@@ -47,6 +51,7 @@ impl InFlight {
             limit,
             freed: Notify::new(),
             empty: Notify::new(),
+            draining: AtomicBool::new(false),
         })
     }
 
@@ -69,7 +74,9 @@ impl InFlight {
         }
     }
 
-    /// Waits for room for one more handler.
+    /// Waits for room for one more handler. One caller at a time (the
+    /// subscription's dispatcher): room given back wakes one waiter, and
+    /// only when all room was taken.
     pub(crate) async fn reserve(&self) -> Reserved<'_> {
         loop {
             // Registered before looking, so room given back in between wakes it.
@@ -101,10 +108,12 @@ impl InFlight {
     /// Resolves when all room is back: no handler runs, and the dispatcher
     /// holds none.
     pub(crate) async fn drained(&self) {
+        // Before looking: room given back from now on notifies.
+        self.draining.store(true, Ordering::SeqCst);
         loop {
             let mut empty = pin!(self.empty.notified());
             empty.as_mut().enable();
-            if self.taken.load(Ordering::Acquire) == 0 {
+            if self.taken.load(Ordering::SeqCst) == 0 {
                 return;
             }
             empty.await;
@@ -112,12 +121,17 @@ impl InFlight {
     }
 
     fn give_back(&self) {
-        if self.taken.fetch_sub(1, Ordering::AcqRel) == 1 {
+        let before = self.taken.fetch_sub(1, Ordering::SeqCst);
+        if before == 1 && self.draining.load(Ordering::SeqCst) {
             self.empty.notify_waiters();
         }
-        // Without a waiter this stores a wake-up for the next wait, which
-        // then looks again: no lock either way.
-        self.freed.notify_one();
+        // A dispatcher waits for room only after finding all of it taken
+        // (having registered first), so the first room given back after
+        // that is given back from `limit`. Without a waiter this stores a
+        // wake-up for the next wait, which then looks again.
+        if before == self.limit {
+            self.freed.notify_one();
+        }
     }
 }
 
