@@ -6,7 +6,24 @@ use crate::{DecodeError, EncodeError, NameError};
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Starting, running or stopping an app failed.
-#[derive(Debug, thiserror::Error)]
+///
+/// Its `Debug` form is its message followed by the errors that caused it,
+/// so a `main` that returns `Result<(), Box<dyn std::error::Error>>` prints
+/// what to do next:
+///
+/// ```
+/// let err = flowgate::Error::ConsumerMismatch {
+///     stream: "ORDERS".into(),
+///     durable: "billing".into(),
+///     field: "max_deliver",
+///     existing: "5".into(),
+///     wanted: "3".into(),
+/// };
+/// let printed = format!("{err:?}");
+/// assert!(printed.starts_with("durable `billing` on stream `ORDERS` exists with max_deliver = 5"));
+/// assert!(printed.contains("nats consumer rm ORDERS billing"));
+/// ```
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A channel, durable or queue name the broker would refuse.
@@ -63,6 +80,36 @@ pub enum Error {
     },
 }
 
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write_with_causes(self, f)
+    }
+}
+
+/// `error`'s message, then each error that caused it that the message does
+/// not already quote, one per line under "Caused by:".
+fn write_with_causes(
+    error: &dyn std::error::Error,
+    f: &mut std::fmt::Formatter<'_>,
+) -> std::fmt::Result {
+    let message = error.to_string();
+    f.write_str(&message)?;
+    let mut heading = false;
+    let mut cause = error.source();
+    while let Some(source) = cause {
+        let text = source.to_string();
+        if !message.contains(&text) {
+            if !heading {
+                f.write_str("\n\nCaused by:")?;
+                heading = true;
+            }
+            write!(f, "\n    {text}")?;
+        }
+        cause = source.source();
+    }
+    Ok(())
+}
+
 /// Publishing failed. The message may not have been stored: publish it again
 /// (with a message id, so the broker drops the duplicate if it was).
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +119,9 @@ pub enum PublishError {
     #[error(transparent)]
     Encode(#[from] EncodeError),
     /// The event type declares no channel.
-    #[error("`{type_name}` declares no channel: add #[event(channel = \"...\")] to it or use `publish_to`")]
+    #[error(
+        "`{type_name}` declares no channel: add #[event(channel = \"...\")] to its definition"
+    )]
     NoChannel {
         /// The event type.
         type_name: &'static str,
@@ -153,5 +202,36 @@ impl HandlerError {
     /// ```
     pub fn is_retryable(&self) -> bool {
         !matches!(self, HandlerError::Decode(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("connection refused")]
+    struct Refused;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("handshake failed")]
+    struct Handshake(#[source] Refused);
+
+    #[test]
+    fn debug_is_the_message_and_the_causes_it_does_not_quote() {
+        let err = Error::Broker(Box::new(Handshake(Refused)));
+        assert_eq!(
+            format!("{err:?}"),
+            "broker error: handshake failed\n\nCaused by:\n    connection refused"
+        );
+        let quoted = Error::Connect {
+            url: "nats://localhost:4222".into(),
+            source: Box::new(Refused),
+        };
+        let printed = format!("{quoted:?}");
+        assert!(printed.starts_with(
+            "cannot connect to NATS at nats://localhost:4222: connection refused; check"
+        ));
+        assert!(!printed.contains("Caused by"), "{printed}");
     }
 }
