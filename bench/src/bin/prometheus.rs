@@ -37,7 +37,9 @@ struct PaymentDeclined(u64);
 const PUBLISHED: &str = "flowgate_messages_published_total";
 
 /// Bills an order after 1 to 5 ms of simulated I/O; declines every 50th.
-#[flowgate::subscriber(durable = "billing", max_in_flight = 64, max_deliver = 3)]
+/// Its durable is its own: the quickstart's `billing` consumer on the same
+/// channel has other settings, and one server may run both examples.
+#[flowgate::subscriber(durable = "billing-metrics", max_in_flight = 64, max_deliver = 3)]
 async fn bill(order: OrderPlaced) -> Result<(), PaymentDeclined> {
     tokio::time::sleep(Duration::from_millis(1 + order.id % 5)).await;
     if order.id.is_multiple_of(50) {

@@ -56,17 +56,27 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 ///     queue = "billing",           // queue group: members share the work
 ///     start = "new",               // "new" | "all" | "last" | 42 | "2024-05-01T00:00:00Z"
 ///     ack_wait = "30s",            // humantime duration, at least 1s
-///     max_deliver = 5,             // deliveries of one message, at least 1
+///     max_deliver = 5,             // the failure budget: deliveries of one message, at least 1
 ///     max_in_flight = 32,          // handlers running at once, at least 1
+///     timeout = "10s",             // bounds each attempt; a timed-out attempt is retried
+///     dead_letter = "orders.failed", // default "dlq.<channel>"; `false` turns dead letters off
 ///     ack = "auto",                // "auto" | "manual" (needs a Message<T> parameter)
+///                                  // | "coalesced" (JetStream's ack-all: fewer acks)
 /// )]
 /// ```
 ///
-/// Every key is optional; a key left out keeps the runtime's default. The
+/// Every key is optional; a key left out keeps the runtime's default
+/// (`ack_wait` 30s, `max_deliver` 10, `max_in_flight` 1024, no `timeout`). The
 /// payload `P` is an event type (`#[derive(flowgate::Event)]`) or a
 /// `flowgate::Message<T>` of one, which also carries the delivery metadata and,
-/// with `ack = "manual"`, acks by hand. `Ok` acks the message, `Err` naks it
-/// for redelivery, and a payload that does not decode is terminated.
+/// with `ack = "manual"`, acks by hand.
+///
+/// `Ok` acks the message. An `Err` (or a panic, or a timed-out attempt) is a
+/// retryable failure: it is retried with backoff while the failure budget
+/// (`max_deliver`) lasts, then the message goes to its dead-letter subject. A
+/// permanent failure (`flowgate::Failure::permanent`) and a payload that does
+/// not decode go to the dead letters at once. Only once the broker has the
+/// dead letter is the original settled.
 ///
 /// (The example is on `flowgate::subscriber`, where it runs as a doc test.)
 ///

@@ -122,6 +122,27 @@ pub use failure::{Failure, FailureKind};
 /// assert_eq!(subscriber.spec().channel, "orders.placed");
 /// assert_eq!(subscriber.spec().durable.as_deref(), Some("billing"));
 /// assert_eq!(subscriber.spec().ack_wait, std::time::Duration::from_secs(60));
+/// assert_eq!(subscriber.dead_letter_subject().as_deref(), Some("dlq.orders.placed"));
+///
+/// // The failure keys: the budget, a bound on each attempt, where the
+/// // messages that cannot be handled go, and coalesced acks.
+/// #[flowgate::subscriber(
+///     channel = "orders.placed",
+///     durable = "invoicing",
+///     start = "all",
+///     max_deliver = 5,
+///     timeout = "10s",
+///     dead_letter = "orders.failed",
+///     ack = "coalesced"
+/// )]
+/// async fn invoice(order: OrderPlaced) -> Result<(), flowgate::Failure> {
+///     Ok(())
+/// }
+///
+/// let subscriber = invoice::subscriber();
+/// assert_eq!(subscriber.spec().max_deliver, Some(5));
+/// assert_eq!(subscriber.spec().ack, flowgate::AckMode::Coalesced);
+/// assert_eq!(subscriber.dead_letter_subject().as_deref(), Some("orders.failed"));
 /// ```
 pub use flowgate_macros::subscriber;
 /// ```
