@@ -1,5 +1,6 @@
 //! [`App`]: subscribers plus layers, started on a transport.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use crate::dispatch::{Lifecycle, SubscriberContext};
 use crate::in_flight::InFlight;
 use crate::middleware::metrics::SubscriberMetrics;
 use crate::subscriber::{discovered, layer_fn, BoxHandlerService, LayerFn};
-use crate::{BoxError, Error, Request, Subscriber, Transport};
+use crate::{BoxError, Error, Request, Subscriber, SubscriberSettings, Transport};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -40,6 +41,8 @@ pub struct App {
     subscribers: Vec<Subscriber>,
     layers: Vec<LayerFn>,
     shutdown_timeout: Duration,
+    /// Overrides by subscriber name, for the subscribers added later too.
+    settings: BTreeMap<String, SubscriberSettings>,
 }
 
 impl Default for App {
@@ -68,19 +71,80 @@ impl App {
             subscribers: Vec::new(),
             layers: Vec::new(),
             shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
+            settings: BTreeMap::new(),
         }
     }
 
     /// Adds one subscriber.
     pub fn subscriber(mut self, subscriber: Subscriber) -> Self {
+        let subscriber = self.configured(subscriber);
         self.subscribers.push(subscriber);
         self
+    }
+
+    /// Overrides settings of the subscriber named `name` (the fn name of a
+    /// `#[subscriber]`, or [`Subscriber::named`]), whether it is added
+    /// before or after, or found by [`discover`](Self::discover). Fields
+    /// left `None` keep what the code says; a name no subscriber has fails
+    /// [`start`](Self::start).
+    ///
+    /// ```
+    /// # #[derive(serde::Serialize, serde::Deserialize, flowgate::Event)]
+    /// # #[event(channel = "orders.placed")]
+    /// # struct OrderPlaced { id: u64 }
+    /// #[flowgate::subscriber(durable = "billing", max_in_flight = 32)]
+    /// async fn bill(order: OrderPlaced) -> Result<(), std::io::Error> { Ok(()) }
+    ///
+    /// let app = flowgate::App::new()
+    ///     .subscriber(bill::subscriber())
+    ///     .configure("bill", flowgate::SubscriberSettings {
+    ///         max_in_flight: Some(8),
+    ///         durable: Some("billing-eu".into()),
+    ///         ..Default::default()
+    ///     });
+    /// let spec = app.subscribers()[0].spec();
+    /// assert_eq!((spec.max_in_flight, spec.durable.as_deref()), (8, Some("billing-eu")));
+    /// ```
+    pub fn configure(self, name: impl Into<String>, settings: SubscriberSettings) -> Self {
+        self.settings([(name.into(), settings)])
+    }
+
+    /// [`configure`](Self::configure) for each named subscriber: what a
+    /// settings file deserializes into (see [`SubscriberSettings`]).
+    pub fn settings(
+        mut self,
+        settings: impl IntoIterator<Item = (String, SubscriberSettings)>,
+    ) -> Self {
+        for (name, overrides) in settings {
+            self.subscribers = std::mem::take(&mut self.subscribers)
+                .into_iter()
+                .map(|s| {
+                    if s.name() == name {
+                        overrides.apply(s)
+                    } else {
+                        s
+                    }
+                })
+                .collect();
+            let merged = self.settings.entry(name).or_default();
+            merged.merge(overrides);
+        }
+        self
+    }
+
+    /// `subscriber` with the settings given for its name.
+    fn configured(&self, subscriber: Subscriber) -> Subscriber {
+        match self.settings.get(subscriber.name()) {
+            Some(overrides) => overrides.apply(subscriber),
+            None => subscriber,
+        }
     }
 
     /// Adds every `#[flowgate::subscriber]` linked into the binary that is not
     /// registered already.
     pub fn discover(mut self) -> Self {
         for found in discovered() {
+            let found = self.configured(found);
             let known = self
                 .subscribers
                 .iter()
@@ -245,6 +309,7 @@ impl App {
     }
 
     fn check(&self) -> Result<(), Error> {
+        crate::settings::check_names(&self.subscribers, &self.settings)?;
         for (i, subscriber) in self.subscribers.iter().enumerate() {
             crate::startup::check_subscriber(subscriber)?;
             let spec = subscriber.spec();

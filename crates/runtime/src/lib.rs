@@ -82,6 +82,7 @@ pub mod middleware;
 mod parked;
 mod publisher;
 mod request;
+mod settings;
 mod settle;
 mod stack;
 mod startup;
@@ -172,6 +173,7 @@ pub use handler::{FromRequest, Handler, HandlerFuture, HandlerService};
 pub use message::Message;
 pub use publisher::{PublishOptions, PublishWindow, Publisher};
 pub use request::{ManualAck, Request};
+pub use settings::SubscriberSettings;
 pub use subscriber::{BoxHandlerService, Subscriber};
 pub use transport::jetstream::{
     JetStream, JetStreamSettings, ServerFeature, ServerTooOld, ServerVersion,
