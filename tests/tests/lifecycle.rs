@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flowgate::{App, Error, Publisher, Subscriber};
+use flowgate::{App, Error, Publisher, Subscriber, SubscriberSettings};
 use flowgate_tests::{
     channel_of, consumer_state, eventually, init_tracing, lock, JobError, NatsServer, DEADLINE,
 };
@@ -306,4 +306,58 @@ async fn durable_with_changed_max_in_flight_is_refused() {
         .await
         .expect("the durable still exists");
     assert_eq!(state.max_ack_pending, 8, "the durable was left as it was");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_time_settings_keep_a_drifted_subscriber_on_its_durable_or_move_it() {
+    init_tracing();
+    let server = NatsServer::start().await;
+    let nats = server.jetstream().await;
+    let channel = channel_of::<DriftJob>();
+    App::new()
+        .subscriber(drift_v1::subscriber())
+        .start(nats.clone())
+        .await
+        .expect("version 1 starts and creates the durable")
+        .shutdown()
+        .await
+        .expect("version 1 shuts down");
+
+    // Version 2's attribute asks for 16 where the durable has 8. Without a
+    // rebuild, the operator keeps 8 for this deployment...
+    let kept = SubscriberSettings {
+        max_in_flight: Some(8),
+        ..Default::default()
+    };
+    App::new()
+        .subscriber(drift_v2::subscriber())
+        .configure("drift_v2", kept)
+        .start(nats.clone())
+        .await
+        .expect("version 2 starts on the durable version 1 made")
+        .shutdown()
+        .await
+        .expect("version 2 shuts down");
+
+    // ...or gives it a durable of its own, where the attribute's 16 holds.
+    let moved: std::collections::BTreeMap<String, SubscriberSettings> =
+        serde_json::from_str(r#"{ "drift_v2": { "durable": "drift-next" } }"#)
+            .expect("valid settings");
+    App::new()
+        .subscriber(drift_v2::subscriber())
+        .settings(moved)
+        .start(nats.clone())
+        .await
+        .expect("version 2 starts on a new durable")
+        .shutdown()
+        .await
+        .expect("version 2 shuts down");
+    let next = consumer_state(&nats, channel, "drift-next")
+        .await
+        .expect("the new durable exists");
+    assert_eq!(next.max_ack_pending, 16);
+    let old = consumer_state(&nats, channel, "drift")
+        .await
+        .expect("the old durable still exists");
+    assert_eq!(old.max_ack_pending, 8, "the old durable was left as it was");
 }
