@@ -257,6 +257,17 @@ struct DriftJob {
     id: u64,
 }
 
+/// Starts `app` on `nats` (failing the test with `what` if it cannot), then
+/// shuts it down cleanly.
+async fn start_and_stop(app: App, nats: &flowgate::JetStream, what: &str) {
+    app.start(nats.clone())
+        .await
+        .unwrap_or_else(|err| panic!("{what}: {err}"))
+        .shutdown()
+        .await
+        .unwrap_or_else(|err| panic!("{what}, then shuts down cleanly: {err}"));
+}
+
 #[flowgate::subscriber(durable = "drift", max_in_flight = 8)]
 async fn drift_v1(_job: DriftJob) -> Result<(), JobError> {
     Ok(())
@@ -274,14 +285,12 @@ async fn durable_with_changed_max_in_flight_is_refused() {
     let nats = server.jetstream().await;
     let channel = channel_of::<DriftJob>();
 
-    App::new()
-        .subscriber(drift_v1::subscriber())
-        .start(nats.clone())
-        .await
-        .expect("version 1 starts and creates the durable")
-        .shutdown()
-        .await
-        .expect("version 1 shuts down");
+    start_and_stop(
+        App::new().subscriber(drift_v1::subscriber()),
+        &nats,
+        "version 1 starts and creates the durable",
+    )
+    .await;
 
     let refused = App::new()
         .subscriber(drift_v2::subscriber())
@@ -314,14 +323,12 @@ async fn run_time_settings_keep_a_drifted_subscriber_on_its_durable_or_move_it()
     let server = NatsServer::start().await;
     let nats = server.jetstream().await;
     let channel = channel_of::<DriftJob>();
-    App::new()
-        .subscriber(drift_v1::subscriber())
-        .start(nats.clone())
-        .await
-        .expect("version 1 starts and creates the durable")
-        .shutdown()
-        .await
-        .expect("version 1 shuts down");
+    start_and_stop(
+        App::new().subscriber(drift_v1::subscriber()),
+        &nats,
+        "version 1 starts and creates the durable",
+    )
+    .await;
 
     // Version 2's attribute asks for 16 where the durable has 8. Without a
     // rebuild, the operator keeps 8 for this deployment...
@@ -329,29 +336,27 @@ async fn run_time_settings_keep_a_drifted_subscriber_on_its_durable_or_move_it()
         max_in_flight: Some(8),
         ..Default::default()
     };
-    App::new()
-        .subscriber(drift_v2::subscriber())
-        .configure("drift_v2", kept)
-        .start(nats.clone())
-        .await
-        .expect("version 2 starts on the durable version 1 made")
-        .shutdown()
-        .await
-        .expect("version 2 shuts down");
+    start_and_stop(
+        App::new()
+            .subscriber(drift_v2::subscriber())
+            .configure("drift_v2", kept),
+        &nats,
+        "version 2 starts on the durable version 1 made",
+    )
+    .await;
 
     // ...or gives it a durable of its own, where the attribute's 16 holds.
     let moved: std::collections::BTreeMap<String, SubscriberSettings> =
         serde_json::from_str(r#"{ "drift_v2": { "durable": "drift-next" } }"#)
             .expect("valid settings");
-    App::new()
-        .subscriber(drift_v2::subscriber())
-        .settings(moved)
-        .start(nats.clone())
-        .await
-        .expect("version 2 starts on a new durable")
-        .shutdown()
-        .await
-        .expect("version 2 shuts down");
+    start_and_stop(
+        App::new()
+            .subscriber(drift_v2::subscriber())
+            .settings(moved),
+        &nats,
+        "version 2 starts on a new durable",
+    )
+    .await;
     let next = consumer_state(&nats, channel, "drift-next")
         .await
         .expect("the new durable exists");

@@ -87,7 +87,7 @@ pub(crate) async fn dispatch<T: Transport>(
         _ => (None, None),
     };
     let watchers = Watchers::new(context.spec.max_in_flight);
-    tokio::spawn(crate::watch::sweep(
+    tokio::spawn(crate::watch::keep_watch(
         watchers.clone(),
         progress_every,
         abandon,

@@ -243,7 +243,11 @@ impl Watchers {
 /// is cancelled, and ends once the list is closed and empty. It runs on a
 /// task of its own, which nothing waits for: an app dropped without a
 /// shutdown leaves its handlers running, and they still get progress acks.
-pub(crate) async fn sweep(watchers: Arc<Watchers>, every: Duration, abandon: CancellationToken) {
+pub(crate) async fn keep_watch(
+    watchers: Arc<Watchers>,
+    every: Duration,
+    abandon: CancellationToken,
+) {
     let tick = (every / TICKS_PER_PROGRESS as u32).max(Duration::from_millis(1));
     let mut idle = false;
     loop {
@@ -389,9 +393,19 @@ mod tests {
     async fn the_sweeper_sleeps_while_idle_and_ends_after_close() {
         let watchers = Watchers::new(8);
         let abandon = CancellationToken::new();
-        let sweeper = tokio::spawn(sweep(watchers.clone(), Duration::from_secs(4), abandon));
-        // Idle: time passes without sweeps.
+        let sweeper = tokio::spawn(keep_watch(
+            watchers.clone(),
+            Duration::from_secs(4),
+            abandon,
+        ));
+        // A minute of paused time with nothing listed: one sweep found the
+        // list empty, then the sweeper slept instead of ticking on.
         tokio::time::sleep(Duration::from_secs(60)).await;
+        {
+            let listed = watchers.lock();
+            assert!(listed.sweeper_idle, "the sweeper sleeps while idle");
+            assert_eq!(listed.tick, 1, "no sweeps while idle");
+        }
         let watch = watchers.watch();
         let due = std::future::poll_fn(|cx| {
             watch.register(cx);
