@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::attempts::AttemptLedger;
 use crate::dispatch::{Lifecycle, SubscriberContext};
+use crate::extract::{AppPublisher, StateMap};
 use crate::in_flight::InFlight;
 use crate::middleware::metrics::SubscriberMetrics;
 use crate::subscriber::{discovered, layer_fn, BoxHandlerService, LayerFn};
@@ -43,6 +44,8 @@ pub struct App {
     shutdown_timeout: Duration,
     /// Overrides by subscriber name, for the subscribers added later too.
     settings: BTreeMap<String, SubscriberSettings>,
+    /// What handlers take as `State<T>`.
+    state: StateMap,
 }
 
 impl Default for App {
@@ -57,6 +60,7 @@ impl std::fmt::Debug for App {
             .field("subscribers", &self.subscribers)
             .field("layers", &self.layers.len())
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("state", &self.state)
             .finish()
     }
 }
@@ -72,7 +76,38 @@ impl App {
             layers: Vec::new(),
             shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
             settings: BTreeMap::new(),
+            state: StateMap::new(),
         }
+    }
+
+    /// Gives handlers `value`: a handler parameter `State<T>` receives a
+    /// clone of it, for each message. Give each type once (a later value
+    /// replaces an earlier one of its type); keep it cheap to clone (a pool
+    /// handle, an `Arc`). A handler whose state is missing fails
+    /// [`start`](Self::start), naming the handler and the type.
+    ///
+    /// ```
+    /// use flowgate::State;
+    /// # #[derive(serde::Serialize, serde::Deserialize, flowgate::Event)]
+    /// # #[event(channel = "orders.placed")]
+    /// # struct OrderPlaced { id: u64 }
+    ///
+    /// #[derive(Clone)]
+    /// struct Db(std::sync::Arc<str>);
+    ///
+    /// #[flowgate::subscriber(durable = "billing")]
+    /// async fn bill(order: OrderPlaced, State(db): State<Db>) -> Result<(), std::io::Error> {
+    ///     println!("billing order {} in {}", order.id, db.0);
+    ///     Ok(())
+    /// }
+    ///
+    /// let app = flowgate::App::new()
+    ///     .state(Db("postgres://billing".into()))
+    ///     .subscriber(bill::subscriber());
+    /// ```
+    pub fn state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.state.insert(value);
+        self
     }
 
     /// Adds one subscriber.
@@ -189,6 +224,19 @@ impl App {
     /// subscription fails.
     pub async fn start<T: Transport>(self, transport: T) -> Result<RunningApp, Error> {
         self.check()?;
+        let state = self
+            .state
+            .clone()
+            .with(AppPublisher::new(transport.clone()));
+        for subscriber in &self.subscribers {
+            subscriber
+                .handler()
+                .check(&state)
+                .map_err(|missing| Error::MissingState {
+                    subscriber: subscriber.name().to_owned(),
+                    type_name: missing.type_name(),
+                })?;
+        }
         for subscriber in &self.subscribers {
             crate::startup::check_fits_ack_wait(subscriber, transport.supports_progress())?;
             crate::startup::check_coalesced_budget(subscriber)?;
@@ -209,6 +257,7 @@ impl App {
         for subscriber in self.subscribers {
             let dead_letter = subscriber.dead_letter_subject();
             let (name, spec, handler, failure, layers) = subscriber.into_parts();
+            let handler = handler.bind(state.clone());
             let metrics = Arc::new(SubscriberMetrics::new(&spec));
             let service = crate::stack::build(
                 handler,
@@ -312,6 +361,7 @@ impl App {
         crate::settings::check_names(&self.subscribers, &self.settings)?;
         for (i, subscriber) in self.subscribers.iter().enumerate() {
             crate::startup::check_subscriber(subscriber)?;
+            crate::startup::check_payloads(subscriber)?;
             let spec = subscriber.spec();
             if spec.durable.is_none() {
                 continue;
@@ -321,6 +371,13 @@ impl App {
                     && other.spec().durable == spec.durable
                     && other.spec().queue == spec.queue
             });
+            if let Some(twin) = twin.filter(|twin| twin.name() == subscriber.name()) {
+                return Err(Error::Config(format!(
+                    "`{}` is registered twice: `.discover()` finds every #[subscriber] already, so drop the `.subscriber({}::subscriber())` next to it (or one of two `.subscriber(...)` calls)",
+                    twin.name(),
+                    twin.name(),
+                )));
+            }
             if let Some(twin) = twin {
                 return Err(Error::Config(format!(
                     "`{}` and `{}` both use durable {:?} on `{}`: give each subscriber its own durable name",

@@ -70,6 +70,14 @@ pub enum Error {
     /// Talking to the broker failed.
     #[error("broker error: {0}")]
     Broker(#[source] BoxError),
+    /// A handler takes a state the app was not given.
+    #[error("`{subscriber}` takes a parameter that needs state `{type_name}`, which the app does not have: add `.state(value)` with a value of that type to the App")]
+    MissingState {
+        /// The subscriber.
+        subscriber: String,
+        /// The type of the missing state.
+        type_name: &'static str,
+    },
     /// In-flight handlers did not finish within the shutdown deadline.
     #[error("{remaining} handler(s) still running after the {deadline:?} shutdown deadline; their messages will be redelivered")]
     ShutdownTimeout {
@@ -191,6 +199,16 @@ pub enum HandlerError {
     /// The handler panicked: the message is nak'd and redelivered.
     #[error("handler panicked: {0}")]
     Panicked(String),
+    /// An extractor could not build its parameter: permanent unless its
+    /// error is a retryable [`Failure`](crate::Failure).
+    #[error("parameter `{parameter}` rejected the message: {source}")]
+    Rejected {
+        /// The parameter's type.
+        parameter: &'static str,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
 }
 
 impl HandlerError {
@@ -201,7 +219,10 @@ impl HandlerError {
     /// assert!(err.is_retryable());
     /// ```
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, HandlerError::Decode(_))
+        !matches!(
+            crate::failure::classify_handler_error(self),
+            crate::failure::Class::Undecodable | crate::failure::Class::Permanent
+        )
     }
 }
 

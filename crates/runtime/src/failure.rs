@@ -138,31 +138,41 @@ pub(crate) enum Class {
 
 /// Classifies `err`, looking through the wrappers flowgate's own layers add.
 pub(crate) fn classify(err: &BoxError) -> Class {
-    let mut current: &(dyn std::error::Error + 'static) = &**err;
-    loop {
-        if let Some(retried) = current.downcast_ref::<Retried>() {
-            current = retried.last_error();
-            continue;
-        }
-        if let Some(handler) = current.downcast_ref::<HandlerError>() {
-            match handler {
-                HandlerError::Decode(_) => return Class::Undecodable,
-                HandlerError::Failed(inner) => {
-                    current = &**inner;
-                    continue;
-                }
-                _ => return Class::Retry(None),
-            }
-        }
-        if let Some(FailureError(failure)) = current.downcast_ref::<FailureError>() {
-            return match failure.kind {
-                FailureKind::Retryable => Class::Retry(None),
-                FailureKind::RetryAfter(delay) => Class::Retry(Some(delay)),
-                FailureKind::Permanent => Class::Permanent,
-            };
-        }
-        return Class::Retry(None);
+    classify_dyn(&**err)
+}
+
+fn classify_dyn(mut current: &(dyn std::error::Error + 'static)) -> Class {
+    while let Some(retried) = current.downcast_ref::<Retried>() {
+        current = retried.last_error();
     }
+    if let Some(handler) = current.downcast_ref::<HandlerError>() {
+        return classify_handler_error(handler);
+    }
+    failure_class(current).unwrap_or(Class::Retry(None))
+}
+
+/// Classifies what a handler call failed with.
+pub(crate) fn classify_handler_error(err: &HandlerError) -> Class {
+    match err {
+        HandlerError::Decode(_) => Class::Undecodable,
+        HandlerError::Failed(inner) => classify_dyn(&**inner),
+        // The same message builds the same parameters: retrying helps only
+        // when the extractor says so.
+        HandlerError::Rejected { source, .. } => {
+            failure_class(&**source).unwrap_or(Class::Permanent)
+        }
+        _ => Class::Retry(None),
+    }
+}
+
+/// The class a [`Failure`] asks for, when `err` is one.
+fn failure_class(err: &(dyn std::error::Error + 'static)) -> Option<Class> {
+    let FailureError(failure) = err.downcast_ref::<FailureError>()?;
+    Some(match failure.kind {
+        FailureKind::Retryable => Class::Retry(None),
+        FailureKind::RetryAfter(delay) => Class::Retry(Some(delay)),
+        FailureKind::Permanent => Class::Permanent,
+    })
 }
 
 /// The attempts an error reports having used, when flowgate's retry layer

@@ -5,80 +5,72 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use crate::extract::{FromRequest, MissingState, Params, StateMap};
 use crate::handler_slots::{HandlerCall, Slots};
-use crate::{BoxError, DecodeError, Event, HandlerError, Message, Request};
+use crate::{BoxError, HandlerError, Request};
 
-/// A handler parameter built from a [`Request`]: any [`Event`], or a
-/// [`Message`] wrapping one.
+/// An async fn over a handler's parameters ([`Params`]) that returns
+/// `Result<(), E>`: implemented for fns and closures of up to 12 parameters.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be a handler parameter: it is not a flowgate event",
-    label = "add #[derive(flowgate::Event)] to this type, or take flowgate::Message<YourEvent>"
+    message = "`{Self}` cannot be a flowgate handler",
+    label = "a handler is an async fn taking a payload and extractors, returning Result<(), E>"
 )]
-pub trait FromRequest: Sized + Send + 'static {
-    /// The event type inside.
-    type Event: Event;
-
-    /// Decodes the parameter from the request. It borrows the request: an
-    /// attempt retried in-process decodes again from the same one.
-    fn from_request(request: &Request) -> Result<Self, DecodeError>;
-}
-
-impl<E: Event> FromRequest for E {
-    type Event = E;
-
-    fn from_request(request: &Request) -> Result<Self, DecodeError> {
-        E::decode(request.payload())
-    }
-}
-
-impl<E: Event> FromRequest for Message<E> {
-    type Event = E;
-
-    fn from_request(request: &Request) -> Result<Self, DecodeError> {
-        let event = E::decode(request.payload())?;
-        Ok(Message::new(event, request.metadata().clone())
-            .with_delivery_state(request.attempt(), request.manual_ack().cloned()))
-    }
-}
-
-/// An async fn taking one [`FromRequest`] parameter and returning `Result<(), E>`.
 pub trait Handler<P>: Clone + Send + Sync + 'static {
     /// The handler's future.
     type Future: Future<Output = Result<(), BoxError>> + Send + 'static;
 
     /// Calls the handler.
-    fn call(&self, param: P) -> Self::Future;
+    fn call(&self, params: P) -> Self::Future;
 }
 
-impl<F, Fut, P, E> Handler<P> for F
-where
-    F: Fn(P) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), E>> + Send + 'static,
-    E: Into<BoxError> + 'static,
-    P: FromRequest,
-{
-    type Future = futures::future::MapErr<Fut, fn(E) -> BoxError>;
+macro_rules! handler {
+    ($($param:ident),+) => {
+        impl<F, Fut, E, $($param),+> Handler<($($param,)+)> for F
+        where
+            F: Fn($($param),+) -> Fut + Clone + Send + Sync + 'static,
+            Fut: Future<Output = Result<(), E>> + Send + 'static,
+            E: Into<BoxError> + 'static,
+            $($param: FromRequest),+
+        {
+            type Future = futures::future::MapErr<Fut, fn(E) -> BoxError>;
 
-    fn call(&self, param: P) -> Self::Future {
-        use futures::TryFutureExt;
-        (self)(param).map_err(into_handler_failure::<E> as fn(E) -> BoxError)
-    }
+            #[allow(non_snake_case)]
+            fn call(&self, ($($param,)+): ($($param,)+)) -> Self::Future {
+                use futures::TryFutureExt;
+                (self)($($param),+).map_err(into_handler_failure::<E> as fn(E) -> BoxError)
+            }
+        }
+    };
 }
+
+handler!(P1);
+handler!(P1, P2);
+handler!(P1, P2, P3);
+handler!(P1, P2, P3, P4);
+handler!(P1, P2, P3, P4, P5);
+handler!(P1, P2, P3, P4, P5, P6);
+handler!(P1, P2, P3, P4, P5, P6, P7);
+handler!(P1, P2, P3, P4, P5, P6, P7, P8);
+handler!(P1, P2, P3, P4, P5, P6, P7, P8, P9);
+handler!(P1, P2, P3, P4, P5, P6, P7, P8, P9, P10);
+handler!(P1, P2, P3, P4, P5, P6, P7, P8, P9, P10, P11);
+handler!(P1, P2, P3, P4, P5, P6, P7, P8, P9, P10, P11, P12);
 
 fn into_handler_failure<E: Into<BoxError>>(err: E) -> BoxError {
     Box::new(HandlerError::Failed(err.into()))
 }
 
-/// The future of one [`HandlerService`] call: the handler running, or the
-/// payload's decode error.
+/// The future of one [`HandlerService`] call: the handler running, or why
+/// its parameters could not be built.
 #[derive(Debug)]
 pub struct HandlerFuture(Called);
 
 #[derive(Debug)]
 enum Called {
     Running(HandlerCall),
-    /// The decode error, boxed as the call's failure already.
-    Undecodable(Option<BoxError>),
+    /// The payload's decode error or an extractor's rejection, boxed as the
+    /// call's failure already.
+    Rejected(Option<BoxError>),
 }
 
 impl Future for HandlerFuture {
@@ -87,61 +79,106 @@ impl Future for HandlerFuture {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.0 {
             Called::Running(call) => Pin::new(call).poll(cx),
-            Called::Undecodable(err) => Poll::Ready(Err(err
+            Called::Rejected(err) => Poll::Ready(Err(err
                 .take()
                 .unwrap_or_else(|| "a handler call was polled after it ended".into()))),
         }
     }
 }
 
-/// The innermost service of every stack: decodes the payload, calls the
-/// handler, and turns a panic into [`HandlerError::Panicked`]. Cloning it is
-/// cheap (a reference count), so retries and stacks share one handler.
+/// The innermost service of every stack: builds the handler's parameters
+/// (decoding the payload), calls the handler, and turns a panic into
+/// [`HandlerError::Panicked`]. Cloning it is cheap (a reference count), so
+/// retries and stacks share one handler.
 ///
 /// Each call's future lives in a heap slot; the slots of finished calls (up
 /// to 64 per handler, shared by its clones) are kept and reused for the
 /// next calls, so handling a message allocates nothing for the handler.
 #[derive(Clone)]
 pub struct HandlerService {
-    call: Arc<dyn Fn(&Request) -> HandlerFuture + Send + Sync>,
+    bound: Arc<Bound>,
+}
+
+/// Builds a handler's parameters from a request and the state, and calls it.
+type CallFn = dyn Fn(&Request, &StateMap) -> HandlerFuture + Send + Sync;
+
+/// A handler together with the state its extractors read.
+struct Bound {
+    call: Arc<CallFn>,
+    state: StateMap,
+    payloads: usize,
+    check: fn(&StateMap) -> Result<(), MissingState>,
 }
 
 impl std::fmt::Debug for HandlerService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HandlerService").finish_non_exhaustive()
+        f.debug_struct("HandlerService")
+            .field("state", &self.bound.state)
+            .finish_non_exhaustive()
     }
 }
 
 impl HandlerService {
-    /// Wraps `handler`, whose parameter is `P`.
+    /// Wraps `handler`, whose parameter list is `P`.
     ///
     /// ```
     /// # #[derive(serde::Serialize, serde::Deserialize, flowgate::Event)]
     /// # #[event(channel = "orders.placed")]
     /// # struct OrderPlaced { id: u64 }
-    /// async fn bill(order: OrderPlaced) -> Result<(), std::io::Error> { Ok(()) }
-    /// let service = flowgate::HandlerService::new::<OrderPlaced, _>(bill);
+    /// use flowgate::extract::Attempt;
+    ///
+    /// async fn bill(order: OrderPlaced, Attempt(attempt): Attempt) -> Result<(), std::io::Error> {
+    ///     Ok(())
+    /// }
+    /// let service = flowgate::HandlerService::new(bill);
     /// ```
     pub fn new<P, H>(handler: H) -> Self
     where
         H: Handler<P>,
-        P: FromRequest,
+        P: Params,
     {
         let slots = Arc::new(Slots::<H::Future>::default());
         Self {
-            call: Arc::new(move |request: &Request| {
-                HandlerFuture(match P::from_request(request) {
-                    Ok(param) => Called::Running(slots.start(handler.call(param))),
-                    Err(err) => Called::Undecodable(Some(Box::new(HandlerError::Decode(err)))),
-                })
+            bound: Arc::new(Bound {
+                call: Arc::new(move |request: &Request, state: &StateMap| {
+                    HandlerFuture(match P::from_request(request, state) {
+                        Ok(params) => Called::Running(slots.start(handler.call(params))),
+                        Err(err) => Called::Rejected(Some(Box::new(err))),
+                    })
+                }),
+                state: StateMap::new(),
+                payloads: P::PAYLOADS,
+                check: P::check,
             }),
         }
     }
 
-    /// Calls the handler with a parameter decoded from `request`, which the
+    /// The same handler, its extractors reading `state`.
+    pub(crate) fn bind(&self, state: StateMap) -> Self {
+        Self {
+            bound: Arc::new(Bound {
+                call: self.bound.call.clone(),
+                state,
+                payloads: self.bound.payloads,
+                check: self.bound.check,
+            }),
+        }
+    }
+
+    /// How many payload parameters the handler takes (it needs one).
+    pub(crate) fn payloads(&self) -> usize {
+        self.bound.payloads
+    }
+
+    /// Checks that `state` has what the handler's extractors need.
+    pub(crate) fn check(&self, state: &StateMap) -> Result<(), MissingState> {
+        (self.bound.check)(state)
+    }
+
+    /// Calls the handler with parameters built from `request`, which the
     /// caller keeps (for another attempt).
     pub(crate) fn call_ref(&self, request: &Request) -> HandlerFuture {
-        (self.call)(request)
+        (self.bound.call)(request, &self.bound.state)
     }
 }
 

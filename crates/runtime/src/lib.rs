@@ -73,6 +73,7 @@ pub mod dead_letter;
 mod dispatch;
 mod error;
 mod event;
+pub mod extract;
 mod failure;
 mod handler;
 mod handler_slots;
@@ -95,6 +96,7 @@ pub use channel::{validate_channel, validate_consumer_name, NameError};
 pub use dead_letter::DeadLetter;
 pub use error::{BoxError, Error, HandlerError, PublishError, Unstored};
 pub use event::{DecodeError, EncodeError, Event};
+pub use extract::{FromRequest, State};
 pub use failure::{Failure, FailureKind};
 /// ```
 /// #[derive(serde::Serialize, serde::Deserialize, flowgate::Event)]
@@ -169,7 +171,7 @@ pub use flowgate_macros::subscriber;
 /// assert_eq!(Shipped::decode(&bytes).unwrap().order_id, 7);
 /// ```
 pub use flowgate_macros::Event;
-pub use handler::{FromRequest, Handler, HandlerFuture, HandlerService};
+pub use handler::{Handler, HandlerFuture, HandlerService};
 pub use message::Message;
 pub use publisher::{PublishOptions, PublishWindow, Publisher};
 pub use request::{ManualAck, Request};
@@ -193,11 +195,20 @@ pub type Headers = async_nats::HeaderMap;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::codec::{json, protobuf};
-    pub use crate::handler::FromRequest;
+
+    /// The channel of the first payload among a handler's parameters, given
+    /// as (is it a payload, the channel its type declares).
+    pub const fn payload_channel(params: &[(bool, Option<&'static str>)]) -> Option<&'static str> {
+        let mut i = 0;
+        while i < params.len() {
+            if params[i].0 {
+                return params[i].1;
+            }
+            i += 1;
+        }
+        None
+    }
     pub use crate::subscriber::SUBSCRIBERS;
     pub use bytes::Bytes;
     pub use linkme;
-
-    /// The event type a handler parameter carries (`T` or `Message<T>`).
-    pub type EventOf<P> = <P as FromRequest>::Event;
 }

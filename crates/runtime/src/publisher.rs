@@ -108,7 +108,7 @@ impl<T: Transport> Publisher<T> {
     }
 }
 
-fn outgoing<E: Event>(
+pub(crate) fn outgoing<E: Event>(
     event: &E,
     options: PublishOptions,
     checked: Option<&mut CheckedChannel>,
@@ -139,7 +139,7 @@ fn outgoing<E: Event>(
 /// The channel option a window published with last, already checked:
 /// publishing to it again compares it instead of checking it anew.
 #[derive(Debug, Default)]
-struct CheckedChannel(Option<String>);
+pub(crate) struct CheckedChannel(Option<String>);
 
 impl CheckedChannel {
     fn check(&mut self, channel: &str) -> Result<(), crate::NameError> {

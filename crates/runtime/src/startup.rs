@@ -6,6 +6,23 @@ use std::time::Duration;
 use crate::{Error, Subscriber};
 
 /// Names, limits and the dead-letter subject of one subscriber.
+/// Fails unless the subscriber's handler takes exactly one payload
+/// parameter. (`#[subscriber]` checks this at compile time; a handler given
+/// to `Subscriber::new` is checked here.)
+pub(crate) fn check_payloads(subscriber: &Subscriber) -> Result<(), Error> {
+    match subscriber.handler().payloads() {
+        1 => Ok(()),
+        0 => Err(Error::Config(format!(
+            "`{}` takes no payload parameter: add one, an event type (#[derive(flowgate::Event)]) or flowgate::Message<YourEvent>",
+            subscriber.name()
+        ))),
+        n => Err(Error::Config(format!(
+            "`{}` takes {n} payload parameters, and a message has one payload: keep one event (or flowgate::Message<YourEvent>) parameter",
+            subscriber.name()
+        ))),
+    }
+}
+
 pub(crate) fn check_subscriber(subscriber: &Subscriber) -> Result<(), Error> {
     let spec = subscriber.spec();
     spec.validate()?;

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use tower::util::BoxCloneSyncService;
 
 use crate::dead_letter::DeadLetter;
-use crate::handler::{FromRequest, Handler, HandlerService};
+use crate::extract::Params;
+use crate::handler::{Handler, HandlerService};
 use crate::middleware::retry::RetryPolicy;
 use crate::{AckMode, BoxError, Request, StartPosition, SubscriptionSpec};
 
@@ -77,12 +78,12 @@ impl Subscriber {
     pub fn new<P, H>(channel: impl Into<String>, handler: H) -> Self
     where
         H: Handler<P>,
-        P: FromRequest,
+        P: Params,
     {
         Self {
             name: std::any::type_name::<H>().to_owned(),
             spec: SubscriptionSpec::new(channel),
-            handler: HandlerService::new::<P, H>(handler),
+            handler: HandlerService::new(handler),
             failure: FailurePolicy::default(),
             layers: Vec::new(),
         }
@@ -189,6 +190,11 @@ impl Subscriber {
     /// The subscriber's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The handler, with the parameters it takes.
+    pub(crate) fn handler(&self) -> &HandlerService {
+        &self.handler
     }
 
     /// What it subscribes to.

@@ -24,8 +24,8 @@ use crate::{InMemory, Outcome};
 ///
 /// # Panics
 ///
-/// When the subscriber cannot start (an invalid setting) or the event does
-/// not encode.
+/// When the subscriber cannot start (an invalid setting, a state its
+/// extractors need and were not given) or the event does not encode.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -60,9 +60,9 @@ use crate::{InMemory, Outcome};
 /// assert_eq!(call(bill::subscriber(), &order(-1)).await, Outcome::Terminated);
 /// # }
 /// ```
-pub async fn call<E: Event>(subscriber: Subscriber, event: &E) -> Outcome {
+pub fn call<E: Event>(subscriber: Subscriber, event: &E) -> Call {
     let payload = event.encode().unwrap_or_else(|e| panic!("{e}"));
-    call_payload(subscriber, payload).await
+    call_payload(subscriber, payload)
 }
 
 /// Like [`call`], with raw payload bytes: for what a handler does with a
@@ -83,11 +83,117 @@ pub async fn call<E: Event>(subscriber: Subscriber, event: &E) -> Outcome {
 /// assert_eq!(outcome, flowgate_testkit::Outcome::Terminated);
 /// # }
 /// ```
-pub async fn call_payload(subscriber: Subscriber, payload: impl Into<Bytes>) -> Outcome {
-    let broker = InMemory::new();
+pub fn call_payload(subscriber: Subscriber, payload: impl Into<Bytes>) -> Call {
+    Call {
+        subscriber,
+        payload: payload.into(),
+        app: App::new(),
+        broker: None,
+    }
+}
+
+/// One delivery to one subscriber, made by awaiting it: what [`call`] and
+/// [`call_payload`] return. Give it the state the handler's extractors
+/// need, and the broker to deliver on, before awaiting it.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// use std::sync::{Arc, Mutex};
+/// use flowgate::extract::{Publisher, State};
+/// use flowgate_testkit::{call, InMemory, Outcome};
+///
+/// #[derive(serde::Serialize, serde::Deserialize, flowgate::Event)]
+/// #[event(channel = "orders.placed")]
+/// struct OrderPlaced { id: u64 }
+///
+/// #[derive(serde::Serialize, serde::Deserialize, flowgate::Event)]
+/// #[event(channel = "invoices.issued")]
+/// struct InvoiceIssued { order_id: u64 }
+///
+/// /// A fake of the database the real app is given.
+/// #[derive(Clone, Default)]
+/// struct Db(Arc<Mutex<Vec<u64>>>);
+///
+/// #[flowgate::subscriber(durable = "billing")]
+/// async fn bill(
+///     order: OrderPlaced,
+///     State(db): State<Db>,
+///     invoices: Publisher<InvoiceIssued>,
+/// ) -> Result<(), flowgate::BoxError> {
+///     db.0.lock().unwrap().push(order.id);
+///     invoices.publish(&InvoiceIssued { order_id: order.id }).await?;
+///     Ok(())
+/// }
+///
+/// let db = Db::default();
+/// let broker = InMemory::new();
+/// let outcome = call(bill::subscriber(), &OrderPlaced { id: 7 })
+///     .state(db.clone())
+///     .on(&broker)
+///     .await;
+/// assert_eq!(outcome, Outcome::Acked);
+/// assert_eq!(*db.0.lock().unwrap(), [7]);
+/// assert_eq!(broker.channel_messages("invoices.issued").len(), 1);
+/// # }
+/// ```
+#[must_use = "a call does nothing until it is awaited"]
+pub struct Call {
+    subscriber: Subscriber,
+    payload: Bytes,
+    /// Carries the state.
+    app: App,
+    broker: Option<InMemory>,
+}
+
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("subscriber", &self.subscriber.name())
+            .field("payload_len", &self.payload.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Call {
+    /// Gives the handler `value`, as [`App::state`] does.
+    pub fn state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.app = self.app.state(value);
+        self
+    }
+
+    /// Delivers on `broker` instead of a fresh one, so the test can read
+    /// what the handler published there afterwards.
+    pub fn on(mut self, broker: &InMemory) -> Self {
+        self.broker = Some(broker.clone());
+        self
+    }
+
+    async fn run(self) -> Outcome {
+        let Call {
+            subscriber,
+            payload,
+            app,
+            broker,
+        } = self;
+        let broker = broker.unwrap_or_default();
+        deliver(app, subscriber, payload, broker).await
+    }
+}
+
+impl std::future::IntoFuture for Call {
+    type Output = Outcome;
+    type IntoFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
+    }
+}
+
+async fn deliver(app: App, subscriber: Subscriber, payload: Bytes, broker: InMemory) -> Outcome {
     let channel = subscriber.spec().channel.clone();
     let name = subscriber.name().to_owned();
-    let app = App::new()
+    let app = app
         .subscriber(subscriber.start(StartPosition::All))
         .shutdown_timeout(std::time::Duration::ZERO)
         .start(broker.clone())

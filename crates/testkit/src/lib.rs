@@ -199,7 +199,7 @@ mod transport;
 
 pub use acker::InMemoryAcker;
 pub use broker::InMemory;
-pub use call::{call, call_payload};
+pub use call::{call, call_payload, Call};
 pub use channel::{stream_name, StoredMessage, MESSAGE_ID_HEADER};
 pub use faults::Fault;
 pub use inspect::ConsumerInfo;

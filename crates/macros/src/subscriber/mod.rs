@@ -29,36 +29,48 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     };
     let mut errors = Errors::default();
     let args = Args::parse(attr, &mut errors);
-    let param = signature::param_type(&item_fn, &mut errors);
-    if let (Some(span), Some(ty)) = (args.manual_ack, &param) {
-        if !signature::is_message(ty) {
+    let params = signature::param_types(&item_fn, &mut errors);
+    if let (Some(span), Some(params)) = (args.manual_ack, &params) {
+        if !params.iter().any(signature::is_message) {
             errors.spanned(
-                ty,
+                &item_fn.sig.inputs,
                 "`ack = \"manual\"` needs a `flowgate::Message<T>` parameter to ack with: \
                  take `Message<T>` instead of `T`",
             );
             errors.push(syn::Error::new(span, "manual acks asked for here"));
         }
     }
-    match (errors.finish(), param) {
-        (Ok(()), Some(param)) => generate(&item_fn, &args, &param),
+    match (errors.finish(), params) {
+        (Ok(()), Some(params)) => generate(&item_fn, &args, &params),
         (Err(error), _) => {
             let error = error.to_compile_error();
             quote!(#error #item_fn)
         }
-        (Ok(()), None) => unreachable!("a missing parameter is always an error"),
+        (Ok(()), None) => unreachable!("an unusable parameter list is always an error"),
     }
 }
 
-fn generate(item_fn: &ItemFn, args: &Args, param: &Type) -> TokenStream {
+fn generate(item_fn: &ItemFn, args: &Args, params: &[Type]) -> TokenStream {
     let vis = &item_fn.vis;
     let ident = &item_fn.sig.ident;
     let name = ident.unraw().to_string();
+    let inputs = &item_fn.sig.inputs;
+    // Each parameter's traits are named where its type is written, so a
+    // type that is neither an event nor an extractor is reported there.
+    let payload = params
+        .iter()
+        .map(|param| quote_spanned!(param.span()=> <#param as ::flowgate::FromRequest>::PAYLOAD))
+        .collect::<Vec<_>>();
+    let payloads = quote!(0 #(+ #payload as usize)*);
 
     let (channel_const, channel) = match &args.channel {
         Some(lit) => (TokenStream::new(), lit.to_token_stream()),
-        None => (declared_channel(param), quote!(CHANNEL)),
+        None => (
+            declared_channel(params, &payload, &payloads),
+            quote!(CHANNEL),
+        ),
     };
+    let payload_check = payload_check(&name, inputs, &payloads);
 
     let mut settings = TokenStream::new();
     if let Some(durable) = &args.durable {
@@ -101,10 +113,8 @@ fn generate(item_fn: &ItemFn, args: &Args, param: &Type) -> TokenStream {
         settings.extend(quote!(.manual_ack()));
     }
 
-    // Spanned on the parameter type, so a type that is not an event is
-    // reported there.
-    let new = quote_spanned! {param.span()=>
-        ::flowgate::Subscriber::new::<#param, _>
+    let new = quote_spanned! {inputs.span()=>
+        ::flowgate::Subscriber::new
     };
 
     // `#ident` names both the fn (value namespace) and a braced struct (type
@@ -131,6 +141,8 @@ fn generate(item_fn: &ItemFn, args: &Args, param: &Type) -> TokenStream {
             }
         }
 
+        #payload_check
+
         const _: () = {
             #[::flowgate::__private::linkme::distributed_slice(::flowgate::__private::SUBSCRIBERS)]
             #[linkme(crate = ::flowgate::__private::linkme)]
@@ -140,17 +152,54 @@ fn generate(item_fn: &ItemFn, args: &Args, param: &Type) -> TokenStream {
 }
 
 /// `const CHANNEL`: the channel the payload type declares, or a compile error
-/// pointing at the parameter type when it declares none.
-fn declared_channel(param: &Type) -> TokenStream {
+/// pointing at the parameters when it declares none.
+fn declared_channel(
+    params: &[Type],
+    payload: &[TokenStream],
+    payloads: &TokenStream,
+) -> TokenStream {
+    let (payload_name, span) = match params {
+        [param] => (format!("`{}`", type_name(param)), param.span()),
+        _ => ("the payload type".to_owned(), params[0].span()),
+    };
     let message = format!(
-        "`{}` declares no channel: add #[event(channel = \"...\")] to the type, or \
-         channel = \"...\" to #[subscriber]",
-        type_name(param)
+        "{payload_name} declares no channel: add #[event(channel = \"...\")] to the type, or \
+         channel = \"...\" to #[subscriber]"
     );
-    quote_spanned! {param.span()=>
-        const CHANNEL: &str = match <::flowgate::__private::EventOf<#param> as ::flowgate::Event>::CHANNEL {
-            ::core::option::Option::Some(channel) => channel,
-            ::core::option::Option::None => ::core::panic!(#message),
+    let channel = params
+        .iter()
+        .map(|param| quote_spanned!(param.span()=> <#param as ::flowgate::FromRequest>::CHANNEL));
+    quote_spanned! {span=>
+        const CHANNEL: &str = match (
+            #payloads,
+            ::flowgate::__private::payload_channel(&[#((#payload, #channel)),*]),
+        ) {
+            (_, ::core::option::Option::Some(channel)) => channel,
+            (1, ::core::option::Option::None) => ::core::panic!(#message),
+            // Reported by the payload check.
+            (_, ::core::option::Option::None) => "",
+        };
+    }
+}
+
+/// A compile error pointing at the parameters unless exactly one of them is
+/// the payload.
+fn payload_check(name: &str, inputs: &impl ToTokens, payloads: &TokenStream) -> TokenStream {
+    let none = format!(
+        "`{name}` takes no payload parameter: add one, an event type \
+         (#[derive(flowgate::Event)]) or flowgate::Message<YourEvent>; the other \
+         parameters are extractors"
+    );
+    let many = format!(
+        "`{name}` takes more than one payload parameter, and a message has one payload: \
+         keep one event (or flowgate::Message<YourEvent>) parameter; the others must be \
+         extractors (State<T>, Subject, Attempt, Headers, your own FromRequest type)"
+    );
+    quote_spanned! {inputs.span()=>
+        const _: () = match #payloads {
+            1 => {}
+            0 => ::core::panic!(#none),
+            _ => ::core::panic!(#many),
         };
     }
 }

@@ -1,11 +1,11 @@
-//! Checks that `#[subscriber]` sits on `async fn name(param: P) -> Result<(), E>`.
+//! Checks that `#[subscriber]` sits on `async fn name(params...) -> Result<(), E>`.
 
 use syn::{FnArg, ItemFn, ReturnType, Type};
 
 use crate::attr::Errors;
 
-/// The one parameter's type, if the signature is usable.
-pub(crate) fn param_type(item: &ItemFn, errors: &mut Errors) -> Option<Type> {
+/// The parameters' types, if the signature is usable.
+pub(crate) fn param_types(item: &ItemFn, errors: &mut Errors) -> Option<Vec<Type>> {
     let sig = &item.sig;
     if sig.asyncness.is_none() {
         errors.spanned(
@@ -40,56 +40,40 @@ pub(crate) fn param_type(item: &ItemFn, errors: &mut Errors) -> Option<Type> {
         );
     }
 
-    let mut params = sig.inputs.iter();
-    let param = match (params.next(), params.next()) {
-        (Some(param), None) => param,
-        (None, _) => {
-            errors.spanned(
-                &sig.ident,
-                format!(
-                    "#[subscriber] fns take exactly one parameter, the payload: \
-                     `async fn {}(event: MyEvent)` or `(message: flowgate::Message<MyEvent>)`",
-                    sig.ident
-                ),
-            );
-            return None;
-        }
-        (Some(_), Some(_)) => {
-            errors.spanned(
-                &sig.inputs,
-                "#[subscriber] fns take exactly one parameter, the payload (`T` or \
-                 `flowgate::Message<T>`); read delivery metadata through `Message<T>`",
-            );
-            return None;
-        }
-    };
-    match param {
-        FnArg::Receiver(receiver) => {
-            errors.spanned(
+    if sig.inputs.is_empty() {
+        errors.spanned(
+            &sig.ident,
+            format!(
+                "#[subscriber] fns take the payload as a parameter: `async fn {}(event: MyEvent)` \
+                 or `(message: flowgate::Message<MyEvent>)`, plus any extractors \
+                 (`State<T>`, `Subject`, ...)",
+                sig.ident
+            ),
+        );
+        return None;
+    }
+    let mut types = Vec::with_capacity(sig.inputs.len());
+    for param in &sig.inputs {
+        match param {
+            FnArg::Receiver(receiver) => errors.spanned(
                 receiver,
                 "#[subscriber] goes on a free async fn, not a method: take the payload \
                  instead of `self`",
-            );
-            None
-        }
-        FnArg::Typed(typed) => match &*typed.ty {
-            Type::Reference(reference) => {
-                errors.spanned(
+            ),
+            FnArg::Typed(typed) => match &*typed.ty {
+                Type::Reference(reference) => errors.spanned(
                     reference,
-                    "#[subscriber] fns take their payload by value: drop the `&`",
-                );
-                None
-            }
-            Type::ImplTrait(impl_trait) => {
-                errors.spanned(
+                    "#[subscriber] fns take their parameters by value: drop the `&`",
+                ),
+                Type::ImplTrait(impl_trait) => errors.spanned(
                     impl_trait,
-                    "#[subscriber] fns take a concrete payload type, not `impl Trait`",
-                );
-                None
-            }
-            ty => Some(ty.clone()),
-        },
+                    "#[subscriber] fns take concrete parameter types, not `impl Trait`",
+                ),
+                ty => types.push(ty.clone()),
+            },
+        }
     }
+    (types.len() == sig.inputs.len()).then_some(types)
 }
 
 /// Whether `ty` names `Message<...>` (by its last path segment).
