@@ -374,7 +374,7 @@ async fn two_instances_taking_turns_with_a_failing_message_run_it_at_most_max_de
                     if last_delivery.swap(job.delivery_count(), Ordering::SeqCst)
                         != job.delivery_count()
                     {
-                        return Err(Failure::retryable(error));
+                        return Err::<(), _>(Failure::retryable(error));
                     }
                     Err(Failure::retry_after(Duration::from_millis(300), error))
                 }

@@ -10,6 +10,7 @@ use crate::dispatch::{Lifecycle, SubscriberContext};
 use crate::extract::{AppPublisher, StateMap};
 use crate::in_flight::InFlight;
 use crate::middleware::metrics::SubscriberMetrics;
+use crate::output::OutputScope;
 use crate::subscriber::{discovered, layer_fn, BoxHandlerService, LayerFn};
 use crate::{BoxError, Error, Request, Subscriber, SubscriberSettings, Transport};
 use tokio::task::JoinHandle;
@@ -257,7 +258,16 @@ impl App {
         for subscriber in self.subscribers {
             let dead_letter = subscriber.dead_letter_subject();
             let (name, spec, handler, failure, layers) = subscriber.into_parts();
-            let handler = handler.bind(state.clone());
+            let consumer = spec
+                .durable
+                .as_ref()
+                .or(spec.queue.as_ref())
+                .unwrap_or(&name);
+            let handler = handler.bind(
+                state
+                    .clone()
+                    .with(OutputScope::new(&spec.channel, consumer)),
+            );
             let metrics = Arc::new(SubscriberMetrics::new(&spec));
             let service = crate::stack::build(
                 handler,

@@ -199,6 +199,12 @@ pub enum HandlerError {
     /// The handler panicked: the message is nak'd and redelivered.
     #[error("handler panicked: {0}")]
     Panicked(String),
+    /// Publishing the handler's output failed: the input is not acked, and
+    /// is retried within its failure budget.
+    #[error(
+        "publishing the handler's output failed: {0}; the input is not acked and will be retried"
+    )]
+    Output(#[source] PublishError),
     /// An extractor could not build its parameter: permanent unless its
     /// error is a retryable [`Failure`](crate::Failure).
     #[error("parameter `{parameter}` rejected the message: {source}")]

@@ -7,37 +7,45 @@ use std::task::{Context, Poll};
 
 use crate::extract::{FromRequest, MissingState, Params, StateMap};
 use crate::handler_slots::{HandlerCall, Slots};
+use crate::output::{Handled, Output, Outputs};
 use crate::{BoxError, HandlerError, Request};
 
 /// An async fn over a handler's parameters ([`Params`]) that returns
-/// `Result<(), E>`: implemented for fns and closures of up to 12 parameters.
+/// `Result<O, E>`, where `O` is `()` or events to publish ([`Output`]):
+/// implemented for fns and closures of up to 12 parameters.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a flowgate handler",
-    label = "a handler is an async fn taking a payload and extractors, returning Result<(), E>"
+    label = "a handler is an async fn taking a payload and extractors, returning Result<(), E> or Result<Event, E>"
 )]
 pub trait Handler<P>: Clone + Send + Sync + 'static {
-    /// The handler's future.
+    /// The handler's future, publishing its outputs after it returns.
     type Future: Future<Output = Result<(), BoxError>> + Send + 'static;
 
-    /// Calls the handler.
-    fn call(&self, params: P) -> Self::Future;
+    /// Whether the handler returns outputs to publish.
+    #[doc(hidden)]
+    const PUBLISHES: bool;
+
+    /// Calls the handler; its outputs, if it has any, go to `outputs`.
+    fn call(&self, params: P, outputs: Option<Outputs>) -> Self::Future;
 }
 
 macro_rules! handler {
     ($($param:ident),+) => {
-        impl<F, Fut, E, $($param),+> Handler<($($param,)+)> for F
+        impl<F, Fut, O, E, $($param),+> Handler<($($param,)+)> for F
         where
             F: Fn($($param),+) -> Fut + Clone + Send + Sync + 'static,
-            Fut: Future<Output = Result<(), E>> + Send + 'static,
+            Fut: Future<Output = Result<O, E>> + Send + 'static,
+            O: Output,
             E: Into<BoxError> + 'static,
             $($param: FromRequest),+
         {
-            type Future = futures::future::MapErr<Fut, fn(E) -> BoxError>;
+            type Future = Handled<Fut, O, E>;
+
+            const PUBLISHES: bool = O::PUBLISHES;
 
             #[allow(non_snake_case)]
-            fn call(&self, ($($param,)+): ($($param,)+)) -> Self::Future {
-                use futures::TryFutureExt;
-                (self)($($param),+).map_err(into_handler_failure::<E> as fn(E) -> BoxError)
+            fn call(&self, ($($param,)+): ($($param,)+), outputs: Option<Outputs>) -> Self::Future {
+                Handled::new((self)($($param),+), outputs)
             }
         }
     };
@@ -55,10 +63,6 @@ handler!(P1, P2, P3, P4, P5, P6, P7, P8, P9);
 handler!(P1, P2, P3, P4, P5, P6, P7, P8, P9, P10);
 handler!(P1, P2, P3, P4, P5, P6, P7, P8, P9, P10, P11);
 handler!(P1, P2, P3, P4, P5, P6, P7, P8, P9, P10, P11, P12);
-
-fn into_handler_failure<E: Into<BoxError>>(err: E) -> BoxError {
-    Box::new(HandlerError::Failed(err.into()))
-}
 
 /// The future of one [`HandlerService`] call: the handler running, or why
 /// its parameters could not be built.
@@ -142,7 +146,10 @@ impl HandlerService {
             bound: Arc::new(Bound {
                 call: Arc::new(move |request: &Request, state: &StateMap| {
                     HandlerFuture(match P::from_request(request, state) {
-                        Ok(params) => Called::Running(slots.start(handler.call(params))),
+                        Ok(params) => {
+                            let outputs = H::PUBLISHES.then(|| Outputs::of(request, state));
+                            Called::Running(slots.start(handler.call(params, outputs)))
+                        }
                         Err(err) => Called::Rejected(Some(Box::new(err))),
                     })
                 }),

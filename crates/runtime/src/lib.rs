@@ -80,6 +80,7 @@ mod handler_slots;
 mod in_flight;
 mod message;
 pub mod middleware;
+pub mod output;
 mod parked;
 mod publisher;
 mod request;
@@ -173,6 +174,7 @@ pub use flowgate_macros::subscriber;
 pub use flowgate_macros::Event;
 pub use handler::{Handler, HandlerFuture, HandlerService};
 pub use message::Message;
+pub use output::Output;
 pub use publisher::{PublishOptions, PublishWindow, Publisher};
 pub use request::{ManualAck, Request};
 pub use settings::SubscriberSettings;
@@ -195,6 +197,9 @@ pub type Headers = async_nats::HeaderMap;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::codec::{json, protobuf};
+
+    /// Compiles only for a type a handler can return in `Ok`.
+    pub const fn is_output<O: crate::Output>() {}
 
     /// The channel of the first payload among a handler's parameters, given
     /// as (is it a payload, the channel its type declares).

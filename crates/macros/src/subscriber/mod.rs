@@ -71,6 +71,12 @@ fn generate(item_fn: &ItemFn, args: &Args, params: &[Type]) -> TokenStream {
         ),
     };
     let payload_check = payload_check(&name, inputs, &payloads);
+    // The `Ok` type is checked where it is written, when it is written.
+    let output_check = signature::ok_type(&item_fn.sig.output).map(|ok| {
+        quote_spanned! {ok.span()=>
+            const _: () = ::flowgate::__private::is_output::<#ok>();
+        }
+    });
 
     let mut settings = TokenStream::new();
     if let Some(durable) = &args.durable {
@@ -142,6 +148,7 @@ fn generate(item_fn: &ItemFn, args: &Args, params: &[Type]) -> TokenStream {
         }
 
         #payload_check
+        #output_check
 
         const _: () = {
             #[::flowgate::__private::linkme::distributed_slice(::flowgate::__private::SUBSCRIBERS)]
