@@ -129,6 +129,45 @@ pub struct Settlement {
 pub struct Settlements(Vec<Settlement>);
 
 impl Settlements {
+    /// The entries of one consumer: its durable or queue name, or `None`
+    /// for the ephemeral ones.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use flowgate::{Acker, OutgoingMessage, StartPosition, SubscriptionSpec, Transport};
+    /// use futures::StreamExt;
+    ///
+    /// let broker = flowgate_testkit::InMemory::new();
+    /// broker.publish(OutgoingMessage::new("jobs", "1")).await?.await?;
+    /// for (durable, acks) in [("billing", true), ("audit", false)] {
+    ///     let mut spec = SubscriptionSpec::new("jobs");
+    ///     spec.start = StartPosition::All;
+    ///     spec.durable = Some(durable.into());
+    ///     let delivery = broker.subscribe(&spec).await?.next().await.expect("delivered");
+    ///     if acks {
+    ///         delivery.acker.ack().await?;
+    ///     } else {
+    ///         delivery.acker.nak(None).await?;
+    ///     }
+    /// }
+    /// let log = broker.settlements("jobs");
+    /// assert_eq!(log.acked(), vec![1], "all consumers together");
+    /// assert_eq!(log.of_consumer(Some("billing")).acked(), vec![1]);
+    /// assert!(log.of_consumer(Some("audit")).acked().is_empty());
+    /// assert_eq!(log.of_consumer(Some("audit")).nakked(), vec![1]);
+    /// # Ok(()) }
+    /// ```
+    pub fn of_consumer(&self, consumer: Option<&str>) -> Settlements {
+        Settlements(
+            self.0
+                .iter()
+                .filter(|s| s.consumer.as_deref() == consumer)
+                .cloned()
+                .collect(),
+        )
+    }
+
     /// Sequences with this outcome, in log order (a sequence nak'd twice is listed twice).
     pub fn with(&self, outcome: Outcome) -> Vec<u64> {
         self.matching(|o| *o == outcome)
