@@ -91,8 +91,7 @@ async fn a_stream_holding_part_of_a_pattern_stops_the_start_with_what_to_do() {
         .subscriber(Subscriber::new("e2e.wild.*", handler).durable("wild"))
         .start(nats.clone())
         .await
-        .err()
-        .expect("no stream holds all of e2e.wild.*");
+        .expect_err("no stream holds all of e2e.wild.*");
     let message = err.to_string();
     assert!(
         message.contains("`e2e_wild_placed` holds e2e.wild.placed"),

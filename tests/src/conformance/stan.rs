@@ -274,8 +274,7 @@ pub mod exceptions {
             .subscriber(subscriber)
             .start(stan)
             .await
-            .err()
-            .expect("a wildcard subscriber cannot start on NATS Streaming");
+            .expect_err("a wildcard subscriber cannot start on NATS Streaming");
         let message = err.to_string();
         assert!(message.contains("`conformance.orders.*`"), "{message}");
         assert!(

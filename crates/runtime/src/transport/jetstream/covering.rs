@@ -129,9 +129,18 @@ mod tests {
             Cover::Whole("ORDERS".into())
         );
         let part = vec![stream("orders_placed", &["orders.placed"])];
-        assert_eq!(classify("orders.*", part.clone()), Cover::Part(part.clone()));
+        assert_eq!(
+            classify("orders.*", part.clone()),
+            Cover::Part(part.clone())
+        );
         let message = partly_held("orders.*", &part).to_string();
-        assert!(message.contains("`orders_placed` holds orders.placed"), "{message}");
-        assert!(message.contains("nats stream edit orders_placed"), "{message}");
+        assert!(
+            message.contains("`orders_placed` holds orders.placed"),
+            "{message}"
+        );
+        assert!(
+            message.contains("nats stream edit orders_placed"),
+            "{message}"
+        );
     }
 }

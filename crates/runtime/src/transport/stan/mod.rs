@@ -217,19 +217,6 @@ fn refuse_wildcards(spec: &SubscriptionSpec) -> Result<(), Error> {
     })
 }
 
-#[cfg(test)]
-mod wildcard_tests {
-    #[test]
-    fn wildcard_channels_are_refused_with_what_to_do() {
-        let err = super::refuse_wildcards(&crate::SubscriptionSpec::new("orders.>"))
-            .expect_err("refused");
-        let message = err.to_string();
-        assert!(message.contains("NATS Streaming has no wildcard"), "{message}");
-        assert!(message.contains("JetStream"), "{message}");
-        assert!(super::refuse_wildcards(&crate::SubscriptionSpec::new("orders.placed")).is_ok());
-    }
-}
-
 impl Transport for NatsStreaming {
     type Acker = StanAcker;
     type Subscription = StanSubscription;
@@ -255,5 +242,21 @@ impl Transport for NatsStreaming {
     /// one ack wait.
     fn supports_progress(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod wildcard_tests {
+    #[test]
+    fn wildcard_channels_are_refused_with_what_to_do() {
+        let err = super::refuse_wildcards(&crate::SubscriptionSpec::new("orders.>"))
+            .expect_err("refused");
+        let message = err.to_string();
+        assert!(
+            message.contains("NATS Streaming has no wildcard"),
+            "{message}"
+        );
+        assert!(message.contains("JetStream"), "{message}");
+        assert!(super::refuse_wildcards(&crate::SubscriptionSpec::new("orders.placed")).is_ok());
     }
 }
