@@ -75,6 +75,18 @@ async fn a_wildcard_subscriber_reads_every_matching_subject_from_one_stream() {
     assert_eq!(audit.acked, vec![1, 2]);
     assert_eq!(broker.channel_messages("orders.paid").len(), 1);
     assert_eq!(broker.channel_messages("orders.*").len(), 2);
+    let mut published: Vec<u64> = broker
+        .published::<OrderEvent>()
+        .expect("decodes")
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    published.sort_unstable();
+    assert_eq!(
+        published,
+        [1, 2],
+        "every subject the type's pattern matches"
+    );
     app.shutdown().await.expect("clean shutdown");
 }
 
