@@ -31,6 +31,10 @@ flowgate_tests::conformance_suite!(
             clock on receipt: a message stored within the request's transit after the start \
             time can be missed, and the scenario publishes right after it \
             (start_time_is_a_delta_on_the_server_clock)",
+        wildcard_channels: "NATS Streaming has no wildcard subscriptions: an app with a \
+            wildcard subscriber does not start (wildcard_channels_are_refused)",
+        wildcard_at_least_once: "NATS Streaming has no wildcard subscriptions \
+            (wildcard_channels_are_refused)",
     }
 );
 
@@ -38,6 +42,12 @@ flowgate_tests::conformance_suite!(
 async fn nak_comes_back_after_the_ack_wait() {
     flowgate_tests::init_tracing();
     exceptions::nak_comes_back_after_the_ack_wait(&StanHarness::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_channels_are_refused() {
+    flowgate_tests::init_tracing();
+    exceptions::wildcard_channels_are_refused(&StanHarness::start().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,23 +1,62 @@
 //! Channel and consumer names, checked at compile time with the same rules as
-//! `flowgate::validate_channel` and `flowgate::validate_consumer_name`.
+//! `flowgate::validate_channel_pattern` (a declared channel),
+//! `flowgate::validate_channel` (a subject to publish to) and
+//! `flowgate::validate_consumer_name`.
 
-/// Why `channel` is not a literal NATS subject, if it is not one.
+/// Why `channel` is not a channel a subscriber or an event type may
+/// declare (a literal NATS subject, or a pattern with whole `*` tokens and a
+/// last `>` token), if it is not one.
 pub(crate) fn channel_error(channel: &str) -> Option<String> {
-    let reason = if channel.is_empty() {
-        "it is empty"
-    } else if channel.split('.').any(str::is_empty) {
-        "it has an empty token"
-    } else if channel.contains(['*', '>']) {
-        "wildcards (`*`, `>`) cannot be published to or declared as a channel"
-    } else if !channel.bytes().all(|b| b == b'.' || is_name_byte(b)) {
-        "it has a character other than ASCII letters, digits, `-`, `_` and `.`"
-    } else {
-        return None;
-    };
+    let reason = pattern_reason(channel)?;
     Some(format!(
         "channel `{channel}` is not valid: {reason}; use dot-separated tokens of \
-         letters, digits, `-` and `_`, like `orders.placed`"
+         letters, digits, `-` and `_`, like `orders.placed`, where a `*` token stands \
+         for any one token and a last `>` token for one or more, like `orders.*` or `orders.>`"
     ))
+}
+
+/// Why `subject` is not a literal NATS subject (one that can be published
+/// to), if it is not one.
+pub(crate) fn subject_error(subject: &str) -> Option<String> {
+    let reason = if subject.split('.').any(|t| t == "*" || t == ">") {
+        "wildcards (`*`, `>`) match subjects when subscribing, and cannot be published to"
+    } else {
+        pattern_reason(subject)?
+    };
+    Some(format!(
+        "subject `{subject}` is not valid: {reason}; use dot-separated tokens of \
+         letters, digits, `-` and `_`, like `orders.failed`"
+    ))
+}
+
+fn pattern_reason(pattern: &str) -> Option<&'static str> {
+    if pattern.is_empty() {
+        return Some("it is empty");
+    }
+    let mut tokens = pattern.split('.').peekable();
+    while let Some(token) = tokens.next() {
+        let last = tokens.peek().is_none();
+        match token {
+            "" => return Some("it has an empty token"),
+            "*" => {}
+            ">" if last => {}
+            ">" => {
+                return Some("`>` stands for the rest of the subject, so it must be the last token")
+            }
+            _ if token.contains(['*', '>']) => {
+                return Some(
+                    "a wildcard (`*`, `>`) must be a whole token, like `orders.*`, not part of one",
+                )
+            }
+            _ if !token.bytes().all(is_name_byte) => {
+                return Some(
+                    "it has a character other than ASCII letters, digits, `-`, `_` and `.`",
+                )
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Why `name` is not a valid durable or queue name (`kind`), if it is not one.
@@ -41,22 +80,42 @@ mod tests {
 
     #[test]
     fn channels() {
-        assert!(channel_error("orders.placed").is_none());
-        assert!(channel_error("a-b_c.D9").is_none());
+        for good in [
+            "orders.placed",
+            "a-b_c.D9",
+            "orders.*",
+            "orders.>",
+            "*.placed",
+            ">",
+        ] {
+            assert!(channel_error(good).is_none(), "{good:?} refused");
+        }
         for bad in [
             "",
             ".",
             "orders.",
             ".orders",
             "orders..placed",
-            "orders.*",
-            "orders.>",
+            "orders.*x",
+            "orders.>.a",
+            ">x",
             "ordé",
             "a b",
         ] {
             assert!(channel_error(bad).is_some(), "{bad:?} accepted");
         }
-        assert!(channel_error("orders.*")
+        assert!(channel_error("orders.>.a")
+            .expect("refused")
+            .contains("last token"));
+    }
+
+    #[test]
+    fn subjects() {
+        assert!(subject_error("orders.failed").is_none());
+        for bad in ["", "orders.*", "orders.>", "a..b", "a b"] {
+            assert!(subject_error(bad).is_some(), "{bad:?} accepted");
+        }
+        assert!(subject_error("orders.*")
             .expect("refused")
             .contains("wildcards"));
     }

@@ -34,7 +34,8 @@ pub const DURABLE: &str = "Flowgate-Durable";
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum DeadLetter {
-    /// `dlq.<channel>` (the default).
+    /// `dlq.<channel>` (the default). For a wildcard channel (`orders.*`),
+    /// `dlq.<the message's subject>` (`dlq.orders.placed`).
     #[default]
     PerChannel,
     /// This subject.
@@ -54,7 +55,9 @@ impl DeadLetter {
     }
 }
 
-/// The dead letter for one message.
+/// The dead letter for one message. `subject` is the subscriber's
+/// dead-letter subject; a wildcard channel's default one (`dlq.orders.*`)
+/// becomes `dlq.<the message's subject>`.
 pub(crate) fn dead_letter_message(
     subject: String,
     durable: &str,
@@ -79,6 +82,11 @@ pub(crate) fn dead_letter_message(
         durable,
         metadata.stream_sequence()
     );
+    let subject = if crate::is_pattern(&subject) {
+        format!("dlq.{}", metadata.subject())
+    } else {
+        subject
+    };
     OutgoingMessage::new(subject, payload)
         .with_headers(headers)
         .with_message_id(id)
@@ -185,6 +193,14 @@ pub(crate) async fn forward_exhausted<T: crate::Transport>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wildcard_channel_dead_letters_on_the_message_subject() {
+        let meta = Metadata::new("orders.paid", 7, 1, SystemTime::UNIX_EPOCH, None);
+        let subject = DeadLetter::PerChannel.subject_for("orders.*").expect("on");
+        let message = dead_letter_message(subject, "billing", "{}".into(), &meta, 1, "no");
+        assert_eq!(message.subject, "dlq.orders.paid");
+    }
 
     #[test]
     fn dead_letter_carries_where_and_why() {

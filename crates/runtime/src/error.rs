@@ -128,11 +128,30 @@ pub enum PublishError {
     Encode(#[from] EncodeError),
     /// The event type declares no channel.
     #[error(
-        "`{type_name}` declares no channel: add #[event(channel = \"...\")] to its definition"
+        "`{type_name}` declares no channel: add #[event(channel = \"...\")] to its definition, or name the subject with `publish_to(subject, &event)` (or `PublishOptions::channel`)"
     )]
     NoChannel {
         /// The event type.
         type_name: &'static str,
+    },
+    /// The event type declares a wildcard channel, which matches subjects
+    /// but cannot be published to.
+    #[error("`{type_name}` declares the wildcard channel `{channel}`, which cannot be published to: publish it to a concrete subject that `{channel}` matches with `publish_to(subject, &event)`")]
+    WildcardChannel {
+        /// The event type.
+        type_name: &'static str,
+        /// Its channel.
+        channel: &'static str,
+    },
+    /// `publish_to` named a subject the event type's channel does not match.
+    #[error("`{type_name}` declares channel `{channel}`, which does not match subject `{subject}`: publish it to a subject `{channel}` matches, or use `publish_with` and `PublishOptions::channel` to send it elsewhere on purpose")]
+    SubjectMismatch {
+        /// The event type.
+        type_name: &'static str,
+        /// Its channel.
+        channel: &'static str,
+        /// The subject asked for.
+        subject: String,
     },
     /// A channel name the broker would refuse.
     #[error(transparent)]

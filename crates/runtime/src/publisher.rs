@@ -91,6 +91,38 @@ impl<T: Transport> Publisher<T> {
         self.transport.publish(message).await?.await
     }
 
+    /// Publishes `event` on the concrete `subject` and waits for the
+    /// broker's ack: the way to publish a type whose channel is a wildcard
+    /// pattern. When the type declares a channel, `subject` must be one it
+    /// matches ([`PublishError::SubjectMismatch`] otherwise).
+    ///
+    /// ```
+    /// #[derive(serde::Serialize, serde::Deserialize, flowgate::Event)]
+    /// #[event(channel = "orders.*")]
+    /// struct OrderEvent {
+    ///     id: u64,
+    /// }
+    ///
+    /// # async fn demo<T: flowgate::Transport>(transport: T) {
+    /// let publisher = flowgate::Publisher::new(transport);
+    /// publisher.publish_to("orders.paid", &OrderEvent { id: 1 }).await.unwrap();
+    /// // The pattern is not a subject, and `shipments.sent` is not one it matches:
+    /// let err = publisher.publish(&OrderEvent { id: 2 }).await.unwrap_err();
+    /// assert!(err.to_string().contains("publish_to"));
+    /// let err = publisher.publish_to("shipments.sent", &OrderEvent { id: 3 }).await.unwrap_err();
+    /// assert!(matches!(err, flowgate::PublishError::SubjectMismatch { .. }));
+    /// # }
+    /// ```
+    pub async fn publish_to<E: Event>(
+        &self,
+        subject: &str,
+        event: &E,
+    ) -> Result<PublishAck, PublishError> {
+        check_subject::<E>(subject)?;
+        let options = PublishOptions::new().channel(subject);
+        self.publish_with(event, options).await
+    }
+
     /// A window that keeps at most `size` acks outstanding.
     pub fn window(&self, size: usize) -> PublishWindow<T> {
         PublishWindow {
@@ -122,11 +154,20 @@ pub(crate) fn outgoing<E: Event>(
             channel
         }
         // `#[derive(Event)]` checked the type's channel at compile time.
-        None => E::CHANNEL
-            .ok_or(PublishError::NoChannel {
-                type_name: std::any::type_name::<E>(),
-            })?
-            .to_owned(),
+        None => match E::CHANNEL {
+            None => {
+                return Err(PublishError::NoChannel {
+                    type_name: std::any::type_name::<E>(),
+                })
+            }
+            Some(channel) if crate::is_pattern(channel) => {
+                return Err(PublishError::WildcardChannel {
+                    type_name: std::any::type_name::<E>(),
+                    channel,
+                })
+            }
+            Some(channel) => channel.to_owned(),
+        },
     };
     Ok(OutgoingMessage {
         subject: channel,
@@ -134,6 +175,21 @@ pub(crate) fn outgoing<E: Event>(
         headers: options.headers,
         message_id: options.message_id,
     })
+}
+
+/// Checks that `subject` is concrete and one `E`'s channel matches.
+fn check_subject<E: Event>(subject: &str) -> Result<(), PublishError> {
+    crate::validate_channel(subject)?;
+    match E::CHANNEL {
+        Some(channel) if !crate::subject_matches(channel, subject) => {
+            Err(PublishError::SubjectMismatch {
+                type_name: std::any::type_name::<E>(),
+                channel,
+                subject: subject.to_owned(),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The channel option a window published with last, already checked:
@@ -270,6 +326,36 @@ impl<T: Transport> PublishWindow<T> {
         } else {
             Err(PublishError::NotStored { failures })
         }
+    }
+
+    /// Publishes `event` on the concrete `subject` once the window has
+    /// room; the subject is checked as in [`Publisher::publish_to`], and the
+    /// result is as in [`publish`](Self::publish).
+    ///
+    /// ```
+    /// #[derive(serde::Serialize, serde::Deserialize, flowgate::Event)]
+    /// #[event(channel = "orders.>")]
+    /// struct OrderEvent {
+    ///     id: u64,
+    /// }
+    ///
+    /// # async fn demo<T: flowgate::Transport>(transport: T) -> Result<(), flowgate::PublishError> {
+    /// let mut window = flowgate::Publisher::new(transport).window(16);
+    /// window.publish_to("orders.eu.placed", &OrderEvent { id: 1 }).await?;
+    /// window.publish_to("orders.us.placed", &OrderEvent { id: 2 }).await?;
+    /// window.flush().await
+    /// # }
+    /// ```
+    pub async fn publish_to<E: Event>(
+        &mut self,
+        subject: &str,
+        event: &E,
+    ) -> Result<u64, PublishError> {
+        if self.checked.0.as_deref() != Some(subject) {
+            check_subject::<E>(subject)?;
+        }
+        let options = PublishOptions::new().channel(subject);
+        self.publish_with(event, options).await
     }
 
     /// Acks still outstanding.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::{Error, Subscriber};
+use crate::{DeadLetter, Error, Subscriber};
 
 /// Names, limits and the dead-letter subject of one subscriber.
 /// Fails unless the subscriber's handler takes exactly one payload
@@ -27,10 +27,21 @@ pub(crate) fn check_subscriber(subscriber: &Subscriber) -> Result<(), Error> {
     let spec = subscriber.spec();
     spec.validate()?;
     if let Some(dead_letter) = subscriber.dead_letter_subject() {
-        crate::validate_channel(&dead_letter)?;
-        if dead_letter == spec.channel {
+        // A wildcard channel's default dead letters go to `dlq.<subject>`
+        // of each message: a pattern here, and concrete per message.
+        if crate::is_pattern(&spec.channel)
+            && dead_letter
+                == DeadLetter::PerChannel
+                    .subject_for(&spec.channel)
+                    .unwrap_or_default()
+        {
+            crate::validate_channel_pattern(&dead_letter)?;
+        } else {
+            crate::validate_channel(&dead_letter)?;
+        }
+        if crate::patterns_overlap(&dead_letter, &spec.channel) {
             return Err(Error::Config(format!(
-                "`{}` dead-letters into its own channel `{}`: failed messages would loop; choose another dead-letter subject",
+                "`{}` dead-letters to `{dead_letter}`, which its own channel `{}` matches: failed messages would loop; choose another dead-letter subject",
                 subscriber.name(),
                 spec.channel
             )));
@@ -156,5 +167,14 @@ mod tests {
         let subscriber = Subscriber::new("pings", handle)
             .dead_letter(crate::DeadLetter::Subject("pings".into()));
         assert!(check_subscriber(&subscriber).is_err());
+        let everything = Subscriber::new(">", handle);
+        let err = check_subscriber(&everything).expect_err("`>` matches `dlq.>`");
+        assert!(err.to_string().contains("dlq.>"), "{err}");
+        let wildcard = Subscriber::new("orders.*", handle);
+        assert_eq!(
+            wildcard.dead_letter_subject().as_deref(),
+            Some("dlq.orders.*")
+        );
+        assert!(check_subscriber(&wildcard).is_ok());
     }
 }

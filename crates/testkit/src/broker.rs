@@ -156,12 +156,49 @@ pub(crate) struct Channels {
 }
 
 impl Channels {
+    /// The channel created for `name`, else the one that holds all of it
+    /// (`orders.placed` and `orders.*` are in a channel made for `orders.>`).
     pub(crate) fn get(&self, name: &str) -> Option<&ChannelState> {
-        self.by_name.get(name).map(|&index| &self.all[index])
+        self.index_of(name).map(|index| &self.all[index])
     }
 
     pub(crate) fn get_mut(&mut self, name: &str) -> Option<&mut ChannelState> {
-        self.by_name.get(name).map(|&index| &mut self.all[index])
+        self.index_of(name).map(|index| &mut self.all[index])
+    }
+
+    fn index_of(&self, name: &str) -> Option<usize> {
+        if let Some(&index) = self.by_name.get(name) {
+            return Some(index);
+        }
+        self.all
+            .iter()
+            .position(|channel| flowgate::pattern_covers(channel.stream.name(), name))
+    }
+
+    /// The index of the channel that holds `pattern` (a subject or a
+    /// pattern), created when no channel holds any of it; an error, as on
+    /// JetStream, when channels hold only part of it.
+    fn index_for(&mut self, pattern: &str) -> Result<usize, flowgate::Error> {
+        if let Some(index) = self.index_of(pattern) {
+            return Ok(index);
+        }
+        let partly: Vec<&str> = self
+            .all
+            .iter()
+            .map(|channel| channel.stream.name())
+            .filter(|name| flowgate::patterns_overlap(name, pattern))
+            .collect();
+        if !partly.is_empty() {
+            return Err(flowgate::Error::Subscribe {
+                channel: pattern.to_owned(),
+                source: format!(
+                    "no stream holds all of `{pattern}`, and a subject belongs to one stream only (streams for {}): publish to `{pattern}`'s subjects only after its subscribers started, so that its stream is made for the whole pattern",
+                    partly.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+                )
+                .into(),
+            });
+        }
+        Ok(self.index_or_create(pattern))
     }
 
     pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut ChannelState> {
@@ -349,11 +386,20 @@ impl Broker {
                 source: Box::new(refused),
             }));
         }
-        let index = state.channels.index_or_create(&message.subject);
+        let index = match state.channels.index_for(&message.subject) {
+            Ok(index) => index,
+            Err(error) => {
+                return Err(PublishError::Broker {
+                    subject: message.subject,
+                    source: Box::new(error),
+                })
+            }
+        };
         let channel = &mut state.channels.all[index];
         let (ack, stored) = channel.stream.store(message);
         if stored {
-            for consumer in channel.consumers.values() {
+            for consumer in channel.consumers.values_mut() {
+                consumer.skip_unmatched(&channel.stream);
                 consumer.notify.wake();
             }
             drop(guard);
@@ -373,7 +419,7 @@ impl Broker {
         let name = spec.durable.as_deref().or(spec.queue.as_deref());
         let mut guard = self.lock();
         let state = &mut *guard;
-        let index = state.channels.index_or_create(&spec.channel);
+        let index = state.channels.index_for(&spec.channel)?;
         let channel = &mut state.channels.all[index];
         let existing = name.and_then(|name| channel.named.get(name).copied());
         let id = match existing {
@@ -393,12 +439,15 @@ impl Broker {
             None => {
                 state.next_consumer += 1;
                 let id = ConsumerId(state.next_consumer);
-                let consumer = Consumer::new(
+                let mut consumer = Consumer::new(
                     name.map(Arc::from),
                     wanted,
                     &channel.stream,
                     channel.log.clone(),
                 );
+                if channel.stream.name() != spec.channel {
+                    consumer = consumer.filtered(&spec.channel, &channel.stream);
+                }
                 channel.consumers.insert(id, consumer);
                 if let Some(name) = name {
                     channel.named.insert(name.to_owned(), id);

@@ -30,7 +30,8 @@ pub const MESSAGE_ID_HEADER: &str = "Nats-Msg-Id";
 pub struct StoredMessage {
     /// Its sequence in the channel, from 1.
     pub sequence: u64,
-    /// The subject it was published on (the channel).
+    /// The subject it was published on: the channel, or a subject its
+    /// wildcard pattern matches.
     pub subject: String,
     /// When the broker stored it. Strictly increasing within a channel.
     pub timestamp: SystemTime,
@@ -46,16 +47,27 @@ pub struct StoredMessage {
 }
 
 /// The name of the stream that holds `channel`, as the JetStream transport
-/// creates it: dots become underscores.
+/// creates it: tokens joined by `_`, a `*` token named `any`, a `>` token `all`.
 ///
 /// ```
 /// assert_eq!(flowgate_testkit::stream_name("orders.placed"), "orders_placed");
+/// assert_eq!(flowgate_testkit::stream_name("orders.*"), "orders_any");
+/// assert_eq!(flowgate_testkit::stream_name("orders.>"), "orders_all");
 /// ```
 pub fn stream_name(channel: &str) -> String {
-    channel.replace('.', "_")
+    channel
+        .split('.')
+        .map(|token| match token {
+            "*" => "any",
+            ">" => "all",
+            literal => literal,
+        })
+        .collect::<Vec<_>>()
+        .join("_")
 }
 
-/// The stored messages of one channel and the ids it has seen.
+/// The stored messages of one channel and the ids it has seen: a stream
+/// whose one subject is `name`, a concrete subject or a pattern.
 #[derive(Debug)]
 pub(crate) struct Channel {
     name: String,
@@ -74,6 +86,11 @@ impl Channel {
             ids: HashMap::new(),
             last_subject: None,
         }
+    }
+
+    /// The subject (or pattern) the channel holds.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
     }
 
     /// The sequence of the newest message; 0 when the channel is empty.

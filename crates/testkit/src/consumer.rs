@@ -100,6 +100,8 @@ enum Fate {
     Terminated,
     /// Given up on after `max_deliver` deliveries: settled for good.
     Exhausted,
+    /// Not delivered: its subject is not one the consumer's filter matches.
+    Filtered,
 }
 
 impl Fate {
@@ -205,6 +207,10 @@ pub(crate) struct Consumer {
     pending_high_water: usize,
     /// The channel's settlement log, which this consumer writes to.
     log: Log,
+    /// The subject pattern this consumer delivers, when the channel (the
+    /// stream) holds more subjects than that. `next_sequence` is always past
+    /// the channel's end or at a message the filter matches.
+    filter: Option<Arc<str>>,
 }
 
 impl Consumer {
@@ -232,6 +238,49 @@ impl Consumer {
             all_floor: (0, next_sequence.saturating_sub(1)),
             pending_high_water: 0,
             log,
+            filter: None,
+        }
+    }
+
+    /// Delivers only the messages of `channel` whose subject `filter`
+    /// matches, as a JetStream consumer with a filter subject; `Last` starts
+    /// at the last message it matches.
+    pub(crate) fn filtered(mut self, filter: &str, channel: &Channel) -> Self {
+        self.filter = Some(Arc::from(filter));
+        if self.config.start == StartPosition::Last {
+            let last = channel
+                .messages()
+                .iter()
+                .rev()
+                .find(|m| flowgate::subject_matches(filter, &m.subject))
+                .map_or(channel.last_sequence() + 1, |m| m.sequence);
+            self.base = last;
+            self.next_sequence = last;
+            self.floor = last;
+            self.all_floor = (0, last.saturating_sub(1));
+        }
+        self.skip_unmatched(channel);
+        self
+    }
+
+    /// Steps `next_sequence` over the messages the filter does not match:
+    /// they are never delivered, and a consumer waiting only for them is idle.
+    pub(crate) fn skip_unmatched(&mut self, channel: &Channel) {
+        let Some(filter) = &self.filter else {
+            return;
+        };
+        while let Some(message) = channel.get(self.next_sequence) {
+            if flowgate::subject_matches(filter, &message.subject) {
+                break;
+            }
+            self.slots.push(Slot {
+                delivery_count: 0,
+                fate: Fate::Filtered,
+            });
+            if self.floor == self.next_sequence && self.pending == 0 {
+                self.floor += 1;
+            }
+            self.next_sequence += 1;
         }
     }
 
@@ -379,6 +428,7 @@ impl Consumer {
                     fate: Fate::InFlight(deadline),
                 });
                 self.pending += 1;
+                self.skip_unmatched(channel);
                 (sequence, 1)
             }
         };
@@ -568,6 +618,7 @@ impl Consumer {
             pending: self.sequences(Fate::is_pending),
             delivery_counts: (self.base..)
                 .zip(&self.slots)
+                .filter(|(_, slot)| slot.fate != Fate::Filtered)
                 .map(|(sequence, slot)| (sequence, slot.delivery_count))
                 .collect::<BTreeMap<_, _>>(),
             terminated: self.sequences(|fate| fate == Fate::Terminated),
@@ -600,7 +651,7 @@ impl Consumer {
             Fate::Ready => {
                 self.ready.remove(&sequence);
             }
-            Fate::Acked | Fate::Terminated | Fate::Exhausted => {}
+            Fate::Acked | Fate::Terminated | Fate::Exhausted | Fate::Filtered => {}
         }
     }
 }

@@ -108,7 +108,14 @@ impl InMemory {
         state
             .channels
             .get(channel)
-            .map(|c| c.stream.messages().to_vec())
+            .map(|c| {
+                c.stream
+                    .messages()
+                    .iter()
+                    .filter(|m| flowgate::pattern_covers(channel, &m.subject))
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

@@ -26,6 +26,7 @@ mod flow;
 mod harness;
 mod observe;
 pub mod stan;
+mod wildcards;
 
 use std::time::Duration;
 
@@ -44,6 +45,7 @@ pub use flow::{
 pub use harness::{Harness, JetStreamHarness, Memory};
 pub use observe::{Call, Seen};
 pub use stan::StanHarness;
+pub use wildcards::{wildcard_at_least_once, wildcard_channels};
 
 /// The channel every scenario uses (each test has a broker of its own).
 pub const CHANNEL: &str = "conformance.jobs";
@@ -100,7 +102,8 @@ macro_rules! conformance_suite {
             term_never_redelivered, max_deliver_respected, durable_resume,
             queue_group_without_duplicates, start_new, start_all, start_last,
             start_sequence, start_time, order_with_max_in_flight_one,
-            max_in_flight_high_water, headers_round_trip, deduplication_by_message_id);
+            max_in_flight_high_water, headers_round_trip, deduplication_by_message_id,
+            wildcard_channels, wildcard_at_least_once);
     };
     (@filter ($d:tt) $attr:meta, $make:expr; [$($skip:ident : $reason:literal),*];
         $($scenario:ident),*) => {

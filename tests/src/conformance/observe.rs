@@ -14,6 +14,8 @@ use super::{Job, DEADLINE};
 pub struct Call {
     /// The job's id.
     pub id: u64,
+    /// The subject it was published on.
+    pub subject: String,
     /// Its stream sequence.
     pub sequence: u64,
     /// Which delivery it was.
@@ -43,6 +45,7 @@ impl Seen {
     pub fn record(&self, job: &Message<Job>, member: usize) -> Call {
         let call = Call {
             id: job.id,
+            subject: job.subject().to_owned(),
             sequence: job.stream_sequence(),
             delivery: job.delivery_count(),
             at: Instant::now(),

@@ -257,4 +257,35 @@ pub mod exceptions {
         );
         stop(app).await;
     }
+
+    /// NATS Streaming has no wildcard subscriptions: an app with a
+    /// subscriber of `conformance.orders.*` does not start, and says why and
+    /// what to do instead; nothing of it is subscribed.
+    pub async fn wildcard_channels_are_refused(harness: &StanHarness) {
+        let stan = harness.connect().await;
+        let seen = Seen::new();
+        let subscriber = recording(&seen, 0, |_| async { Ok(()) });
+        let wildcard =
+            flowgate::Subscriber::new("conformance.orders.*", |_: super::super::Job| async {
+                Ok::<(), Failure>(())
+            });
+        let err = flowgate::App::new()
+            .subscriber(wildcard)
+            .subscriber(subscriber)
+            .start(stan)
+            .await
+            .expect_err("a wildcard subscriber cannot start on NATS Streaming");
+        let message = err.to_string();
+        assert!(message.contains("`conformance.orders.*`"), "{message}");
+        assert!(
+            message.contains("NATS Streaming has no wildcard subscriptions"),
+            "{message}"
+        );
+        assert!(message.contains("JetStream"), "{message}");
+        assert_eq!(
+            harness.double().active_subscriptions(CHANNEL),
+            0,
+            "nothing subscribed"
+        );
+    }
 }

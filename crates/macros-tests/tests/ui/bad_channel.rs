@@ -4,7 +4,7 @@ struct OrderPlaced {
     id: u64,
 }
 
-#[flowgate::subscriber(channel = "orders.*")]
+#[flowgate::subscriber(channel = "orders.*x")]
 async fn bill(order: OrderPlaced) -> Result<(), std::io::Error> {
     let _ = order;
     Ok(())
@@ -12,6 +12,31 @@ async fn bill(order: OrderPlaced) -> Result<(), std::io::Error> {
 
 #[flowgate::subscriber(channel = "orders..placed")]
 async fn audit(order: OrderPlaced) -> Result<(), std::io::Error> {
+    let _ = order;
+    Ok(())
+}
+
+#[flowgate::subscriber(channel = "orders.>.eu")]
+async fn ship(order: OrderPlaced) -> Result<(), std::io::Error> {
+    let _ = order;
+    Ok(())
+}
+
+#[flowgate::subscriber(channel = ">x")]
+async fn log(order: OrderPlaced) -> Result<(), std::io::Error> {
+    let _ = order;
+    Ok(())
+}
+
+// Wildcard channels are fine.
+#[flowgate::subscriber(channel = "orders.*", durable = "fine")]
+async fn fine(order: OrderPlaced) -> Result<(), std::io::Error> {
+    let _ = order;
+    Ok(())
+}
+
+#[flowgate::subscriber(channel = "orders.>", durable = "fine-too")]
+async fn fine_too(order: OrderPlaced) -> Result<(), std::io::Error> {
     let _ = order;
     Ok(())
 }

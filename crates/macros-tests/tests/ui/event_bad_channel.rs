@@ -1,5 +1,5 @@
 #[derive(serde::Serialize, serde::Deserialize, flowgate::Event)]
-#[event(channel = "orders.>")]
+#[event(channel = "orders.>.eu")]
 struct OrderPlaced {
     id: u64,
 }
@@ -7,6 +7,25 @@ struct OrderPlaced {
 #[derive(serde::Serialize, serde::Deserialize, flowgate::Event)]
 #[event(channel = "")]
 struct OrderShipped {
+    id: u64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize, flowgate::Event)]
+#[event(channel = "orders.*x")]
+struct OrderPaid {
+    id: u64,
+}
+
+// Wildcard channels are fine.
+#[derive(serde::Serialize, serde::Deserialize, flowgate::Event)]
+#[event(channel = "orders.*")]
+struct OrderEvent {
+    id: u64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize, flowgate::Event)]
+#[event(channel = "orders.>")]
+struct AnyOrderEvent {
     id: u64,
 }
 

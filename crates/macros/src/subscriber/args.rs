@@ -204,7 +204,7 @@ fn timeout(lit: &LitStr) -> syn::Result<Duration> {
 fn dead_letter(value: &Expr) -> syn::Result<DeadLetter> {
     match attr::literal(value) {
         Some(Lit::Str(lit)) => {
-            check(lit, names::channel_error(&lit.value()))?;
+            check(lit, names::subject_error(&lit.value()))?;
             Ok(DeadLetter::Subject(lit.clone()))
         }
         Some(Lit::Bool(flag)) if !flag.value => Ok(DeadLetter::Disabled),

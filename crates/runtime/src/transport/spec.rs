@@ -55,7 +55,9 @@ pub enum AckMode {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionSpec {
-    /// The subject to consume.
+    /// The subject to consume: a concrete subject, or a pattern (`orders.*`,
+    /// `orders.>`) that matches many; each delivery's
+    /// [`Metadata::subject`](crate::Metadata::subject) is the concrete one.
     pub channel: String,
     /// The durable name: the broker keeps the position across restarts.
     pub durable: Option<String>,
@@ -112,7 +114,7 @@ impl SubscriptionSpec {
     /// assert!(spec.validate().is_err());
     /// ```
     pub fn validate(&self) -> Result<(), crate::Error> {
-        crate::validate_channel(&self.channel)?;
+        crate::validate_channel_pattern(&self.channel)?;
         if let Some(durable) = &self.durable {
             crate::validate_consumer_name("durable", durable)?;
         }

@@ -9,6 +9,7 @@ use async_nats::jetstream::stream::ConsumerErrorKind;
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::{self, consumer::PullConsumer};
 
+use super::covering::{self, Cover};
 use super::JetStreamSettings;
 use crate::transport::DriftCheck;
 use crate::{AckMode, Error, StartPosition, SubscriptionSpec};
@@ -16,9 +17,20 @@ use crate::{AckMode, Error, StartPosition, SubscriptionSpec};
 /// How long an ephemeral consumer outlives a lost connection.
 const EPHEMERAL_INACTIVE_THRESHOLD: Duration = Duration::from_secs(60);
 
-/// The name flowgate gives the stream it creates for `channel`.
+/// The name flowgate gives the stream it creates for `channel`: its tokens
+/// joined by `_`, a `*` token named `any` and a `>` token `all` (stream
+/// names cannot hold `.`, `*` or `>`): `orders.placed` → `orders_placed`,
+/// `orders.*` → `orders_any`, `orders.>` → `orders_all`.
 pub(crate) fn stream_name_for(channel: &str) -> String {
-    channel.replace('.', "_")
+    channel
+        .split('.')
+        .map(|token| match token {
+            "*" => "any",
+            ">" => "all",
+            literal => literal,
+        })
+        .collect::<Vec<_>>()
+        .join("_")
 }
 
 pub(crate) async fn ensure_stream(
@@ -26,10 +38,18 @@ pub(crate) async fn ensure_stream(
     settings: &JetStreamSettings,
     channel: &str,
 ) -> Result<String, Error> {
-    match context.stream_by_subject(channel).await {
-        Ok(name) => return Ok(name),
-        Err(err) if err.kind() == GetStreamByNameErrorKind::NotFound => {}
-        Err(err) => return Err(broker(channel, err)),
+    if crate::is_pattern(channel) {
+        match covering::find(context, channel).await? {
+            Cover::Whole(name) => return Ok(name),
+            Cover::Part(streams) => return Err(covering::partly_held(channel, &streams)),
+            Cover::None => {}
+        }
+    } else {
+        match context.stream_by_subject(channel).await {
+            Ok(name) => return Ok(name),
+            Err(err) if err.kind() == GetStreamByNameErrorKind::NotFound => {}
+            Err(err) => return Err(broker(channel, err)),
+        }
     }
     let config = jetstream::stream::Config {
         name: stream_name_for(channel),
@@ -40,7 +60,22 @@ pub(crate) async fn ensure_stream(
         ..Default::default()
     };
     match context.get_or_create_stream(config).await {
-        Ok(stream) => Ok(stream.cached_info().config.name.clone()),
+        Ok(stream) => {
+            let config = &stream.cached_info().config;
+            // A stream of that name that holds other subjects (`a_b` for
+            // `a.b` when `a_b` was a subject) is not this channel's.
+            if !config.subjects.iter().any(|s| crate::pattern_covers(s, channel)) {
+                return Err(Error::Subscribe {
+                    channel: channel.to_owned(),
+                    source: format!(
+                        "no stream holds `{channel}`, and stream `{}` exists with subjects {:?}: create a stream that holds `{channel}` yourself",
+                        config.name, config.subjects
+                    )
+                    .into(),
+                });
+            }
+            Ok(config.name.clone())
+        }
         Err(err) => Err(Error::Subscribe {
             channel: channel.to_owned(),
             source: format!(
@@ -265,6 +300,9 @@ mod tests {
             DeliverPolicy::ByStartSequence { start_sequence: 10 }
         );
         assert_eq!(stream_name_for("orders.placed"), "orders_placed");
+        assert_eq!(stream_name_for("orders.*"), "orders_any");
+        assert_eq!(stream_name_for("orders.*.eu"), "orders_any_eu");
+        assert_eq!(stream_name_for("orders.>"), "orders_all");
     }
 
     #[test]

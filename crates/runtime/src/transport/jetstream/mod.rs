@@ -3,6 +3,7 @@
 //! | flowgate | JetStream |
 //! | --- | --- |
 //! | channel `orders.placed` | the stream holding that subject (created as `orders_placed` when none does) |
+//! | channel `orders.*`, `orders.>` | the stream whose subjects cover the whole pattern (created as `orders_any`, `orders_all` when none holds any of it; an error when streams hold only part of it); the consumer filters on the pattern |
 //! | `durable` / `queue` | a durable pull consumer of that name; every app bound to it shares its work |
 //! | `max_in_flight` | `max_ack_pending`, and the local bound on running handlers |
 //! | `ack_wait`, `max_deliver` | the consumer's `ack_wait`, `max_deliver` |
@@ -13,6 +14,7 @@ mod acker;
 mod advisory;
 mod attempt_store;
 mod consumer;
+mod covering;
 mod outstanding;
 mod publish;
 mod reopen;

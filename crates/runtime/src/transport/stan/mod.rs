@@ -182,6 +182,7 @@ impl NatsStreaming {
     /// subscription, which can be closed or unsubscribed explicitly.
     pub async fn subscribe_spec(&self, spec: &SubscriptionSpec) -> Result<StanSubscription, Error> {
         spec.validate()?;
+        refuse_wildcards(spec)?;
         StanSubscription::open(self.client.clone(), spec.clone()).await
     }
 
@@ -198,6 +199,22 @@ impl NatsStreaming {
 
 fn stan_config(err: StanError) -> Error {
     Error::Config(err.to_string())
+}
+
+/// NATS Streaming channels are literal names: it has no wildcard
+/// subscriptions, so a subscriber to `orders.*` cannot start on it.
+fn refuse_wildcards(spec: &SubscriptionSpec) -> Result<(), Error> {
+    if !crate::is_pattern(&spec.channel) {
+        return Ok(());
+    }
+    Err(Error::Subscribe {
+        channel: spec.channel.clone(),
+        source: format!(
+            "NATS Streaming has no wildcard subscriptions (its channels are literal names), a limit of NATS Streaming itself: subscribe to each channel `{}` should cover on its own, or run this subscriber on JetStream (`flowgate::JetStream`), which reads `{}` from one stream",
+            spec.channel, spec.channel
+        )
+        .into(),
+    })
 }
 
 impl Transport for NatsStreaming {
@@ -225,5 +242,21 @@ impl Transport for NatsStreaming {
     /// one ack wait.
     fn supports_progress(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod wildcard_tests {
+    #[test]
+    fn wildcard_channels_are_refused_with_what_to_do() {
+        let err = super::refuse_wildcards(&crate::SubscriptionSpec::new("orders.>"))
+            .expect_err("refused");
+        let message = err.to_string();
+        assert!(
+            message.contains("NATS Streaming has no wildcard"),
+            "{message}"
+        );
+        assert!(message.contains("JetStream"), "{message}");
+        assert!(super::refuse_wildcards(&crate::SubscriptionSpec::new("orders.placed")).is_ok());
     }
 }
