@@ -5,6 +5,8 @@
 //! - `telemetry`: protobuf events on JetStream.
 //! - `migrate`: one handler consuming from NATS Streaming and JetStream side
 //!   by side, the way a migration runs.
+//! - `shop`: handlers with state (a fake database), a `Publisher` extractor,
+//!   a wildcard channel and a typed output ([`shop`]).
 //!
 //! The benchmark and the Prometheus demo live in `bench/` (package
 //! `flowgate-bench`), so their heavy dependencies stay out of this package.
@@ -14,6 +16,8 @@ pub mod telemetry {
     #![allow(missing_docs)]
     include!(concat!(env!("OUT_DIR"), "/flowgate.examples.telemetry.rs"));
 }
+
+pub mod shop;
 
 /// Logs to stderr at the level `RUST_LOG` asks for (warnings by default).
 pub fn init_logging() {

@@ -178,7 +178,7 @@ pub(crate) fn outgoing<E: Event>(
 }
 
 /// Checks that `subject` is concrete and one `E`'s channel matches.
-fn check_subject<E: Event>(subject: &str) -> Result<(), PublishError> {
+pub(crate) fn check_subject<E: Event>(subject: &str) -> Result<(), PublishError> {
     crate::validate_channel(subject)?;
     match E::CHANNEL {
         Some(channel) if !crate::subject_matches(channel, subject) => {

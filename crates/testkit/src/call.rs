@@ -89,6 +89,7 @@ pub fn call_payload(subscriber: Subscriber, payload: impl Into<Bytes>) -> Call {
         payload: payload.into(),
         app: App::new(),
         broker: None,
+        subject: None,
     }
 }
 
@@ -144,6 +145,8 @@ pub struct Call {
     /// Carries the state.
     app: App,
     broker: Option<InMemory>,
+    /// Where the event is published; the subscriber's channel by default.
+    subject: Option<String>,
 }
 
 impl std::fmt::Debug for Call {
@@ -169,15 +172,42 @@ impl Call {
         self
     }
 
+    /// Publishes the event on `subject` instead of the subscriber's channel:
+    /// needed for a subscriber of a wildcard channel (`orders.*`), whose
+    /// handler then sees `subject` as the message's subject.
+    ///
+    /// # Panics
+    ///
+    /// When awaited, if `subject` is not a concrete subject the subscriber's
+    /// channel matches.
+    pub fn subject(mut self, subject: impl Into<String>) -> Self {
+        self.subject = Some(subject.into());
+        self
+    }
+
     async fn run(self) -> Outcome {
         let Call {
             subscriber,
             payload,
             app,
             broker,
+            subject,
         } = self;
+        let channel = subscriber.spec().channel.clone();
+        let subject = match subject {
+            Some(subject) if flowgate::subject_matches(&channel, &subject) => subject,
+            Some(subject) => panic!(
+                "`{subject}` is not a subject that `{}`'s channel `{channel}` matches",
+                subscriber.name()
+            ),
+            None if flowgate::is_pattern(&channel) => panic!(
+                "`{}` subscribes to the wildcard channel `{channel}`: give call a concrete subject to publish on, with .subject(\"...\")",
+                subscriber.name()
+            ),
+            None => channel,
+        };
         let broker = broker.unwrap_or_default();
-        deliver(app, subscriber, payload, broker).await
+        deliver(app, subscriber, subject, payload, broker).await
     }
 }
 
@@ -190,7 +220,13 @@ impl std::future::IntoFuture for Call {
     }
 }
 
-async fn deliver(app: App, subscriber: Subscriber, payload: Bytes, broker: InMemory) -> Outcome {
+async fn deliver(
+    app: App,
+    subscriber: Subscriber,
+    subject: String,
+    payload: Bytes,
+    broker: InMemory,
+) -> Outcome {
     let channel = subscriber.spec().channel.clone();
     let name = subscriber.name().to_owned();
     let app = app
@@ -199,10 +235,7 @@ async fn deliver(app: App, subscriber: Subscriber, payload: Bytes, broker: InMem
         .start(broker.clone())
         .await
         .unwrap_or_else(|e| panic!("subscriber `{name}` does not start: {e}"));
-    let sequence = match broker
-        .publish(OutgoingMessage::new(channel.clone(), payload))
-        .await
-    {
+    let sequence = match broker.publish(OutgoingMessage::new(subject, payload)).await {
         Ok(receipt) => match receipt.await {
             Ok(receipt) => receipt.sequence,
             Err(e) => panic!("{e}"),

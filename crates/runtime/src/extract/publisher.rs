@@ -90,6 +90,15 @@ impl<E: Event> Publisher<E> {
         self.publish_with(event, PublishOptions::new()).await
     }
 
+    /// Publishes `event` on `subject`, a concrete subject its type's channel
+    /// matches (for a type with a wildcard channel), and waits for the
+    /// broker's ack.
+    pub async fn publish_to(&self, subject: &str, event: &E) -> Result<PublishAck, PublishError> {
+        crate::publisher::check_subject::<E>(subject)?;
+        self.publish_with(event, PublishOptions::new().channel(subject))
+            .await
+    }
+
     /// Publishes `event` with `options` and waits for the broker's ack.
     pub async fn publish_with(
         &self,
