@@ -10,9 +10,10 @@
 //! it, prints a summary and exits.
 
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use flowgate::{App, Publisher, Transport};
+use flowgate::{App, Publisher, State, Transport};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize, flowgate::Event)]
@@ -27,18 +28,28 @@ struct OrderPlaced {
 #[error("order {0} has a negative total")]
 struct BillingError(u64);
 
-static BILLED: AtomicUsize = AtomicUsize::new(0);
-static REVENUE_CENTS: AtomicI64 = AtomicI64::new(0);
-static SHIPPED: AtomicUsize = AtomicUsize::new(0);
+/// What the handlers did, shared with `run` as the app's state.
+#[derive(Debug, Clone, Default)]
+struct Tally(Arc<Counts>);
 
-/// Bills each order. Returning `Err` would nak it for redelivery.
+#[derive(Debug, Default)]
+struct Counts {
+    billed: AtomicUsize,
+    revenue_cents: AtomicI64,
+    shipped: AtomicUsize,
+}
+
+/// Bills each order. Returning `Err` would retry it, then dead-letter it.
 #[flowgate::subscriber(durable = "billing", max_in_flight = 32)]
-async fn bill(order: OrderPlaced) -> Result<(), BillingError> {
+async fn bill(order: OrderPlaced, State(tally): State<Tally>) -> Result<(), BillingError> {
     if order.total_cents < 0 {
         return Err(BillingError(order.id));
     }
-    REVENUE_CENTS.fetch_add(order.total_cents, Ordering::Relaxed);
-    BILLED.fetch_add(1, Ordering::Relaxed);
+    tally
+        .0
+        .revenue_cents
+        .fetch_add(order.total_cents, Ordering::Relaxed);
+    tally.0.billed.fetch_add(1, Ordering::Relaxed);
     println!(
         "billing : order {:>2} for {:<6} {:>8.2} EUR",
         order.id,
@@ -50,8 +61,11 @@ async fn bill(order: OrderPlaced) -> Result<(), BillingError> {
 
 /// Ships each order; takes a `Message` to read the delivery metadata.
 #[flowgate::subscriber(channel = "orders.placed", durable = "shipping", max_in_flight = 8)]
-async fn ship(order: flowgate::Message<OrderPlaced>) -> Result<(), std::io::Error> {
-    SHIPPED.fetch_add(1, Ordering::Relaxed);
+async fn ship(
+    order: flowgate::Message<OrderPlaced>,
+    State(tally): State<Tally>,
+) -> Result<(), std::io::Error> {
+    tally.0.shipped.fetch_add(1, Ordering::Relaxed);
     println!(
         "shipping: order {:>2} (stream sequence {}, delivery {})",
         order.id,
@@ -87,7 +101,9 @@ async fn run<T: Transport>(
     transport: T,
     keep_running: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    let tally = Tally::default();
     let app = App::new()
+        .state(tally.clone())
         .subscriber(bill::subscriber())
         .subscriber(ship::subscriber())
         .start(transport.clone())
@@ -105,8 +121,9 @@ async fn run<T: Transport>(
     }
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while (BILLED.load(Ordering::Relaxed) as u64) < ORDERS
-        || (SHIPPED.load(Ordering::Relaxed) as u64) < ORDERS
+    let counts = &tally.0;
+    while (counts.billed.load(Ordering::Relaxed) as u64) < ORDERS
+        || (counts.shipped.load(Ordering::Relaxed) as u64) < ORDERS
     {
         if tokio::time::Instant::now() > deadline {
             return Err("orders were not all handled within 30 s".into());
@@ -121,9 +138,9 @@ async fn run<T: Transport>(
     app.shutdown().await?;
     println!(
         "summary : {} orders billed ({:.2} EUR), {} shipped",
-        BILLED.load(Ordering::Relaxed),
-        REVENUE_CENTS.load(Ordering::Relaxed) as f64 / 100.0,
-        SHIPPED.load(Ordering::Relaxed)
+        counts.billed.load(Ordering::Relaxed),
+        counts.revenue_cents.load(Ordering::Relaxed) as f64 / 100.0,
+        counts.shipped.load(Ordering::Relaxed)
     );
     Ok(())
 }

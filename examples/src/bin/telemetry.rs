@@ -12,30 +12,36 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use flowgate::{App, Publisher};
+use flowgate::{App, Publisher, State};
 use flowgate_examples::telemetry::Reading;
 
 const READINGS: usize = 1_000;
 
-static RECEIVED: AtomicUsize = AtomicUsize::new(0);
+/// The running sums per sensor, and how many readings came: the app's state.
+#[derive(Debug, Clone, Default)]
+struct Averages(Arc<Sums>);
 
-fn sums() -> &'static Mutex<HashMap<String, (f64, u32)>> {
-    static SUMS: OnceLock<Mutex<HashMap<String, (f64, u32)>>> = OnceLock::new();
-    SUMS.get_or_init(Mutex::default)
+#[derive(Debug, Default)]
+struct Sums {
+    by_sensor: Mutex<HashMap<String, (f64, u32)>>,
+    received: AtomicUsize,
 }
 
 /// Adds each reading to its sensor's running average.
 #[flowgate::subscriber(max_in_flight = 256)]
-async fn record(reading: Reading) -> Result<(), std::convert::Infallible> {
-    if let Ok(mut sums) = sums().lock() {
+async fn record(
+    reading: Reading,
+    State(averages): State<Averages>,
+) -> Result<(), std::convert::Infallible> {
+    if let Ok(mut sums) = averages.0.by_sensor.lock() {
         let entry = sums.entry(reading.sensor_id).or_default();
         entry.0 += reading.value;
         entry.1 += 1;
     }
-    RECEIVED.fetch_add(1, Ordering::Relaxed);
+    averages.0.received.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
 
@@ -50,7 +56,9 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
     let nats = flowgate::JetStream::connect(&url).await?;
     println!("connected to {url}");
 
+    let averages = Averages::default();
     let app = App::new()
+        .state(averages.clone())
         .subscriber(record::subscriber())
         .start(nats.clone())
         .await?;
@@ -72,7 +80,7 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
     println!("published {READINGS} readings");
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while RECEIVED.load(Ordering::Relaxed) < READINGS {
+    while averages.0.received.load(Ordering::Relaxed) < READINGS {
         if tokio::time::Instant::now() > deadline {
             return Err("readings were not all received within 30 s".into());
         }
@@ -80,7 +88,7 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
     }
     app.shutdown().await?;
 
-    let sums = sums().lock().map_err(|_| "lock poisoned")?;
+    let sums = averages.0.by_sensor.lock().map_err(|_| "lock poisoned")?;
     let mut sensors: Vec<_> = sums.iter().collect();
     sensors.sort_by(|a, b| a.0.cmp(b.0));
     for (sensor, (sum, count)) in sensors {
