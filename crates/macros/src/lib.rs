@@ -25,7 +25,8 @@ use proc_macro::TokenStream;
 /// - `channel`: the subject the type is published on. Optional; a
 ///   `#[subscriber]` of the type uses it when it names no channel itself.
 ///   Checked at compile time: dot-separated tokens of ASCII letters, digits,
-///   `-` and `_`, no wildcards.
+///   `-` and `_`; a pattern (`orders.*`, `orders.>`) is published with
+///   `publish_to(subject, &event)`.
 /// - `codec`: `"json"` (the default; the type implements serde's `Serialize`
 ///   and `Deserialize`) or `"protobuf"` (the type is a `prost::Message`).
 ///
@@ -40,8 +41,8 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
         .into()
 }
 
-/// Turns `async fn name(payload: P) -> Result<(), E>` into a flowgate
-/// subscriber that `flowgate::App::discover()` finds.
+/// Turns `async fn name(payload: P, extractors...) -> Result<O, E>` into a
+/// flowgate subscriber that `flowgate::App::discover()` finds.
 ///
 /// The fn stays as written (call it directly in tests). Next to it,
 /// `name::subscriber()` builds the `flowgate::Subscriber`, and the subscriber
@@ -67,9 +68,18 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 ///
 /// Every key is optional; a key left out keeps the runtime's default
 /// (`ack_wait` 30s, `max_deliver` 10, `max_in_flight` 1024, no `timeout`). The
-/// payload `P` is an event type (`#[derive(flowgate::Event)]`) or a
-/// `flowgate::Message<T>` of one, which also carries the delivery metadata and,
-/// with `ack = "manual"`, acks by hand.
+/// channel may be a pattern (`orders.*`, `orders.>`).
+///
+/// The fn takes one payload parameter `P`, an event type
+/// (`#[derive(flowgate::Event)]`) or a `flowgate::Message<T>` of one, which
+/// also carries the delivery metadata and, with `ack = "manual"`, acks by
+/// hand; and, in any order, any number of extractors: `State<T>`,
+/// `flowgate::extract::Publisher<E>`, `Subject`, `Attempt`, `Headers`,
+/// `Metadata`, or a type implementing `flowgate::FromRequest`.
+///
+/// It returns `Result<O, E>`: `O` is `()`, or an event (an `Option` or a
+/// `Vec` of events) that flowgate publishes, with a de-duplication id, before
+/// it acks the input (see `flowgate::output`).
 ///
 /// `Ok` acks the message. An `Err` (or a panic, or a timed-out attempt) is a
 /// retryable failure: it is retried with backoff while the failure budget
@@ -82,11 +92,12 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 ///
 /// Errors point at the offending token: unknown or duplicate keys, values of
 /// the wrong type, invalid names, durations or start positions, limits of 0,
-/// a fn that is not `async`, is generic, takes a `self`, a borrowed payload or
-/// not exactly one parameter, returns nothing, or asks for `ack = "manual"`
-/// without taking a `Message<T>`. A payload type that declares no channel,
-/// used without `channel = "..."`, fails to compile with a message at the
-/// parameter type.
+/// a fn that is not `async`, is generic, takes a `self`, a borrowed parameter,
+/// no parameter, no payload or two of them, a parameter that is neither an
+/// event nor an extractor, returns nothing or an `Ok` type that is not an
+/// output, or asks for `ack = "manual"` without taking a `Message<T>`. A
+/// payload type that declares no channel, used without `channel = "..."`,
+/// fails to compile with a message at the parameter type.
 #[proc_macro_attribute]
 pub fn subscriber(attr: TokenStream, item: TokenStream) -> TokenStream {
     subscriber::expand(attr.into(), item.into()).into()

@@ -53,7 +53,10 @@
 //!    terminated.
 //!
 //! Handlers that take [`Message<T>`] read the delivery metadata; with
-//! `ack = "manual"` they settle the message themselves.
+//! `ack = "manual"` they settle the message themselves. Beside the payload a
+//! handler takes [`extract`]ors: the app's [`State`], a publisher, the
+//! subject, the attempt, a type of its own. What it returns in `Ok` besides
+//! `()` is published before the input is acked ([`output`]).
 //!
 //! ## Cargo features
 //!

@@ -156,6 +156,30 @@ pub(crate) struct Channels {
 }
 
 impl Channels {
+    /// Whether some channel holds the dead letter of message `sequence` of
+    /// `binding`'s stream (the runtime stores it before it terminates the
+    /// original), so the log can tell it from a handler's own term.
+    fn holds_dead_letter_of(&self, binding: &Binding, sequence: u64) -> bool {
+        use flowgate::dead_letter::{ORIGINAL_SEQUENCE, ORIGINAL_SUBJECT};
+        let Some(original) = self
+            .all
+            .get(binding.index)
+            .and_then(|channel| channel.stream.get(sequence))
+        else {
+            return false;
+        };
+        let sequence = sequence.to_string();
+        self.all.iter().any(|channel| {
+            channel.stream.messages().iter().rev().any(|message| {
+                message.headers.as_ref().is_some_and(|headers| {
+                    headers.get(ORIGINAL_SEQUENCE).map(|v| v.as_str()) == Some(sequence.as_str())
+                        && headers.get(ORIGINAL_SUBJECT).map(|v| v.as_str())
+                            == Some(original.subject.as_str())
+                })
+            })
+        })
+    }
+
     /// The channel created for `name`, else the one that holds all of it
     /// (`orders.placed` and `orders.*` are in a channel made for `orders.>`).
     pub(crate) fn get(&self, name: &str) -> Option<&ChannelState> {
@@ -681,6 +705,8 @@ impl Broker {
             self.changed(Change::default());
             return Err(failed);
         }
+        let dead_lettered =
+            matches!(how, Settle::Term) && state.channels.holds_dead_letter_of(binding, sequence);
         let Some((stream, consumer)) = Self::bound(&mut state, binding) else {
             tracing::debug!(channel = %binding.channel, sequence, "settlement for a consumer that is gone; ignored");
             return Ok(());
@@ -691,7 +717,7 @@ impl Broker {
         let applied = match how {
             Settle::Ack => consumer.ack(sequence, number, now),
             Settle::Nak(delay) => consumer.nak(sequence, number, delay, now),
-            Settle::Term => consumer.term(sequence, number, now),
+            Settle::Term => consumer.term(sequence, number, dead_lettered, now),
             Settle::InProgress => consumer.in_progress(sequence, now),
         };
         if !applied {

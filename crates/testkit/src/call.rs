@@ -16,7 +16,7 @@ use crate::{InMemory, Outcome};
 /// [`InProgress`](Outcome::InProgress) is returned: [`Outcome::Acked`] for
 /// `Ok`; for a failure, whatever the runtime's failure path decides after
 /// its in-process retries: [`Outcome::Nakked`] with the retry delay, or
-/// [`Outcome::Terminated`] once the message is dead-lettered (a permanent
+/// [`Outcome::DeadLettered`] once the message is dead-lettered (a permanent
 /// failure, a spent failure budget, a payload that does not decode).
 ///
 /// A handler that never returns makes `call` wait forever: bound it with
@@ -57,7 +57,7 @@ use crate::{InMemory, Outcome};
 ///     Outcome::Nakked { delay: Some(Duration::from_secs(60)) },
 /// );
 /// // Dead-lettered (published on `dlq.orders.placed`), then terminated.
-/// assert_eq!(call(bill::subscriber(), &order(-1)).await, Outcome::Terminated);
+/// assert_eq!(call(bill::subscriber(), &order(-1)).await, Outcome::DeadLettered);
 /// # }
 /// ```
 pub fn call<E: Event>(subscriber: Subscriber, event: &E) -> Call {
@@ -80,7 +80,7 @@ pub fn call<E: Event>(subscriber: Subscriber, event: &E) -> Call {
 /// }
 ///
 /// let outcome = flowgate_testkit::call_payload(bill::subscriber(), "not json").await;
-/// assert_eq!(outcome, flowgate_testkit::Outcome::Terminated);
+/// assert_eq!(outcome, flowgate_testkit::Outcome::DeadLettered);
 /// # }
 /// ```
 pub fn call_payload(subscriber: Subscriber, payload: impl Into<Bytes>) -> Call {

@@ -344,7 +344,7 @@ impl Consumer {
             self.finish(sequence, Fate::Exhausted);
             self.exhausted_order.push(sequence);
         }
-        self.record(sequence, Outcome::DeadLettered, at);
+        self.record(sequence, Outcome::Exhausted, at);
     }
 
     /// The sequences given up on since the first `seen`, with their delivery counts.
@@ -458,7 +458,7 @@ impl Consumer {
     /// [`Consumer::ack_all`]). Returns whether it was applied.
     pub(crate) fn ack(&mut self, sequence: u64, delivery: u64, now: Instant) -> bool {
         if self.config.ack_policy == AckPolicy::All {
-            return self.ack_all(sequence, delivery, Fate::Acked, now);
+            return self.ack_all(sequence, delivery, Fate::Acked, Outcome::Acked, now);
         }
         if !self.settle(sequence, Fate::Acked) {
             return false;
@@ -472,16 +472,20 @@ impl Consumer {
     /// applied; otherwise it settles `sequence` with `fate` and acks every
     /// pending sequence below it (in flight, in a client's buffer, lost in
     /// transit, or awaiting redelivery after a nak or an expired ack wait).
-    fn ack_all(&mut self, sequence: u64, delivery: u64, fate: Fate, now: Instant) -> bool {
+    /// `outcome` is what the log records for `sequence` itself.
+    fn ack_all(
+        &mut self,
+        sequence: u64,
+        delivery: u64,
+        fate: Fate,
+        outcome: Outcome,
+        now: Instant,
+    ) -> bool {
         let (delivery_floor, stream_floor) = self.all_floor;
         if delivery <= delivery_floor || sequence <= stream_floor {
             return false;
         }
         self.all_floor = (delivery, sequence);
-        let outcome = match fate {
-            Fate::Terminated => Outcome::Terminated,
-            _ => Outcome::Acked,
-        };
         // Nothing below the floor is pending, and each settlement of the
         // floor moves it up: every slot is passed over about once.
         while self.pending > 0 && self.floor <= sequence && self.floor < self.next_sequence {
@@ -503,15 +507,27 @@ impl Consumer {
     /// Settles `sequence` as never to be handled, from its delivery numbered
     /// `delivery`. With ack policy "all" JetStream processes a term as an
     /// ack: it acks every pending sequence below it too. Returns whether it
-    /// was applied.
-    pub(crate) fn term(&mut self, sequence: u64, delivery: u64, now: Instant) -> bool {
+    /// was applied. `dead_lettered` says whether the message's dead letter
+    /// was stored before the term, which the log tells apart.
+    pub(crate) fn term(
+        &mut self,
+        sequence: u64,
+        delivery: u64,
+        dead_lettered: bool,
+        now: Instant,
+    ) -> bool {
+        let outcome = if dead_lettered {
+            Outcome::DeadLettered
+        } else {
+            Outcome::Terminated
+        };
         if self.config.ack_policy == AckPolicy::All {
-            return self.ack_all(sequence, delivery, Fate::Terminated, now);
+            return self.ack_all(sequence, delivery, Fate::Terminated, outcome, now);
         }
         if !self.settle(sequence, Fate::Terminated) {
             return false;
         }
-        self.record(sequence, Outcome::Terminated, now);
+        self.record(sequence, outcome, now);
         true
     }
 
@@ -805,7 +821,7 @@ mod tests {
             consumer.next(start + Duration::from_secs(31), &channel),
             None
         );
-        assert!(consumer.term(1, 0, start));
+        assert!(consumer.term(1, 0, false, start));
         assert_eq!(
             consumer.next(start + Duration::from_secs(100), &channel),
             None
@@ -827,7 +843,7 @@ mod tests {
         assert_eq!(consumer.info("a").ack_floor, 2);
         assert!(consumer.nak(3, 0, None, now));
         assert_eq!(consumer.info("a").ack_floor, 2);
-        assert!(consumer.term(4, 0, now));
+        assert!(consumer.term(4, 0, false, now));
         assert_eq!(consumer.next(now, &channel).map(|h| h.sequence), Some(3));
         assert!(consumer.ack(3, 0, now));
         let info = consumer.info("a");
@@ -878,7 +894,12 @@ mod tests {
             .log
             .snapshot()
             .iter()
-            .filter(|s| matches!(s.outcome, Outcome::Acked | Outcome::Terminated))
+            .filter(|s| {
+                matches!(
+                    s.outcome,
+                    Outcome::Acked | Outcome::Terminated | Outcome::DeadLettered
+                )
+            })
             .map(|s| (s.sequence, s.outcome, s.covered_by))
             .collect()
     }
@@ -919,7 +940,7 @@ mod tests {
         let again = consumer.next(now, &channel).expect("1 again");
         assert_eq!((again.sequence, again.consumer_sequence), (1, 6));
         assert!(
-            consumer.term(2, 2, now),
+            consumer.term(2, 2, false, now),
             "processed as an ack: settles 1 too"
         );
         assert_eq!(consumer.info("a").acked, vec![1]);

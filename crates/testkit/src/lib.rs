@@ -60,7 +60,7 @@
 //!         call(bill::subscriber(), &order(0)).await,
 //!         Outcome::Nakked { delay: Some(Duration::from_secs(60)) }
 //!     );
-//!     assert_eq!(call(bill::subscriber(), &order(-1)).await, Outcome::Terminated);
+//!     assert_eq!(call(bill::subscriber(), &order(-1)).await, Outcome::DeadLettered);
 //! }
 //!
 //! #[tokio::test(start_paused = true)]

@@ -33,18 +33,26 @@ pub enum Outcome {
         /// The redelivery delay asked for.
         delay: Option<Duration>,
     },
-    /// Terminated: never delivered again (dead-lettered by the runtime). With
-    /// coalesced acks JetStream processes a term as an ack: it also acks
-    /// every pending message below it (logged as [`Acked`](Outcome::Acked),
-    /// [`covered_by`](Settlement::covered_by) this one).
+    /// Terminated without a dead letter: a handler's own `term()` (manual
+    /// acks), or a failure of a subscriber whose dead letters are off. Never
+    /// delivered again. With coalesced acks JetStream processes a term as an
+    /// ack: it also acks every pending message below it (logged as
+    /// [`Acked`](Outcome::Acked), [`covered_by`](Settlement::covered_by)
+    /// this one).
     Terminated,
+    /// Sent to the dead letters by the runtime (a permanent failure, a spent
+    /// failure budget, a payload that does not decode), then terminated once
+    /// the broker stored the dead letter. With coalesced acks the runtime
+    /// sends no term: the message is logged as acked.
+    DeadLettered,
     /// Work in progress: the ack wait restarted.
     InProgress,
     /// The ack wait ran out without a settlement: delivered again (broker's decision).
     Expired,
-    /// Delivered `max_deliver` times without an ack: dropped for good
-    /// (broker's decision; a later version routes it to a dead-letter subject).
-    DeadLettered,
+    /// Delivered `max_deliver` times without a settlement (a hung handler, a
+    /// crashed app): the broker stops delivering it. The runtime dead-letters
+    /// it when an app is listening at that moment.
+    Exhausted,
 }
 
 impl Outcome {
@@ -119,8 +127,9 @@ pub struct Settlement {
 ///
 /// let log = broker.settlements("jobs");
 /// assert_eq!(log.nakked(), vec![1]);
-/// assert_eq!(log.dead_lettered(), vec![1]); // its one delivery was spent
+/// assert_eq!(log.exhausted(), vec![1]); // its one delivery was spent
 /// assert_eq!(log.terminated(), vec![2]);
+/// assert!(log.dead_lettered().is_empty(), "no dead letter was published");
 /// assert!(log.acked().is_empty());
 /// assert_eq!(log.len(), 3);
 /// # Ok(()) }
@@ -221,9 +230,9 @@ impl Settlements {
         self.matching(Outcome::is_nak)
     }
 
-    /// Sequences terminated.
+    /// Sequences terminated, with a dead letter or without.
     pub fn terminated(&self) -> Vec<u64> {
-        self.with(Outcome::Terminated)
+        self.matching(|o| matches!(o, Outcome::Terminated | Outcome::DeadLettered))
     }
 
     /// Sequences whose ack wait ran out, once per expiry.
@@ -231,9 +240,15 @@ impl Settlements {
         self.with(Outcome::Expired)
     }
 
-    /// Sequences dropped after `max_deliver` deliveries.
+    /// Sequences the runtime sent to the dead letters, then terminated.
     pub fn dead_lettered(&self) -> Vec<u64> {
         self.with(Outcome::DeadLettered)
+    }
+
+    /// Sequences the broker stopped delivering after `max_deliver`
+    /// deliveries without a settlement.
+    pub fn exhausted(&self) -> Vec<u64> {
+        self.with(Outcome::Exhausted)
     }
 
     /// The entries of one sequence, oldest first.

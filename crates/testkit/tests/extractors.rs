@@ -206,7 +206,7 @@ async fn an_extractor_that_rejects_dead_letters_the_message_and_loses_nothing() 
         .state(db.clone())
         .on(&broker)
         .await;
-    assert_eq!(outcome, Outcome::Terminated);
+    assert_eq!(outcome, Outcome::DeadLettered);
     assert!(db.rows().is_empty(), "the handler never ran");
     let dead = broker.channel_messages("dlq.extract.tenants");
     assert_eq!(dead.len(), 1, "dead-lettered, not dropped");

@@ -36,6 +36,11 @@ async fn refuse(order: Order) -> Result<(), Failure> {
     Err(Failure::permanent(format!("order {} refused", order.id)))
 }
 
+#[flowgate::subscriber(channel = "api.no-dlq", dead_letter = false)]
+async fn refuse_without_dead_letters(order: Order) -> Result<(), Failure> {
+    Err(Failure::permanent(format!("order {} refused", order.id)))
+}
+
 #[flowgate::subscriber(channel = "api.manual", ack = "manual")]
 async fn term_by_hand(order: Message<Order>) -> Result<(), std::io::Error> {
     order.in_progress().await.map_err(std::io::Error::other)?;
@@ -56,17 +61,22 @@ async fn call_reports_each_settlement() {
     );
     assert_eq!(
         call(refuse::subscriber(), &Order { id: 1 }).await,
-        Outcome::Terminated,
+        Outcome::DeadLettered,
         "dead-lettered, then terminated"
     );
     assert_eq!(
         call_payload(fail_odd::subscriber(), "{not json").await,
-        Outcome::Terminated
+        Outcome::DeadLettered
     );
     assert_eq!(
         call(term_by_hand::subscriber(), &Order { id: 3 }).await,
         Outcome::Terminated,
-        "in-progress is skipped: the final settlement counts"
+        "in-progress is skipped: the final settlement counts, a term of the handler's own"
+    );
+    assert_eq!(
+        call(refuse_without_dead_letters::subscriber(), &Order { id: 4 }).await,
+        Outcome::Terminated,
+        "dead letters are off: terminated, with no dead letter"
     );
 }
 
@@ -92,15 +102,12 @@ async fn a_thirty_second_ack_wait_passes_in_milliseconds() {
     assert_eq!(second.metadata.delivery_count(), 2);
     assert_eq!(virtual_start.elapsed(), Duration::from_secs(30));
     broker
-        .wait_until(|b| !b.settlements("api.slow").dead_lettered().is_empty())
+        .wait_until(|b| !b.settlements("api.slow").exhausted().is_empty())
         .await;
     let log = broker.settlements("api.slow");
     assert_eq!(log.expired(), vec![1, 1]);
     let last = log.last().expect("a settlement");
-    assert_eq!(
-        (last.delivery_count, last.outcome),
-        (2, Outcome::DeadLettered)
-    );
+    assert_eq!((last.delivery_count, last.outcome), (2, Outcome::Exhausted));
     assert_eq!(last.at - virtual_start, Duration::from_secs(60));
     assert!(
         real.elapsed() < Duration::from_secs(5),
