@@ -157,24 +157,35 @@ pub(crate) struct Channels {
 
 impl Channels {
     /// Whether some channel holds the dead letter of message `sequence` of
-    /// `binding`'s stream (the runtime stores it before it terminates the
-    /// original), so the log can tell it from a handler's own term.
+    /// `binding`'s stream, published for `binding`'s consumer (the runtime
+    /// stores it before it terminates the original), so the log can tell it
+    /// from a handler's own term.
     fn holds_dead_letter_of(&self, binding: &Binding, sequence: u64) -> bool {
-        use flowgate::dead_letter::{ORIGINAL_SEQUENCE, ORIGINAL_SUBJECT};
-        let Some(original) = self
-            .all
-            .get(binding.index)
-            .and_then(|channel| channel.stream.get(sequence))
-        else {
+        use flowgate::dead_letter::{DURABLE, ORIGINAL_SEQUENCE, ORIGINAL_SUBJECT};
+        let Some(channel) = self.all.get(binding.index) else {
             return false;
         };
+        let Some(original) = channel.stream.get(sequence) else {
+            return false;
+        };
+        // An ephemeral consumer has no name to compare.
+        let durable = channel
+            .consumers
+            .get(&binding.consumer)
+            .and_then(|consumer| consumer.name.clone());
         let sequence = sequence.to_string();
+        let header = |headers: &flowgate::Headers, name: &str| {
+            headers.get(name).map(|value| value.as_str().to_owned())
+        };
         self.all.iter().any(|channel| {
             channel.stream.messages().iter().rev().any(|message| {
                 message.headers.as_ref().is_some_and(|headers| {
-                    headers.get(ORIGINAL_SEQUENCE).map(|v| v.as_str()) == Some(sequence.as_str())
-                        && headers.get(ORIGINAL_SUBJECT).map(|v| v.as_str())
+                    header(headers, ORIGINAL_SEQUENCE).as_deref() == Some(sequence.as_str())
+                        && header(headers, ORIGINAL_SUBJECT).as_deref()
                             == Some(original.subject.as_str())
+                        && durable.as_deref().is_none_or(|durable| {
+                            header(headers, DURABLE).as_deref() == Some(durable)
+                        })
                 })
             })
         })

@@ -80,6 +80,47 @@ async fn call_reports_each_settlement() {
     );
 }
 
+#[flowgate::subscriber(channel = "api.shared", durable = "refusing")]
+async fn refuse_shared(order: Order) -> Result<(), Failure> {
+    Err(Failure::permanent(format!("order {} refused", order.id)))
+}
+
+#[flowgate::subscriber(channel = "api.shared", durable = "terming", ack = "manual")]
+async fn term_shared(order: Message<Order>) -> Result<(), std::io::Error> {
+    order.term().await.map_err(std::io::Error::other)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_letter_and_a_term_of_one_message_by_two_durables_are_told_apart() {
+    let broker = InMemory::new();
+    let app = App::new()
+        .subscriber(refuse_shared::subscriber())
+        .subscriber(term_shared::subscriber())
+        .start(broker.clone())
+        .await
+        .expect("started");
+    Publisher::new(broker.clone())
+        .publish_with(
+            &Order { id: 8 },
+            flowgate::PublishOptions::new().channel("api.shared"),
+        )
+        .await
+        .expect("published");
+    broker
+        .wait_until(|b| b.settlements("api.shared").terminated().len() == 2)
+        .await;
+    app.shutdown().await.expect("shut down");
+    let log = broker.settlements("api.shared");
+    assert_eq!(log.of_consumer(Some("refusing")).dead_lettered(), vec![1]);
+    assert_eq!(
+        log.of_consumer(Some("terming"))
+            .iter()
+            .map(|s| s.outcome)
+            .collect::<Vec<_>>(),
+        [Outcome::Terminated]
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_thirty_second_ack_wait_passes_in_milliseconds() {
     let real = std::time::Instant::now();
