@@ -37,6 +37,28 @@ pub enum NameError {
 /// assert!(flowgate::validate_channel("orders.*").is_err());
 /// assert!(flowgate::validate_channel("orders..placed").is_err());
 /// ```
+/// The name flowgate gives the stream it creates for `channel`, on JetStream
+/// and in memory: its tokens joined by `_`, a `*` token named `any` and a
+/// `>` token `all` (stream names cannot hold `.`, `*` or `>`).
+///
+/// ```
+/// assert_eq!(flowgate::stream_name("orders.placed"), "orders_placed");
+/// assert_eq!(flowgate::stream_name("orders.*"), "orders_any");
+/// assert_eq!(flowgate::stream_name("orders.*.eu"), "orders_any_eu");
+/// assert_eq!(flowgate::stream_name("orders.>"), "orders_all");
+/// ```
+pub fn stream_name(channel: &str) -> String {
+    channel
+        .split('.')
+        .map(|token| match token {
+            "*" => "any",
+            ">" => "all",
+            literal => literal,
+        })
+        .collect::<Vec<_>>()
+        .join("_")
+}
+
 pub fn validate_channel(channel: &str) -> Result<(), NameError> {
     let fail = |reason| {
         Err(NameError::Channel {

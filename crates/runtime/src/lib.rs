@@ -97,7 +97,9 @@ pub mod transport;
 mod watch;
 
 pub use app::{shutdown_signal, App, RunningApp};
-pub use channel::{validate_channel, validate_channel_pattern, validate_consumer_name, NameError};
+pub use channel::{
+    stream_name, validate_channel, validate_channel_pattern, validate_consumer_name, NameError,
+};
 pub use dead_letter::DeadLetter;
 pub use error::{BoxError, Error, HandlerError, PublishError, Unstored};
 pub use event::{DecodeError, EncodeError, Event};

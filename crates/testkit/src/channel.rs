@@ -46,25 +46,9 @@ pub struct StoredMessage {
     pub(crate) shared_subject: Subject,
 }
 
-/// The name of the stream that holds `channel`, as the JetStream transport
-/// creates it: tokens joined by `_`, a `*` token named `any`, a `>` token `all`.
-///
-/// ```
-/// assert_eq!(flowgate_testkit::stream_name("orders.placed"), "orders_placed");
-/// assert_eq!(flowgate_testkit::stream_name("orders.*"), "orders_any");
-/// assert_eq!(flowgate_testkit::stream_name("orders.>"), "orders_all");
-/// ```
-pub fn stream_name(channel: &str) -> String {
-    channel
-        .split('.')
-        .map(|token| match token {
-            "*" => "any",
-            ">" => "all",
-            literal => literal,
-        })
-        .collect::<Vec<_>>()
-        .join("_")
-}
+/// The name of the stream a channel is kept in, as JetStream names the
+/// stream flowgate creates for it: see [`flowgate::stream_name`].
+pub use flowgate::stream_name;
 
 /// The stored messages of one channel and the ids it has seen: a stream
 /// whose one subject is `name`, a concrete subject or a pattern.

@@ -53,13 +53,7 @@ async fn a_wildcard_subscriber_reads_every_matching_subject_from_one_stream() {
         .expect("stored");
     assert_eq!((paid.stream.as_str(), paid.sequence), ("orders_any", 2));
     // Not matched by `orders.*`: another stream, and one token too many.
-    let shipments = flowgate::OutgoingMessage::new("shipments.sent", "{\"id\":3}");
-    broker
-        .publish(shipments)
-        .await
-        .expect("sent")
-        .await
-        .expect("stored");
+    publish_order_on(&broker, "shipments.sent", 3).await;
     settle(&broker).await;
 
     let mut runs = seen.items();
@@ -118,13 +112,7 @@ async fn a_narrower_subscriber_skips_what_its_pattern_does_not_match() {
             .publish_to(subject, &OrderEvent { id })
             .await
             .expect_err("orders.* only");
-        let message = flowgate::OutgoingMessage::new(subject, format!("{{\"id\":{id}}}"));
-        broker
-            .publish(message)
-            .await
-            .expect("sent")
-            .await
-            .expect("stored");
+        publish_order_on(&broker, subject, id).await;
     }
     settle(&broker).await;
 
@@ -281,4 +269,16 @@ async fn a_stream_holding_part_of_a_pattern_is_an_error_that_says_what_to_do() {
         message.contains("after its subscribers started"),
         "{message}"
     );
+}
+
+/// Publishes order `id` on `subject`, whatever the event type's channel,
+/// and waits for it to be stored.
+async fn publish_order_on(broker: &InMemory, subject: &str, id: u64) {
+    let message = flowgate::OutgoingMessage::new(subject, format!("{{\"id\":{id}}}"));
+    broker
+        .publish(message)
+        .await
+        .expect("sent")
+        .await
+        .expect("stored");
 }

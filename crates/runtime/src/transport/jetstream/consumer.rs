@@ -17,22 +17,6 @@ use crate::{AckMode, Error, StartPosition, SubscriptionSpec};
 /// How long an ephemeral consumer outlives a lost connection.
 const EPHEMERAL_INACTIVE_THRESHOLD: Duration = Duration::from_secs(60);
 
-/// The name flowgate gives the stream it creates for `channel`: its tokens
-/// joined by `_`, a `*` token named `any` and a `>` token `all` (stream
-/// names cannot hold `.`, `*` or `>`): `orders.placed` → `orders_placed`,
-/// `orders.*` → `orders_any`, `orders.>` → `orders_all`.
-pub(crate) fn stream_name_for(channel: &str) -> String {
-    channel
-        .split('.')
-        .map(|token| match token {
-            "*" => "any",
-            ">" => "all",
-            literal => literal,
-        })
-        .collect::<Vec<_>>()
-        .join("_")
-}
-
 pub(crate) async fn ensure_stream(
     context: &jetstream::Context,
     settings: &JetStreamSettings,
@@ -52,7 +36,7 @@ pub(crate) async fn ensure_stream(
         }
     }
     let config = jetstream::stream::Config {
-        name: stream_name_for(channel),
+        name: crate::stream_name(channel),
         subjects: vec![channel.to_owned()],
         storage: settings.storage,
         num_replicas: settings.replicas,
@@ -80,7 +64,7 @@ pub(crate) async fn ensure_stream(
             channel: channel.to_owned(),
             source: format!(
                 "no stream holds `{channel}` and creating stream `{}` failed ({err}); create a stream with that subject yourself",
-                stream_name_for(channel)
+                crate::stream_name(channel)
             )
             .into(),
         }),
@@ -299,10 +283,6 @@ mod tests {
             config.deliver_policy,
             DeliverPolicy::ByStartSequence { start_sequence: 10 }
         );
-        assert_eq!(stream_name_for("orders.placed"), "orders_placed");
-        assert_eq!(stream_name_for("orders.*"), "orders_any");
-        assert_eq!(stream_name_for("orders.*.eu"), "orders_any_eu");
-        assert_eq!(stream_name_for("orders.>"), "orders_all");
     }
 
     #[test]
