@@ -29,14 +29,6 @@ pub enum NameError {
     },
 }
 
-/// Checks that `channel` is a literal subject: non-empty dot-separated tokens of
-/// letters, digits, `-` and `_`.
-///
-/// ```
-/// assert!(flowgate::validate_channel("orders.placed").is_ok());
-/// assert!(flowgate::validate_channel("orders.*").is_err());
-/// assert!(flowgate::validate_channel("orders..placed").is_err());
-/// ```
 /// The name flowgate gives the stream it creates for `channel`, on JetStream
 /// and in memory: its tokens joined by `_`, a `*` token named `any` and a
 /// `>` token `all` (stream names cannot hold `.`, `*` or `>`).
@@ -59,6 +51,14 @@ pub fn stream_name(channel: &str) -> String {
         .join("_")
 }
 
+/// Checks that `channel` is a literal subject: non-empty dot-separated tokens of
+/// letters, digits, `-` and `_`.
+///
+/// ```
+/// assert!(flowgate::validate_channel("orders.placed").is_ok());
+/// assert!(flowgate::validate_channel("orders.*").is_err());
+/// assert!(flowgate::validate_channel("orders..placed").is_err());
+/// ```
 pub fn validate_channel(channel: &str) -> Result<(), NameError> {
     let fail = |reason| {
         Err(NameError::Channel {
