@@ -42,7 +42,8 @@ impl AppPublisher {
 /// Each publish waits for the broker's ack. A handler that returns `Err`
 /// after publishing is retried, and publishes again: give the event a
 /// de-duplication id ([`PublishOptions::message_id`]) when a duplicate
-/// matters.
+/// matters, or return the event as the handler's output, which gets one
+/// from the input's position (see [`output`](crate::output)).
 ///
 /// ```
 /// use flowgate::extract::Publisher;
