@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
+use tokio::time::Instant;
+
 use async_nats::Subject;
 use bytes::Bytes;
 use flowgate::{Headers, OutgoingMessage, PublishAck};
@@ -50,14 +52,24 @@ pub struct StoredMessage {
 /// stream flowgate creates for it: see [`flowgate::stream_name`].
 pub use flowgate::stream_name;
 
+/// How long a message id de-duplicates, on tokio's clock: the duplicate
+/// window of the streams flowgate creates on JetStream (its default, 2
+/// minutes). A message published again with the same id later is stored
+/// again, as JetStream stores it.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// The number of ids kept at which the expired ones are dropped.
+const PRUNE_IDS_AT: usize = 4096;
+
 /// The stored messages of one channel and the ids it has seen: a stream
 /// whose one subject is `name`, a concrete subject or a pattern.
 #[derive(Debug)]
 pub(crate) struct Channel {
     name: String,
     messages: Vec<StoredMessage>,
-    /// Message id → the sequence of the message first published with it.
-    ids: HashMap<String, u64>,
+    /// Message id → the sequence of the message published with it, and
+    /// when, for [`DUPLICATE_WINDOW`].
+    ids: HashMap<String, (u64, Instant)>,
     /// The subject of the newest message, shared by the next ones on it.
     last_subject: Option<Subject>,
 }
@@ -92,12 +104,17 @@ impl Channel {
         &self.messages
     }
 
-    /// Stores `message` unless its id was seen before; returns the receipt and
-    /// whether a new message was stored.
+    /// Stores `message` unless its id was stored within the duplicate
+    /// window; returns the receipt and whether a new message was stored.
     pub(crate) fn store(&mut self, message: OutgoingMessage) -> (PublishAck, bool) {
         let stream = stream_name(&self.name);
+        let now = Instant::now();
         if let Some(id) = &message.message_id {
-            if let Some(&sequence) = self.ids.get(id) {
+            if let Some(&(sequence, _)) = self
+                .ids
+                .get(id)
+                .filter(|(_, at)| now.duration_since(*at) < DUPLICATE_WINDOW)
+            {
                 let ack = PublishAck {
                     stream,
                     sequence,
@@ -109,7 +126,11 @@ impl Channel {
         let sequence = self.last_sequence() + 1;
         let mut headers = message.headers;
         if let Some(id) = &message.message_id {
-            self.ids.insert(id.clone(), sequence);
+            if self.ids.len() >= PRUNE_IDS_AT {
+                self.ids
+                    .retain(|_, (_, at)| now.duration_since(*at) < DUPLICATE_WINDOW);
+            }
+            self.ids.insert(id.clone(), (sequence, now));
             headers
                 .get_or_insert_with(Headers::new)
                 .insert(MESSAGE_ID_HEADER, id.as_str());
@@ -159,6 +180,24 @@ impl Channel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_id_deduplicates_within_the_window_only() {
+        let mut channel = Channel::new("orders.placed");
+        let publish = |channel: &mut Channel| {
+            channel.store(OutgoingMessage::new("orders.placed", "a").with_message_id("x"))
+        };
+        assert!(publish(&mut channel).1);
+        tokio::time::advance(DUPLICATE_WINDOW - Duration::from_millis(1)).await;
+        let (ack, stored) = publish(&mut channel);
+        assert!(!stored && ack.duplicate && ack.sequence == 1);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let (ack, stored) = publish(&mut channel);
+        assert!(stored, "the window passed: stored again, as JetStream does");
+        assert_eq!((ack.sequence, ack.duplicate), (2, false));
+        let (ack, stored) = publish(&mut channel);
+        assert!(!stored && ack.sequence == 2, "the window starts again");
+    }
 
     #[test]
     fn sequences_start_at_one_and_ids_deduplicate() {

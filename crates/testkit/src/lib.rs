@@ -124,8 +124,6 @@
 //!
 //! ## Where it differs from JetStream
 //!
-//! - Message ids de-duplicate for as long as the broker lives (JetStream:
-//!   within the stream's duplicate window, 2 minutes by default).
 //! - A pull request never expires (JetStream: after 30 s the client asks
 //!   again); what is delivered is the same.
 //! - The broker gives up on a message when its last delivery's ack wait
@@ -200,7 +198,7 @@ mod transport;
 pub use acker::InMemoryAcker;
 pub use broker::InMemory;
 pub use call::{call, call_payload, Call};
-pub use channel::{stream_name, StoredMessage, MESSAGE_ID_HEADER};
+pub use channel::{stream_name, StoredMessage, DUPLICATE_WINDOW, MESSAGE_ID_HEADER};
 pub use faults::Fault;
 pub use inspect::ConsumerInfo;
 pub use settlement::{Outcome, Settlement, Settlements};

@@ -144,9 +144,10 @@ fn crash_after_first_handled(
     })
 }
 
-#[tokio::test(start_paused = true)]
-async fn an_input_handled_again_after_a_crash_publishes_its_output_once() {
-    let broker = InMemory::new();
+/// Starts an app whose first handled message never gets its ack, publishes
+/// order 5, and returns once its output was published: the app is then
+/// shut down, as if it had died.
+async fn crash_after_the_output(broker: &InMemory) -> Arc<AtomicUsize> {
     let crashed = Arc::new(Notify::new());
     let handled = Arc::new(AtomicUsize::new(0));
     let first = App::new()
@@ -161,11 +162,12 @@ async fn an_input_handled_again_after_a_crash_publishes_its_output_once() {
         .await
         .expect("published");
     crashed.notified().await;
-    assert_eq!(broker.channel_messages("outputs.invoices").len(), 1);
-    assert!(broker.settlements("outputs.orders").acked().is_empty());
-    // The first instance dies without acking; a second one takes over.
     let _ = first.shutdown().await;
+    handled
+}
 
+/// A second instance of the app handles what the first left unacked.
+async fn take_over(broker: &InMemory) {
     let second = App::new()
         .subscriber(invoice::subscriber())
         .start(broker.clone())
@@ -175,7 +177,30 @@ async fn an_input_handled_again_after_a_crash_publishes_its_output_once() {
         .wait_until(|broker| !broker.settlements("outputs.orders").acked().is_empty())
         .await;
     second.shutdown().await.expect("shut down");
+}
 
+#[tokio::test(start_paused = true)]
+async fn an_input_redelivered_after_the_duplicate_window_publishes_its_output_again() {
+    let broker = InMemory::new();
+    crash_after_the_output(&broker).await;
+    // Nobody runs the app for longer than the broker remembers the id.
+    tokio::time::advance(flowgate_testkit::DUPLICATE_WINDOW).await;
+    take_over(&broker).await;
+    assert_eq!(
+        broker.published::<Invoice>().expect("decodes"),
+        [Invoice { order_id: 5 }, Invoice { order_id: 5 }],
+        "past the window the output is stored again, as on JetStream"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_input_handled_again_after_a_crash_publishes_its_output_once() {
+    let broker = InMemory::new();
+    let handled = crash_after_the_output(&broker).await;
+    assert_eq!(broker.channel_messages("outputs.invoices").len(), 1);
+    assert!(broker.settlements("outputs.orders").acked().is_empty());
+
+    take_over(&broker).await;
     assert_eq!(
         handled.load(Ordering::SeqCst),
         1,
