@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use flowgate::middleware::metrics::names;
 use flowgate::middleware::retry::RetryPolicy;
-use flowgate::{App, Failure, Message, PublishOptions, Publisher, Subscriber};
+use flowgate::{App, Failure, Message, PublishOptions, Publisher, Subscriber, Transport};
 use flowgate_tests::{consumer_state, eventually, init_tracing, JobError, NatsServer};
+use metrics::Key;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use serde::{Deserialize, Serialize};
 
@@ -17,31 +18,58 @@ struct Job {
     id: u64,
 }
 
+/// The snapshotter of the one recorder of this test binary, installed by
+/// the first test that asks for it.
 fn snapshotter() -> Snapshotter {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    recorder
-        .install()
-        .expect("the only recorder of this test binary");
-    snapshotter
+    static SNAPSHOTTER: std::sync::OnceLock<Snapshotter> = std::sync::OnceLock::new();
+    SNAPSHOTTER
+        .get_or_init(|| {
+            let recorder = DebuggingRecorder::new();
+            let snapshotter = recorder.snapshotter();
+            recorder
+                .install()
+                .expect("the only recorder of this test binary");
+            snapshotter
+        })
+        .clone()
 }
 
-/// The value of every metric of `channel`, by name.
-fn values_of(snapshotter: &Snapshotter, channel: &str) -> HashMap<String, DebugValue> {
+/// Every metric recorded, with its description. Reading them resets the
+/// counters, so each test reads once, and the tests take turns.
+fn snapshot(snapshotter: &Snapshotter) -> Vec<(Key, Option<String>, DebugValue)> {
     snapshotter
         .snapshot()
         .into_vec()
         .into_iter()
-        .filter(|(key, ..)| {
-            key.key()
-                .labels()
-                .any(|label| label.key() == "channel" && label.value() == channel)
+        .map(|(key, _, description, value)| {
+            let description = description.map(|d| d.to_string());
+            (key.key().clone(), description, value)
         })
-        .map(|(key, _, _, value)| (key.key().name().to_owned(), value))
         .collect()
 }
 
-fn counter(values: &HashMap<String, DebugValue>, name: &str) -> u64 {
+/// Tests of this binary take turns: a snapshot resets every counter.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn has_label(key: &Key, name: &str, value: &str) -> bool {
+    key.labels().any(|l| l.key() == name && l.value() == value)
+}
+
+/// The value of every metric of `channel` without a `reason` label, by name.
+fn values_of<'a>(
+    snapshot: &'a [(Key, Option<String>, DebugValue)],
+    channel: &str,
+) -> HashMap<String, &'a DebugValue> {
+    snapshot
+        .iter()
+        .filter(|(key, ..)| {
+            has_label(key, "channel", channel) && !key.labels().any(|l| l.key() == "reason")
+        })
+        .map(|(key, _, value)| (key.name().to_owned(), value))
+        .collect()
+}
+
+fn counter(values: &HashMap<String, &DebugValue>, name: &str) -> u64 {
     match values.get(name) {
         Some(DebugValue::Counter(n)) => *n,
         other => panic!("{name} is not a counter here: {other:?}"),
@@ -51,6 +79,7 @@ fn counter(values: &HashMap<String, DebugValue>, name: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settlements_attempts_and_durations_are_counted_per_channel_and_durable() {
     init_tracing();
+    let _turn = ONE_AT_A_TIME.lock().await;
     let snapshotter = snapshotter();
     let server = NatsServer::start().await;
     let nats = server.jetstream().await;
@@ -86,7 +115,8 @@ async fn settlements_attempts_and_durations_are_counted_per_channel_and_durable(
     assert!(settled, "all 7 settled");
     app.shutdown().await.expect("clean shutdown");
 
-    let values = values_of(&snapshotter, channel);
+    let snapshot = snapshot(&snapshotter);
+    let values = values_of(&snapshot, channel);
     assert_eq!(
         counter(&values, names::RECEIVED),
         8,
@@ -104,14 +134,101 @@ async fn settlements_attempts_and_durations_are_counted_per_channel_and_durable(
         Some(DebugValue::Gauge(now)) => assert_eq!(now.into_inner(), 0.0, "nothing running"),
         other => panic!("no in-flight gauge: {other:?}"),
     }
-    let labelled_durable = snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .any(|(key, ..)| {
-            key.key()
-                .labels()
-                .any(|l| l.key() == "durable" && l.value() == "counted")
-        });
+    assert_eq!(counter(&values, names::REDELIVERED), 1, "job 6 came again");
+    assert_eq!(failed_with(&snapshot, channel, "error"), 2, "jobs 5 and 6");
+    assert_eq!(counter(&values, names::RETRIES), 0, "broker-only retries");
+    let labelled_durable = snapshot
+        .iter()
+        .any(|(key, ..)| has_label(key, "durable", "counted"));
     assert!(labelled_durable, "metrics carry the durable label");
+}
+
+/// The failed attempts of `channel` for `reason` (0 when never registered).
+fn failed_with(snapshot: &[(Key, Option<String>, DebugValue)], channel: &str, reason: &str) -> u64 {
+    snapshot
+        .iter()
+        .filter(|(key, ..)| {
+            key.name() == names::ATTEMPTS_FAILED
+                && has_label(key, "channel", channel)
+                && has_label(key, "reason", reason)
+        })
+        .map(|(.., value)| match value {
+            DebugValue::Counter(n) => *n,
+            other => panic!("{} is not a counter: {other:?}", names::ATTEMPTS_FAILED),
+        })
+        .sum()
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_attempts_are_counted_by_reason_with_the_retries_and_redeliveries() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let snapshotter = snapshotter();
+    let channel = "metrics.reasons";
+    let broker = flowgate_testkit::InMemory::new();
+    let handler = |job: Message<Job>| async move {
+        match (job.id, job.attempt()) {
+            (1, 1) => panic!("job 1 panics once"),
+            (2, 1) => tokio::time::sleep(Duration::from_secs(60)).await,
+            (3, 1 | 2) => return Err(Failure::retryable(JobError("job 3 fails twice".into()))),
+            _ => {}
+        }
+        Ok(())
+    };
+    let app = App::new()
+        .subscriber(
+            Subscriber::new(channel, handler)
+                .durable("reasons")
+                .timeout(Duration::from_secs(1)),
+        )
+        .start(broker.clone())
+        .await
+        .expect("app starts");
+    let publisher = Publisher::new(broker.clone());
+    for id in 1..=3 {
+        publisher
+            .publish_with(&Job { id }, PublishOptions::new().channel(channel))
+            .await
+            .expect("publish");
+    }
+    broker
+        .publish(flowgate::OutgoingMessage::new(channel, "not json"))
+        .await
+        .expect("sent")
+        .await
+        .expect("stored");
+    broker.wait_idle().await;
+    app.shutdown().await.expect("clean shutdown");
+
+    let snapshot = snapshot(&snapshotter);
+    assert_eq!(failed_with(&snapshot, channel, "panic"), 1);
+    assert_eq!(failed_with(&snapshot, channel, "timeout"), 1);
+    assert_eq!(failed_with(&snapshot, channel, "error"), 2);
+    assert_eq!(failed_with(&snapshot, channel, "decode"), 1);
+    assert_eq!(failed_with(&snapshot, channel, "output"), 0);
+    let described = |name: &str| {
+        snapshot
+            .iter()
+            .any(|(key, description, _)| key.name() == name && description.is_some())
+    };
+    for name in [
+        names::ATTEMPTS_FAILED,
+        names::RETRIES,
+        names::REDELIVERED,
+        names::RECEIVED,
+        names::HANDLER_DURATION,
+    ] {
+        assert!(described(name), "{name} has no HELP description");
+    }
+    let values = values_of(&snapshot, channel);
+    assert_eq!(
+        counter(&values, names::RETRIES),
+        4,
+        "every retryable failure retried in-process"
+    );
+    assert_eq!(
+        counter(&values, names::REDELIVERED),
+        0,
+        "nothing went back to the broker"
+    );
+    assert_eq!(counter(&values, names::NAKD), 0);
 }

@@ -68,6 +68,14 @@ impl Attempt for Attempts {
         Poll::Ready(Ok(()))
     }
 
+    fn failed(&self, err: &BoxError) {
+        self.metrics.attempt_failed(err);
+    }
+
+    fn retrying(&self) {
+        self.metrics.retrying();
+    }
+
     fn attempt(&mut self, request: &Request) -> AttemptFuture {
         let attempt = timed(&self.metrics, self.handler.call_ref(request));
         match self.timeout {

@@ -146,6 +146,9 @@ pub(crate) async fn dispatch<T: Transport>(
             metadata,
             acker,
         } = delivery;
+        if metadata.delivery_count() > 1 {
+            context.metrics.redelivered.increment(1);
+        }
         let sequence = metadata.stream_sequence();
         let (settler, manual) = match (context.spec.ack, &window) {
             (AckMode::Coalesced, Some(window)) => {

@@ -4,6 +4,9 @@
 //! | name | kind | what |
 //! | --- | --- | --- |
 //! | `flowgate_messages_received_total` | counter | deliveries taken by the dispatcher |
+//! | `flowgate_messages_redelivered_total` | counter | of those, deliveries after the first of their message |
+//! | `flowgate_attempts_failed_total` | counter | failed handler attempts, in-process retries included, by `reason`: `error`, `panic`, `timeout`, `decode`, `rejected`, `output` |
+//! | `flowgate_retries_total` | counter | in-process retries started |
 //! | `flowgate_messages_acked_total` | counter | settled with an ack |
 //! | `flowgate_messages_nakd_total` | counter | nak'd for redelivery |
 //! | `flowgate_messages_terminated_total` | counter | terminated (after dead-lettering, or without) |
@@ -23,12 +26,18 @@ use std::time::Instant;
 
 use metrics::{Counter, Gauge, Histogram};
 
-use crate::{BoxError, Request, SubscriptionSpec};
+use crate::{BoxError, HandlerError, Request, SubscriptionSpec};
 
 /// Metric names, for dashboards and tests.
 pub mod names {
     /// Deliveries taken by the dispatcher.
     pub const RECEIVED: &str = "flowgate_messages_received_total";
+    /// Deliveries after the first of their message.
+    pub const REDELIVERED: &str = "flowgate_messages_redelivered_total";
+    /// Failed handler attempts, by `reason`.
+    pub const ATTEMPTS_FAILED: &str = "flowgate_attempts_failed_total";
+    /// In-process retries started.
+    pub const RETRIES: &str = "flowgate_retries_total";
     /// Messages acked.
     pub const ACKED: &str = "flowgate_messages_acked_total";
     /// Messages nak'd for redelivery.
@@ -45,10 +54,117 @@ pub mod names {
     pub const HANDLER_DURATION: &str = "flowgate_handler_duration_seconds";
 }
 
+/// Why a handler attempt failed: the `reason` label of
+/// [`names::ATTEMPTS_FAILED`]. Bounded: one of these, whatever the error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    /// The handler returned `Err`.
+    Error,
+    /// The handler panicked.
+    Panic,
+    /// The attempt ran past the subscriber's `timeout`.
+    Timeout,
+    /// The payload did not decode.
+    Decode,
+    /// An extractor rejected the message.
+    Rejected,
+    /// The handler's output was not stored.
+    Output,
+}
+
+impl FailureReason {
+    const ALL: [FailureReason; 6] = [
+        FailureReason::Error,
+        FailureReason::Panic,
+        FailureReason::Timeout,
+        FailureReason::Decode,
+        FailureReason::Rejected,
+        FailureReason::Output,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::Error => "error",
+            FailureReason::Panic => "panic",
+            FailureReason::Timeout => "timeout",
+            FailureReason::Decode => "decode",
+            FailureReason::Rejected => "rejected",
+            FailureReason::Output => "output",
+        }
+    }
+
+    /// The reason of `err`, an attempt's failure as it leaves the runtime's
+    /// own layers.
+    ///
+    /// ```
+    /// use flowgate::middleware::metrics::FailureReason;
+    /// let err: flowgate::BoxError = Box::new(flowgate::HandlerError::Panicked("boom".into()));
+    /// assert_eq!(FailureReason::of(&err), FailureReason::Panic);
+    /// ```
+    pub fn of(err: &BoxError) -> Self {
+        if err.is::<tower::timeout::error::Elapsed>() {
+            return FailureReason::Timeout;
+        }
+        match err.downcast_ref::<HandlerError>() {
+            Some(HandlerError::Decode(_)) => FailureReason::Decode,
+            Some(HandlerError::Panicked(_)) => FailureReason::Panic,
+            Some(HandlerError::Rejected { .. }) => FailureReason::Rejected,
+            Some(HandlerError::Output(_)) => FailureReason::Output,
+            _ => FailureReason::Error,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Gives every metric its HELP text and unit, for exporters that show them.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        names::RECEIVED,
+        "Deliveries taken by the dispatcher, redeliveries included."
+    );
+    describe_counter!(
+        names::REDELIVERED,
+        "Deliveries after the first of their message (the broker's delivery count above 1)."
+    );
+    describe_counter!(names::ATTEMPTS_FAILED, "Failed handler attempts, in-process retries included, by reason: error, panic, timeout, decode, rejected, output.");
+    describe_counter!(
+        names::RETRIES,
+        "In-process retries started after a failed attempt."
+    );
+    describe_counter!(names::ACKED, "Messages settled with an ack.");
+    describe_counter!(names::NAKD, "Messages nak'd for redelivery by the broker.");
+    describe_counter!(
+        names::TERMINATED,
+        "Messages terminated: never delivered again."
+    );
+    describe_counter!(
+        names::DEAD_LETTERED,
+        "Messages published to their dead-letter subject."
+    );
+    describe_counter!(
+        names::DEAD_LETTER_RETRIES,
+        "Dead-letter publishes that failed and are tried again."
+    );
+    describe_gauge!(names::IN_FLIGHT, "Handler attempts running now.");
+    describe_histogram!(
+        names::HANDLER_DURATION,
+        Unit::Seconds,
+        "The time of each handler attempt."
+    );
+}
+
 /// The metric handles of one subscriber, registered once at start.
 #[derive(Debug, Clone)]
 pub struct SubscriberMetrics {
     pub(crate) received: Counter,
+    pub(crate) redelivered: Counter,
+    failed: [Counter; 6],
+    retries: Counter,
     pub(crate) acked: Counter,
     pub(crate) nakd: Counter,
     pub(crate) terminated: Counter,
@@ -73,8 +189,17 @@ impl SubscriberMetrics {
             .or_else(|| spec.queue.clone())
             .unwrap_or_else(|| "ephemeral".to_owned());
         let labels = [("channel", channel), ("durable", durable)];
+        describe();
+        let failed = FailureReason::ALL.map(|reason| {
+            let mut labels = labels.to_vec();
+            labels.push(("reason", reason.as_str().to_owned()));
+            metrics::counter!(names::ATTEMPTS_FAILED, &labels)
+        });
         Self {
             received: metrics::counter!(names::RECEIVED, &labels),
+            redelivered: metrics::counter!(names::REDELIVERED, &labels),
+            failed,
+            retries: metrics::counter!(names::RETRIES, &labels),
             acked: metrics::counter!(names::ACKED, &labels),
             nakd: metrics::counter!(names::NAKD, &labels),
             terminated: metrics::counter!(names::TERMINATED, &labels),
@@ -83,6 +208,18 @@ impl SubscriberMetrics {
             in_flight: metrics::gauge!(names::IN_FLIGHT, &labels),
             duration: metrics::histogram!(names::HANDLER_DURATION, &labels),
         }
+    }
+}
+
+impl SubscriberMetrics {
+    /// Counts a failed attempt.
+    pub(crate) fn attempt_failed(&self, err: &BoxError) {
+        self.failed[FailureReason::of(err).index()].increment(1);
+    }
+
+    /// Counts an in-process retry.
+    pub(crate) fn retrying(&self) {
+        self.retries.increment(1);
     }
 }
 

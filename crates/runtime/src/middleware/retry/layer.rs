@@ -96,6 +96,14 @@ pub(crate) trait Attempt: Send + 'static {
 
     /// Starts an attempt at `request`.
     fn attempt(&mut self, request: &Request) -> Self::Future;
+
+    /// An attempt failed with `err`.
+    fn failed(&self, err: &BoxError) {
+        let _ = err;
+    }
+
+    /// An in-process retry starts.
+    fn retrying(&self) {}
 }
 
 /// A tower service as an [`Attempt`]: each attempt gets a copy of the request.
@@ -206,9 +214,11 @@ impl<A: Attempt> Again<A> {
                     Ok(()) => return Ok(()),
                     Err(err) => err,
                 };
+                attempts.failed(&err);
                 match schedule.next_delay(attempt, &err) {
                     Some(next) => {
                         tracing::debug!(attempt, retry_in = ?next, error = %err, "attempt failed; retrying in-process");
+                        attempts.retrying();
                         delay = next;
                     }
                     None => {
@@ -279,11 +289,13 @@ impl<A: Attempt> Future for Attempting<A> {
                     let state = again
                         .take()
                         .expect("attempts polled again after they ended");
+                    state.attempts.failed(&err);
                     let attempt = state.request.attempt();
                     let Some(delay) = state.schedule.next_delay(attempt, &err) else {
                         return Poll::Ready(Err((err, Box::new(state.request))));
                     };
                     tracing::debug!(attempt, retry_in = ?delay, error = %err, "attempt failed; retrying in-process");
+                    state.attempts.retrying();
                     let future = state.retry(attempt, delay, err);
                     this.state.set(State::Retrying { future });
                 }
