@@ -68,8 +68,25 @@ impl Attempt for Attempts {
         Poll::Ready(Ok(()))
     }
 
-    fn failed(&self, err: &BoxError) {
+    fn failed(&self, err: &BoxError, request: &Request) {
         self.metrics.attempt_failed(err);
+        // The first failure of a message is news; its retries are logged
+        // at DEBUG by the retry loop, its end by the settlement.
+        let (attempt, meta) = (request.attempt(), request.metadata());
+        if attempt > 1 {
+            return;
+        }
+        if let Some(suppressed) = self.metrics.warnings.allow() {
+            tracing::warn!(
+                channel = %self.metrics.channel,
+                subject = meta.subject(),
+                seq = meta.stream_sequence(),
+                attempt,
+                error = %err,
+                suppressed,
+                "handler failed; it is retried within its failure budget"
+            );
+        }
     }
 
     fn retrying(&self) {

@@ -81,6 +81,7 @@ mod failure;
 mod handler;
 mod handler_slots;
 mod in_flight;
+mod log_budget;
 mod message;
 pub mod middleware;
 pub mod output;

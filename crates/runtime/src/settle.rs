@@ -188,7 +188,14 @@ impl<A: Acker> Settler<A> {
             }
             Decision::Nak { delay, attempts } => {
                 if let Err(err) = &outcome {
-                    tracing::warn!(error = %err, attempts, retry_in = ?delay, "handler failed; nak'd");
+                    match metrics.warnings.allow() {
+                        Some(suppressed) => {
+                            tracing::warn!(error = %err, attempts, retry_in = ?delay, suppressed, "handler failed; nak'd")
+                        }
+                        None => {
+                            tracing::debug!(error = %err, attempts, retry_in = ?delay, "handler failed; nak'd")
+                        }
+                    }
                 }
                 // Boxed: the rare paths must not grow every message's task.
                 Box::pin(self.nak(context, &unsettled, attempts, delay)).await

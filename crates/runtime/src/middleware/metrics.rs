@@ -165,6 +165,10 @@ pub struct SubscriberMetrics {
     pub(crate) redelivered: Counter,
     failed: [Counter; 6],
     retries: Counter,
+    /// The channel, for log lines.
+    pub(crate) channel: Arc<str>,
+    /// Bounds the WARN lines of first failures.
+    pub(crate) warnings: Arc<crate::log_budget::LogBudget>,
     pub(crate) acked: Counter,
     pub(crate) nakd: Counter,
     pub(crate) terminated: Counter,
@@ -200,6 +204,8 @@ impl SubscriberMetrics {
             redelivered: metrics::counter!(names::REDELIVERED, &labels),
             failed,
             retries: metrics::counter!(names::RETRIES, &labels),
+            warnings: Arc::default(),
+            channel: spec.channel.as_str().into(),
             acked: metrics::counter!(names::ACKED, &labels),
             nakd: metrics::counter!(names::NAKD, &labels),
             terminated: metrics::counter!(names::TERMINATED, &labels),
@@ -313,10 +319,15 @@ impl<F> std::fmt::Debug for MetricsFuture<F> {
     }
 }
 
-impl<F: Future> Future for MetricsFuture<F> {
+impl<F: Future<Output = Result<(), BoxError>>> Future for MetricsFuture<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.project().future.poll(cx)
+        let this = self.project();
+        let output = std::task::ready!(this.future.poll(cx));
+        if output.is_ok() {
+            tracing::debug!(channel = %this.timer.metrics.channel, duration = ?this.timer.started.elapsed(), "handled");
+        }
+        Poll::Ready(output)
     }
 }

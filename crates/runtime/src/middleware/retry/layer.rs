@@ -97,9 +97,9 @@ pub(crate) trait Attempt: Send + 'static {
     /// Starts an attempt at `request`.
     fn attempt(&mut self, request: &Request) -> Self::Future;
 
-    /// An attempt failed with `err`.
-    fn failed(&self, err: &BoxError) {
-        let _ = err;
+    /// An attempt at `request` failed with `err`.
+    fn failed(&self, err: &BoxError, request: &Request) {
+        let _ = (err, request);
     }
 
     /// An in-process retry starts.
@@ -214,7 +214,7 @@ impl<A: Attempt> Again<A> {
                     Ok(()) => return Ok(()),
                     Err(err) => err,
                 };
-                attempts.failed(&err);
+                attempts.failed(&err, &request);
                 match schedule.next_delay(attempt, &err) {
                     Some(next) => {
                         tracing::debug!(attempt, retry_in = ?next, error = %err, "attempt failed; retrying in-process");
@@ -289,7 +289,7 @@ impl<A: Attempt> Future for Attempting<A> {
                     let state = again
                         .take()
                         .expect("attempts polled again after they ended");
-                    state.attempts.failed(&err);
+                    state.attempts.failed(&err, &state.request);
                     let attempt = state.request.attempt();
                     let Some(delay) = state.schedule.next_delay(attempt, &err) else {
                         return Poll::Ready(Err((err, Box::new(state.request))));
