@@ -63,7 +63,10 @@ fn values_of<'a>(
     snapshot
         .iter()
         .filter(|(key, ..)| {
-            has_label(key, "channel", channel) && !key.labels().any(|l| l.key() == "reason")
+            has_label(key, "channel", channel)
+                && !key
+                    .labels()
+                    .any(|l| l.key() == "reason" || l.key() == "outcome")
         })
         .map(|(key, _, value)| (key.name().to_owned(), value))
         .collect()
@@ -126,10 +129,16 @@ async fn settlements_attempts_and_durations_are_counted_per_channel_and_durable(
     assert_eq!(counter(&values, names::NAKD), 1);
     assert_eq!(counter(&values, names::DEAD_LETTERED), 1);
     assert_eq!(counter(&values, names::TERMINATED), 1);
-    match values.get(names::HANDLER_DURATION) {
-        Some(DebugValue::Histogram(samples)) => assert_eq!(samples.len(), 8, "one per attempt"),
-        other => panic!("no duration histogram: {other:?}"),
-    }
+    assert_eq!(
+        durations(&snapshot, channel, "ok"),
+        6,
+        "one per attempt that succeeded"
+    );
+    assert_eq!(
+        durations(&snapshot, channel, "failed"),
+        2,
+        "one per attempt that failed"
+    );
     match values.get(names::IN_FLIGHT) {
         Some(DebugValue::Gauge(now)) => assert_eq!(now.into_inner(), 0.0, "nothing running"),
         other => panic!("no in-flight gauge: {other:?}"),
@@ -141,6 +150,26 @@ async fn settlements_attempts_and_durations_are_counted_per_channel_and_durable(
         .iter()
         .any(|(key, ..)| has_label(key, "durable", "counted"));
     assert!(labelled_durable, "metrics carry the durable label");
+}
+
+/// How many attempts of `channel` with `outcome` were timed.
+fn durations(
+    snapshot: &[(Key, Option<String>, DebugValue)],
+    channel: &str,
+    outcome: &str,
+) -> usize {
+    snapshot
+        .iter()
+        .filter(|(key, ..)| {
+            key.name() == names::HANDLER_DURATION
+                && has_label(key, "channel", channel)
+                && has_label(key, "outcome", outcome)
+        })
+        .map(|(.., value)| match value {
+            DebugValue::Histogram(samples) => samples.len(),
+            other => panic!("{} is not a histogram: {other:?}", names::HANDLER_DURATION),
+        })
+        .sum()
 }
 
 /// The failed attempts of `channel` for `reason` (0 when never registered).
@@ -205,6 +234,12 @@ async fn failed_attempts_are_counted_by_reason_with_the_retries_and_redeliveries
     assert_eq!(failed_with(&snapshot, channel, "error"), 2);
     assert_eq!(failed_with(&snapshot, channel, "decode"), 1);
     assert_eq!(failed_with(&snapshot, channel, "output"), 0);
+    assert_eq!(
+        durations(&snapshot, channel, "failed"),
+        5,
+        "the timed-out one too"
+    );
+    assert_eq!(durations(&snapshot, channel, "ok"), 3);
     let described = |name: &str| {
         snapshot
             .iter()

@@ -13,7 +13,7 @@
 //! | `flowgate_messages_dead_lettered_total` | counter | published to the dead-letter subject |
 //! | `flowgate_dead_letter_retries_total` | counter | dead-letter publishes that failed and are tried again |
 //! | `flowgate_handlers_in_flight` | gauge | handler attempts running now |
-//! | `flowgate_handler_duration_seconds` | histogram | the time of each handler attempt |
+//! | `flowgate_handler_duration_seconds` | histogram | the time of each handler attempt, by `outcome`: `ok`, or `failed` (an error, a panic, a timeout, cut off at shutdown) |
 //!
 //! Install the recorder (exporter) before the app starts: the handles are
 //! registered then.
@@ -175,7 +175,10 @@ pub struct SubscriberMetrics {
     pub(crate) dead_lettered: Counter,
     pub(crate) dead_letter_retries: Counter,
     in_flight: Gauge,
+    /// Attempts that succeeded (`outcome="ok"`).
     duration: Histogram,
+    /// Attempts that failed or were cut off (`outcome="failed"`).
+    failed_duration: Histogram,
 }
 
 impl SubscriberMetrics {
@@ -212,9 +215,17 @@ impl SubscriberMetrics {
             dead_lettered: metrics::counter!(names::DEAD_LETTERED, &labels),
             dead_letter_retries: metrics::counter!(names::DEAD_LETTER_RETRIES, &labels),
             in_flight: metrics::gauge!(names::IN_FLIGHT, &labels),
-            duration: metrics::histogram!(names::HANDLER_DURATION, &labels),
+            duration: duration_with(&labels, "ok"),
+            failed_duration: duration_with(&labels, "failed"),
         }
     }
+}
+
+/// The duration histogram of attempts with `outcome`.
+fn duration_with(labels: &[(&'static str, String)], outcome: &str) -> Histogram {
+    let mut labels = labels.to_vec();
+    labels.push(("outcome", outcome.to_owned()));
+    metrics::histogram!(names::HANDLER_DURATION, &labels)
 }
 
 impl SubscriberMetrics {
@@ -285,22 +296,28 @@ pub(crate) fn timed<F>(metrics: &Arc<SubscriberMetrics>, attempt: F) -> MetricsF
         timer: Timer {
             metrics: metrics.clone(),
             started: Instant::now(),
+            succeeded: false,
         },
     }
 }
 
-/// Records one attempt when dropped: finished, failed or cancelled (a timeout).
+/// Records one attempt when dropped: finished, failed or cancelled (a
+/// timeout, the shutdown deadline), under the outcome `ok` or `failed`.
 struct Timer {
     metrics: Arc<SubscriberMetrics>,
     started: Instant,
+    succeeded: bool,
 }
 
 impl Drop for Timer {
     fn drop(&mut self) {
         self.metrics.in_flight.decrement(1.0);
-        self.metrics
-            .duration
-            .record(self.started.elapsed().as_secs_f64());
+        let duration = if self.succeeded {
+            &self.metrics.duration
+        } else {
+            &self.metrics.failed_duration
+        };
+        duration.record(self.started.elapsed().as_secs_f64());
     }
 }
 
@@ -326,6 +343,7 @@ impl<F: Future<Output = Result<(), BoxError>>> Future for MetricsFuture<F> {
         let this = self.project();
         let output = std::task::ready!(this.future.poll(cx));
         if output.is_ok() {
+            this.timer.succeeded = true;
             tracing::debug!(channel = %this.timer.metrics.channel, duration = ?this.timer.started.elapsed(), "handled");
         }
         Poll::Ready(output)
