@@ -152,40 +152,53 @@ async fn settlements_attempts_and_durations_are_counted_per_channel_and_durable(
     assert!(labelled_durable, "metrics carry the durable label");
 }
 
+/// Every value of metric `name` of `channel` whose label `label` is `value`.
+fn labelled<'a>(
+    snapshot: &'a [(Key, Option<String>, DebugValue)],
+    name: &'a str,
+    channel: &'a str,
+    (label, value): (&'a str, &'a str),
+) -> impl Iterator<Item = &'a DebugValue> + 'a {
+    snapshot
+        .iter()
+        .filter(move |(key, ..)| {
+            key.name() == name && has_label(key, "channel", channel) && has_label(key, label, value)
+        })
+        .map(|(.., value)| value)
+}
+
 /// How many attempts of `channel` with `outcome` were timed.
 fn durations(
     snapshot: &[(Key, Option<String>, DebugValue)],
     channel: &str,
     outcome: &str,
 ) -> usize {
-    snapshot
-        .iter()
-        .filter(|(key, ..)| {
-            key.name() == names::HANDLER_DURATION
-                && has_label(key, "channel", channel)
-                && has_label(key, "outcome", outcome)
-        })
-        .map(|(.., value)| match value {
-            DebugValue::Histogram(samples) => samples.len(),
-            other => panic!("{} is not a histogram: {other:?}", names::HANDLER_DURATION),
-        })
-        .sum()
+    labelled(
+        snapshot,
+        names::HANDLER_DURATION,
+        channel,
+        ("outcome", outcome),
+    )
+    .map(|value| match value {
+        DebugValue::Histogram(samples) => samples.len(),
+        other => panic!("{} is not a histogram: {other:?}", names::HANDLER_DURATION),
+    })
+    .sum()
 }
 
 /// The failed attempts of `channel` for `reason` (0 when never registered).
 fn failed_with(snapshot: &[(Key, Option<String>, DebugValue)], channel: &str, reason: &str) -> u64 {
-    snapshot
-        .iter()
-        .filter(|(key, ..)| {
-            key.name() == names::ATTEMPTS_FAILED
-                && has_label(key, "channel", channel)
-                && has_label(key, "reason", reason)
-        })
-        .map(|(.., value)| match value {
-            DebugValue::Counter(n) => *n,
-            other => panic!("{} is not a counter: {other:?}", names::ATTEMPTS_FAILED),
-        })
-        .sum()
+    labelled(
+        snapshot,
+        names::ATTEMPTS_FAILED,
+        channel,
+        ("reason", reason),
+    )
+    .map(|value| match value {
+        DebugValue::Counter(n) => *n,
+        other => panic!("{} is not a counter: {other:?}", names::ATTEMPTS_FAILED),
+    })
+    .sum()
 }
 
 #[tokio::test(start_paused = true)]
