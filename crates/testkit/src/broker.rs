@@ -1,6 +1,6 @@
 //! The broker: channels, their consumers, and the one lock around them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::acker::InMemoryAcker;
 use crate::attempts::AttemptStores;
-use crate::channel::Channel;
+use crate::channel::{Channel, StoredMessage};
 use crate::consumer::{Consumer, ConsumerConfig, Handout};
 use crate::faults::{Faults, Injected};
 use crate::settlement::Log;
@@ -153,42 +153,47 @@ pub(crate) struct State {
 pub(crate) struct Channels {
     all: Vec<ChannelState>,
     by_name: HashMap<String, usize>,
+    /// The dead letters stored.
+    dead_letters: HashSet<DeadLetterKey>,
+}
+
+/// What a dead letter names: its original's subject and sequence, and the
+/// durable it was published for.
+type DeadLetterKey = (String, u64, Option<String>);
+
+/// The key of `message` when it is a dead letter.
+fn dead_letter_key(message: &StoredMessage) -> Option<DeadLetterKey> {
+    use flowgate::dead_letter::{DURABLE, ORIGINAL_SEQUENCE, ORIGINAL_SUBJECT};
+    let headers = message.headers.as_ref()?;
+    let header = |name: &str| headers.get(name).map(|value| value.as_str().to_owned());
+    let sequence = header(ORIGINAL_SEQUENCE)?.parse().ok()?;
+    Some((header(ORIGINAL_SUBJECT)?, sequence, header(DURABLE)))
 }
 
 impl Channels {
-    /// Whether some channel holds the dead letter of message `sequence` of
-    /// `binding`'s stream, published for `binding`'s consumer (the runtime
-    /// stores it before it terminates the original), so the log can tell it
-    /// from a handler's own term.
+    /// Notes a dead letter stored: the runtime stores it before it
+    /// terminates the original, so a term can be told apart.
+    fn note_dead_letter(&mut self, (subject, sequence, durable): DeadLetterKey) {
+        // Without the durable too, for ephemeral consumers, which have no name.
+        self.dead_letters.insert((subject.clone(), sequence, None));
+        self.dead_letters.insert((subject, sequence, durable));
+    }
+
+    /// Whether the dead letter of message `sequence` of `binding`'s stream
+    /// was stored for `binding`'s consumer.
     fn holds_dead_letter_of(&self, binding: &Binding, sequence: u64) -> bool {
-        use flowgate::dead_letter::{DURABLE, ORIGINAL_SEQUENCE, ORIGINAL_SUBJECT};
         let Some(channel) = self.all.get(binding.index) else {
             return false;
         };
         let Some(original) = channel.stream.get(sequence) else {
             return false;
         };
-        // An ephemeral consumer has no name to compare.
         let durable = channel
             .consumers
             .get(&binding.consumer)
-            .and_then(|consumer| consumer.name.clone());
-        let sequence = sequence.to_string();
-        let header = |headers: &flowgate::Headers, name: &str| {
-            headers.get(name).map(|value| value.as_str().to_owned())
-        };
-        self.all.iter().any(|channel| {
-            channel.stream.messages().iter().rev().any(|message| {
-                message.headers.as_ref().is_some_and(|headers| {
-                    header(headers, ORIGINAL_SEQUENCE).as_deref() == Some(sequence.as_str())
-                        && header(headers, ORIGINAL_SUBJECT).as_deref()
-                            == Some(original.subject.as_str())
-                        && durable.as_deref().is_none_or(|durable| {
-                            header(headers, DURABLE).as_deref() == Some(durable)
-                        })
-                })
-            })
-        })
+            .and_then(|consumer| consumer.name.as_deref().map(str::to_owned));
+        self.dead_letters
+            .contains(&(original.subject.clone(), sequence, durable))
     }
 
     /// The channel created for `name`, else the one that holds all of it
@@ -433,6 +438,10 @@ impl Broker {
         let channel = &mut state.channels.all[index];
         let (ack, stored) = channel.stream.store(message);
         if stored {
+            if let Some(key) = channel.stream.get(ack.sequence).and_then(dead_letter_key) {
+                state.channels.note_dead_letter(key);
+            }
+            let channel = &mut state.channels.all[index];
             for consumer in channel.consumers.values_mut() {
                 consumer.skip_unmatched(&channel.stream);
                 consumer.notify.wake();
