@@ -51,18 +51,7 @@ macro_rules! handler {
     };
 }
 
-handler!(P1);
-handler!(P1, P2);
-handler!(P1, P2, P3);
-handler!(P1, P2, P3, P4);
-handler!(P1, P2, P3, P4, P5);
-handler!(P1, P2, P3, P4, P5, P6);
-handler!(P1, P2, P3, P4, P5, P6, P7);
-handler!(P1, P2, P3, P4, P5, P6, P7, P8);
-handler!(P1, P2, P3, P4, P5, P6, P7, P8, P9);
-handler!(P1, P2, P3, P4, P5, P6, P7, P8, P9, P10);
-handler!(P1, P2, P3, P4, P5, P6, P7, P8, P9, P10, P11);
-handler!(P1, P2, P3, P4, P5, P6, P7, P8, P9, P10, P11, P12);
+crate::extract::for_each_arity!(handler);
 
 /// The future of one [`HandlerService`] call: the handler running, or why
 /// its parameters could not be built.

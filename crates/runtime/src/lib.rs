@@ -209,18 +209,7 @@ pub mod __private {
     /// Compiles only for a type a handler can return in `Ok`.
     pub const fn is_output<O: crate::Output>() {}
 
-    /// The channel of the first payload among a handler's parameters, given
-    /// as (is it a payload, the channel its type declares).
-    pub const fn payload_channel(params: &[(bool, Option<&'static str>)]) -> Option<&'static str> {
-        let mut i = 0;
-        while i < params.len() {
-            if params[i].0 {
-                return params[i].1;
-            }
-            i += 1;
-        }
-        None
-    }
+    pub use crate::extract::payload_channel;
     pub use crate::subscriber::SUBSCRIBERS;
     pub use bytes::Bytes;
     pub use linkme;

@@ -55,6 +55,9 @@ mod state;
 use crate::BoxError;
 
 pub use delivery::{Attempt, Subject};
+pub(crate) use params::for_each_arity;
+#[doc(hidden)]
+pub use params::payload_channel;
 pub use params::Params;
 pub(crate) use publisher::AppPublisher;
 pub use publisher::Publisher;

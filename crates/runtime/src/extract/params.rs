@@ -24,6 +24,39 @@ pub trait Params: Sized + Send + 'static {
     fn from_request(request: &Request, state: &StateMap) -> Result<Self, HandlerError>;
 }
 
+/// Calls `$callback!` with the parameter names of each arity from 1 to 12,
+/// for what is implemented per parameter list.
+macro_rules! for_each_arity {
+    ($callback:ident) => {
+        $callback!(P1);
+        $callback!(P1, P2);
+        $callback!(P1, P2, P3);
+        $callback!(P1, P2, P3, P4);
+        $callback!(P1, P2, P3, P4, P5);
+        $callback!(P1, P2, P3, P4, P5, P6);
+        $callback!(P1, P2, P3, P4, P5, P6, P7);
+        $callback!(P1, P2, P3, P4, P5, P6, P7, P8);
+        $callback!(P1, P2, P3, P4, P5, P6, P7, P8, P9);
+        $callback!(P1, P2, P3, P4, P5, P6, P7, P8, P9, P10);
+        $callback!(P1, P2, P3, P4, P5, P6, P7, P8, P9, P10, P11);
+        $callback!(P1, P2, P3, P4, P5, P6, P7, P8, P9, P10, P11, P12);
+    };
+}
+pub(crate) use for_each_arity;
+
+/// The channel of the first payload among a handler's parameters, given as
+/// (is it a payload, the channel its type declares).
+pub const fn payload_channel(params: &[(bool, Option<&'static str>)]) -> Option<&'static str> {
+    let mut i = 0;
+    while i < params.len() {
+        if params[i].0 {
+            return params[i].1;
+        }
+        i += 1;
+    }
+    None
+}
+
 /// Builds one parameter, its rejection made into the handler's error.
 fn take<P: FromRequest>(request: &Request, state: &StateMap) -> Result<P, HandlerError> {
     P::from_request(request, state).map_err(|rejection| match rejection.0 {
@@ -40,7 +73,7 @@ macro_rules! params {
         impl<$($param: FromRequest),+> Params for ($($param,)+) {
             const PAYLOADS: usize = 0 $(+ $param::PAYLOAD as usize)+;
             const CHANNEL: Option<&'static str> =
-                crate::__private::payload_channel(&[$(($param::PAYLOAD, $param::CHANNEL)),+]);
+                payload_channel(&[$(($param::PAYLOAD, $param::CHANNEL)),+]);
 
             fn check(state: &StateMap) -> Result<(), MissingState> {
                 $($param::check(state)?;)+
@@ -54,18 +87,7 @@ macro_rules! params {
     };
 }
 
-params!(P1);
-params!(P1, P2);
-params!(P1, P2, P3);
-params!(P1, P2, P3, P4);
-params!(P1, P2, P3, P4, P5);
-params!(P1, P2, P3, P4, P5, P6);
-params!(P1, P2, P3, P4, P5, P6, P7);
-params!(P1, P2, P3, P4, P5, P6, P7, P8);
-params!(P1, P2, P3, P4, P5, P6, P7, P8, P9);
-params!(P1, P2, P3, P4, P5, P6, P7, P8, P9, P10);
-params!(P1, P2, P3, P4, P5, P6, P7, P8, P9, P10, P11);
-params!(P1, P2, P3, P4, P5, P6, P7, P8, P9, P10, P11, P12);
+for_each_arity!(params);
 
 #[cfg(test)]
 mod tests {
