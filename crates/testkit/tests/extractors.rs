@@ -229,6 +229,14 @@ async fn an_extractor_may_ask_for_a_retry() {
     );
 }
 
+/// Why an app of `app`'s subscribers does not start.
+async fn start_error(app: App) -> String {
+    app.start(InMemory::new())
+        .await
+        .expect_err("the app must not start")
+        .to_string()
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_closure_with_two_payloads_fails_start() {
     let twice = Subscriber::new("extract.twice", |a: Order, b: Order| async move {
@@ -236,44 +244,23 @@ async fn a_closure_with_two_payloads_fails_start() {
         Ok::<(), std::io::Error>(())
     })
     .named("twice");
-    let err = App::new()
-        .subscriber(twice)
-        .start(InMemory::new())
-        .await
-        .expect_err("two payloads");
-    assert!(
-        err.to_string()
-            .contains("`twice` takes 2 payload parameters"),
-        "{err}"
-    );
+    let err = start_error(App::new().subscriber(twice)).await;
+    assert!(err.contains("`twice` takes 2 payload parameters"), "{err}");
 
     let none = Subscriber::new("extract.none", |Attempt(_): Attempt| async move {
         Ok::<(), std::io::Error>(())
     })
     .named("none");
-    let err = App::new()
-        .subscriber(none)
-        .start(InMemory::new())
-        .await
-        .expect_err("no payload");
-    assert!(
-        err.to_string()
-            .contains("`none` takes no payload parameter"),
-        "{err}"
-    );
+    let err = start_error(App::new().subscriber(none)).await;
+    assert!(err.contains("`none` takes no payload parameter"), "{err}");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_subscriber_registered_twice_is_reported_as_such() {
-    let err = App::new()
+    let app = App::new()
         .state(Db::default())
         .subscriber(per_tenant::subscriber())
-        .subscriber(per_tenant::subscriber())
-        .start(InMemory::new())
-        .await
-        .expect_err("twice");
-    assert!(
-        err.to_string().contains("`per_tenant` is registered twice"),
-        "{err}"
-    );
+        .subscriber(per_tenant::subscriber());
+    let err = start_error(app).await;
+    assert!(err.contains("`per_tenant` is registered twice"), "{err}");
 }
