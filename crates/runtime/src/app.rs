@@ -230,15 +230,7 @@ impl App {
             .clone()
             .with(AppPublisher::new(transport.clone()));
         for subscriber in &self.subscribers {
-            subscriber
-                .handler()
-                .check(&state)
-                .map_err(|missing| Error::MissingState {
-                    subscriber: subscriber.name().to_owned(),
-                    type_name: missing.type_name(),
-                })?;
-        }
-        for subscriber in &self.subscribers {
+            crate::startup::check_state(subscriber, &state)?;
             crate::startup::check_fits_ack_wait(subscriber, transport.supports_progress())?;
             crate::startup::check_coalesced_budget(subscriber)?;
             if subscriber.spec().ack == crate::AckMode::Coalesced
@@ -258,15 +250,16 @@ impl App {
         for subscriber in self.subscribers {
             let dead_letter = subscriber.dead_letter_subject();
             let (name, spec, handler, failure, layers) = subscriber.into_parts();
-            let consumer = spec
+            // The consumer's name in dead letters and in the ids of outputs.
+            let durable_label = spec
                 .durable
-                .as_ref()
-                .or(spec.queue.as_ref())
-                .unwrap_or(&name);
+                .clone()
+                .or_else(|| spec.queue.clone())
+                .unwrap_or_else(|| format!("ephemeral-{name}"));
             let handler = handler.bind(
                 state
                     .clone()
-                    .with(OutputScope::new(&spec.channel, consumer)),
+                    .with(OutputScope::new(&spec.channel, &durable_label)),
             );
             let metrics = Arc::new(SubscriberMetrics::new(&spec));
             let service = crate::stack::build(
@@ -289,11 +282,7 @@ impl App {
                 &spec,
             ));
             let context = Arc::new(SubscriberContext {
-                durable_label: spec
-                    .durable
-                    .clone()
-                    .or_else(|| spec.queue.clone())
-                    .unwrap_or_else(|| format!("ephemeral-{name}")),
+                durable_label,
                 name,
                 spec,
                 dead_letter,

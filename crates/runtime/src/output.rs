@@ -120,7 +120,7 @@ pub(crate) struct OutputScope(pub(crate) Arc<str>);
 
 impl OutputScope {
     /// The scope of the subscriber on `channel` under `consumer` (its
-    /// durable, queue group or name).
+    /// durable or queue group, `ephemeral-<name>` for an ephemeral one).
     pub(crate) fn new(channel: &str, consumer: &str) -> Self {
         Self(format!("flowgate:{channel}:{consumer}").into())
     }

@@ -6,6 +6,20 @@ use std::time::Duration;
 use crate::{DeadLetter, Error, Subscriber};
 
 /// Names, limits and the dead-letter subject of one subscriber.
+/// Fails when the subscriber's extractors need a state `state` lacks.
+pub(crate) fn check_state(
+    subscriber: &Subscriber,
+    state: &crate::extract::StateMap,
+) -> Result<(), Error> {
+    subscriber
+        .handler()
+        .check(state)
+        .map_err(|missing| Error::MissingState {
+            subscriber: subscriber.name().to_owned(),
+            type_name: missing.type_name(),
+        })
+}
+
 /// Fails unless the subscriber's handler takes exactly one payload
 /// parameter. (`#[subscriber]` checks this at compile time; a handler given
 /// to `Subscriber::new` is checked here.)
