@@ -101,14 +101,17 @@ impl<E: Event> Output for Vec<E> {
 #[derive(Clone)]
 pub struct Outputs {
     publisher: Option<AppPublisher>,
-    /// `flowgate:<channel>:<durable>:<input's stream sequence>`.
-    id_prefix: String,
+    /// The subscriber's [`OutputScope`].
+    scope: Option<Arc<str>>,
+    /// The input's stream sequence.
+    sequence: u64,
 }
 
 impl std::fmt::Debug for Outputs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Outputs")
-            .field("id_prefix", &self.id_prefix)
+            .field("scope", &self.scope)
+            .field("sequence", &self.sequence)
             .finish_non_exhaustive()
     }
 }
@@ -130,20 +133,25 @@ impl Outputs {
     /// The outputs of handling `request`, published through the app's
     /// transport in `state`.
     pub(crate) fn of(request: &crate::Request, state: &StateMap) -> Self {
-        let scope = state
-            .get::<OutputScope>()
-            .map_or("flowgate", |scope| &scope.0);
         Self {
             publisher: state.get::<AppPublisher>().cloned(),
-            id_prefix: format!("{scope}:{}", request.metadata().stream_sequence()),
+            scope: state.get::<OutputScope>().map(|scope| scope.0.clone()),
+            sequence: request.metadata().stream_sequence(),
         }
+    }
+
+    /// The de-duplication id of output `index`:
+    /// `flowgate:<channel>:<durable>:<input's stream sequence>:<index>`.
+    fn id(&self, index: usize) -> String {
+        let scope = self.scope.as_deref().unwrap_or("flowgate");
+        format!("{scope}:{}:{index}", self.sequence)
     }
 
     /// Publishes `output`, each message with its id, and waits for every ack.
     async fn publish(self, output: impl Output) -> Result<(), BoxError> {
         let failed = |err: PublishError| -> BoxError { Box::new(HandlerError::Output(err)) };
         let messages = output.into_messages().map_err(failed)?;
-        let Some(publisher) = self.publisher else {
+        let Some(publisher) = &self.publisher else {
             return Err(failed(PublishError::Broker {
                 subject: messages
                     .first()
@@ -155,7 +163,7 @@ impl Outputs {
             }));
         };
         let acks = messages.into_iter().enumerate().map(|(index, message)| {
-            let message = message.with_message_id(format!("{}:{index}", self.id_prefix));
+            let message = message.with_message_id(self.id(index));
             publisher.publish(message)
         });
         futures::future::try_join_all(acks).await.map_err(failed)?;
