@@ -12,15 +12,16 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::attempt::Stack;
-use crate::attempts::AttemptLedger;
+use crate::attempt::{Stack, StackFuture};
+use crate::attempts::{AttemptLedger, FirstAttempt};
 use crate::coalesce::{AckWindow, Arrival};
-use crate::in_flight::InFlight;
+use crate::in_flight::{InFlight, Running};
 use crate::middleware::metrics::SubscriberMetrics;
 use crate::middleware::retry::Backoff;
 use crate::parked::Parked;
@@ -28,7 +29,8 @@ use crate::request::ManualAck;
 use crate::settle::{Settler, Unsettled};
 use crate::watch::{Watch, Watchers};
 use crate::{
-    AckMode, Acker, BoxError, Delivery, DeliveryStream, Request, SubscriptionSpec, Transport,
+    AckMode, Acker, BoxError, Delivery, DeliveryStream, Metadata, Request, SubscriptionSpec,
+    Transport,
 };
 
 /// What every message of one subscriber shares.
@@ -182,31 +184,31 @@ pub(crate) async fn dispatch<T: Transport>(
             delivery = metadata.delivery_count(),
         );
         // budget: where this delivery's attempts start. Only a redelivery
-        // with an attempt store waits (for its record); a first delivery never does.
-        let start = match context.ledger.start(sequence, metadata.delivery_count()) {
-            Some(start) => start,
-            None => {
-                let count = metadata.delivery_count();
-                context.ledger.start_redelivery(sequence, count).await
-            }
+        // with an attempt store waits (for its record), and on a task of its
+        // own: a store that is slow or out of reach (a cluster electing its
+        // leader) holds up that message, never the deliveries behind it.
+        let count = metadata.delivery_count();
+        let Some(start) = context.ledger.start(sequence, count) else {
+            // The stack made ready goes with the task; the loop keeps a clone
+            // and makes that ready for the next delivery.
+            let mut ready_service = service.clone();
+            std::mem::swap(&mut service, &mut ready_service);
+            let running = in_flight.start(permit);
+            let task_context = context.clone();
+            let work = async move {
+                let start = task_context.ledger.start_redelivery(sequence, count).await;
+                let (mut unsettled, handled) =
+                    begin(&mut ready_service, ready, start, payload, metadata, manual);
+                let outcome = unsettled.take_back(handled.await);
+                (outcome, unsettled)
+            };
+            let task =
+                settle_when_handled(context.clone(), settler, work, watchers.watch(), running);
+            tracker.spawn(Box::pin(task.instrument(span)));
+            continue;
         };
-        let ready = ready.and_then(|()| start.within_budget());
-        let first_attempt = start.attempt;
-        // The message goes into the request; it comes back with a failure,
-        // for a dead letter, unless the user's layers keep it.
-        let mut unsettled = Unsettled {
-            sequence,
-            delivered: metadata.delivery_count(),
-            first_attempt,
-            message: (!service.hands_back_requests())
-                .then(|| Box::new(Request::new(payload.clone(), metadata.clone()))),
-        };
-        // budget: in-process attempts are recorded
-        let request = Request::delivered(payload, metadata, first_attempt, start.recorder, manual);
-        let mut handled = match ready {
-            Ok(()) => service.call(request),
-            Err(err) => Stack::refuse(err, request),
-        };
+        let (mut unsettled, mut handled) =
+            begin(&mut service, ready, start, payload, metadata, manual);
         // Counted as running from here, so `in_flight` sees a handler during
         // its first poll too.
         let running = in_flight.start(permit);
@@ -238,31 +240,17 @@ pub(crate) async fn dispatch<T: Transport>(
             continue;
         }
         let first = first.map(|handled| unsettled.take_back(handled));
-        let context = context.clone();
-        let watch = watchers.watch();
-        let task = async move {
-            let work = async {
-                let handled = async {
-                    match first {
-                        Some(outcome) => outcome,
-                        None => unsettled.take_back(handled.await),
-                    }
-                };
-                let outcome = with_progress(pin!(handled), &settler, &watch).await;
-                settler.settle(&context, outcome, unsettled).await;
+        let work = async move {
+            let outcome = match first {
+                Some(outcome) => outcome,
+                None => unsettled.take_back(handled.await),
             };
-            // In a block of its own: the work (the handler with it) is
-            // dropped before its room is given back.
-            let abandoned = { unless_abandoned(pin!(work), &watch).await.is_none() };
-            if abandoned {
-                tracing::warn!("handler abandoned at the shutdown deadline; the broker redelivers the message after the ack wait");
-            }
-            drop(running);
-        }
-        .instrument(span);
+            (outcome, unsettled)
+        };
+        let task = settle_when_handled(context.clone(), settler, work, watchers.watch(), running);
         // Boxed: the task is a few KiB, and spawning moves it by value
         // through several calls; a box is moved as a pointer.
-        tracker.spawn(Box::pin(task));
+        tracker.spawn(Box::pin(task.instrument(span)));
     }
     release_buffered(&mut deliveries, &mut parked, window.as_deref()).await;
     // The subscription lives until every handler has settled: a transport
@@ -273,6 +261,61 @@ pub(crate) async fn dispatch<T: Transport>(
         let _ = upkeep.await;
     }
     drop(deliveries);
+}
+
+/// Builds the request of a delivery whose attempts start at `start` and
+/// runs it through `service` (made ready with `ready`), or refuses it when
+/// its budget was spent or the stack failed to become ready; with what
+/// settling it needs.
+fn begin(
+    service: &mut Stack,
+    ready: Result<(), BoxError>,
+    start: FirstAttempt,
+    payload: Bytes,
+    metadata: Metadata,
+    manual: Option<ManualAck>,
+) -> (Unsettled, StackFuture) {
+    let ready = ready.and_then(|()| start.within_budget());
+    let first_attempt = start.attempt;
+    // The message goes into the request; it comes back with a failure, for
+    // a dead letter, unless the user's layers keep it.
+    let unsettled = Unsettled {
+        sequence: metadata.stream_sequence(),
+        delivered: metadata.delivery_count(),
+        first_attempt,
+        message: (!service.hands_back_requests())
+            .then(|| Box::new(Request::new(payload.clone(), metadata.clone()))),
+    };
+    // budget: in-process attempts are recorded
+    let request = Request::delivered(payload, metadata, first_attempt, start.recorder, manual);
+    let handled = match ready {
+        Ok(()) => service.call(request),
+        Err(err) => Stack::refuse(err, request),
+    };
+    (unsettled, handled)
+}
+
+/// A handler's task: runs `work` (the handler, and whatever comes before
+/// it) with progress acks while it takes long, settles its outcome, and is
+/// dropped unsettled at the shutdown deadline.
+async fn settle_when_handled<T: Transport>(
+    context: Arc<SubscriberContext<T>>,
+    settler: Settler<T::Acker>,
+    work: impl Future<Output = (Result<(), BoxError>, Unsettled)>,
+    watch: Arc<Watch>,
+    running: Running,
+) {
+    let settled = async {
+        let (outcome, unsettled) = with_progress(pin!(work), &settler, &watch).await;
+        settler.settle(&context, outcome, unsettled).await;
+    };
+    // In a block of its own: the work (the handler with it) is dropped
+    // before its room is given back.
+    let abandoned = { unless_abandoned(pin!(settled), &watch).await.is_none() };
+    if abandoned {
+        tracing::warn!("handler abandoned at the shutdown deadline; the broker redelivers the message after the ack wait");
+    }
+    drop(running);
 }
 
 /// Whether the dispatcher polls a handler once itself before giving it a
@@ -346,11 +389,11 @@ pub(crate) struct Lifecycle {
 /// interval, tells the broker work is ongoing, so the message is not
 /// redelivered mid-work. Runs inside [`unless_abandoned`], which registers
 /// the task with `watch` on every poll.
-async fn with_progress<A: Acker>(
-    mut handled: Pin<&mut impl Future<Output = Result<(), BoxError>>>,
+async fn with_progress<A: Acker, O>(
+    mut handled: Pin<&mut impl Future<Output = O>>,
     settler: &Settler<A>,
     watch: &Watch,
-) -> Result<(), BoxError> {
+) -> O {
     loop {
         let done = std::future::poll_fn(|cx| {
             if let Poll::Ready(outcome) = handled.as_mut().poll(cx) {

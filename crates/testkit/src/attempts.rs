@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use flowgate::{AttemptFuture, AttemptStore};
 
+use crate::broker::{Broker, Change};
 use crate::InMemory;
 
 /// Attempts by stream sequence for one named consumer of one channel.
@@ -32,6 +33,52 @@ impl AttemptStore for Attempts {
     fn forget(&self, stream_sequence: u64) -> AttemptFuture<'_, ()> {
         self.records().remove(&stream_sequence);
         Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// The attempt store of one consumer, as the runtime gets it: its records,
+/// behind the broker's faults (see [`InMemory::stall_attempt_store`]).
+pub(crate) struct ConsumerAttempts {
+    pub(crate) broker: Arc<Broker>,
+    pub(crate) channel: String,
+    pub(crate) records: Arc<Attempts>,
+}
+
+impl ConsumerAttempts {
+    /// Whether this call about `sequence` never answers.
+    fn stalls(&self, sequence: u64) -> bool {
+        let stalls = self
+            .broker
+            .lock()
+            .faults
+            .stall_store(&self.channel, sequence);
+        if stalls {
+            self.broker.changed(Change::default());
+        }
+        stalls
+    }
+}
+
+impl AttemptStore for ConsumerAttempts {
+    fn load(&self, stream_sequence: u64) -> AttemptFuture<'_, Option<u32>> {
+        if self.stalls(stream_sequence) {
+            return Box::pin(std::future::pending());
+        }
+        self.records.load(stream_sequence)
+    }
+
+    fn save(&self, stream_sequence: u64, attempts: u32) -> AttemptFuture<'_, ()> {
+        if self.stalls(stream_sequence) {
+            return Box::pin(std::future::pending());
+        }
+        self.records.save(stream_sequence, attempts)
+    }
+
+    fn forget(&self, stream_sequence: u64) -> AttemptFuture<'_, ()> {
+        if self.stalls(stream_sequence) {
+            return Box::pin(std::future::pending());
+        }
+        self.records.forget(stream_sequence)
     }
 }
 

@@ -63,6 +63,15 @@ pub enum Fault {
         /// The consumer's number of the lost delivery: the client sees a gap there.
         consumer_sequence: u64,
     },
+    /// A call to the attempt store of a consumer of `channel` (a load, a
+    /// save or a forget of the record of `sequence`) never answered, as
+    /// while the bucket behind it elects a leader on a real cluster.
+    AttemptStoreStalled {
+        /// The channel of the consumer.
+        channel: String,
+        /// The stream sequence whose record was asked for.
+        sequence: u64,
+    },
 }
 
 /// The error an injected fault makes a publish or a settlement return.
@@ -87,6 +96,7 @@ pub(crate) struct Faults {
     naks: HashMap<String, usize>,
     terms: HashMap<String, usize>,
     losses: HashMap<String, usize>,
+    store_stalls: HashMap<String, usize>,
     fired: Vec<Fault>,
 }
 
@@ -98,6 +108,7 @@ impl Faults {
             Kind::Nak => &mut self.naks,
             Kind::Term => &mut self.terms,
             Kind::Loss => &mut self.losses,
+            Kind::StoreStall => &mut self.store_stalls,
         }
     }
 
@@ -179,6 +190,19 @@ impl Faults {
         });
         true
     }
+
+    /// Whether this call to the attempt store of a consumer of `channel`
+    /// about `sequence` never answers (and notes it).
+    pub(crate) fn stall_store(&mut self, channel: &str, sequence: u64) -> bool {
+        if !self.take(Kind::StoreStall, channel) {
+            return false;
+        }
+        self.fired.push(Fault::AttemptStoreStalled {
+            channel: channel.to_owned(),
+            sequence,
+        });
+        true
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -188,6 +212,7 @@ enum Kind {
     Nak,
     Term,
     Loss,
+    StoreStall,
 }
 
 /// Fault injection: make the broker fail the way a real one does, so a test
@@ -451,6 +476,37 @@ impl InMemory {
     /// ```
     pub fn lose_next_deliveries(&self, channel: &str, n: usize) {
         self.arm(Kind::Loss, channel, n);
+    }
+
+    /// Makes the next `n` calls to the attempt store of any durable or queue
+    /// consumer of `channel` (loads, saves and forgets of a message's
+    /// attempt record) never answer, as while the key-value bucket behind it
+    /// elects a new leader on a real cluster. The runtime gives up on each
+    /// after its own time limit and goes on counting from the broker's
+    /// delivery count; the messages behind it are not held up.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), flowgate::BoxError> {
+    /// use flowgate::{SubscriptionSpec, Transport};
+    /// use flowgate_testkit::Fault;
+    /// use std::time::Duration;
+    ///
+    /// let broker = flowgate_testkit::InMemory::new();
+    /// let spec = SubscriptionSpec::new("jobs").with_durable("worker");
+    /// let store = broker.attempt_store(&spec).await?.expect("a durable has one");
+    /// broker.stall_attempt_store("jobs", 1);
+    /// let stalled = tokio::time::timeout(Duration::from_secs(60), store.load(7)).await;
+    /// assert!(stalled.is_err(), "no answer");
+    /// assert_eq!(store.load(7).await?, None, "the next call answers");
+    /// assert_eq!(
+    ///     broker.faults(),
+    ///     vec![Fault::AttemptStoreStalled { channel: "jobs".into(), sequence: 7 }]
+    /// );
+    /// # Ok(()) }
+    /// ```
+    pub fn stall_attempt_store(&self, channel: &str, n: usize) {
+        self.arm(Kind::StoreStall, channel, n);
     }
 
     /// Disarms every fault that has not taken effect yet (the list of those

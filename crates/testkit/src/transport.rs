@@ -87,7 +87,11 @@ impl Transport for InMemory {
         let Some(name) = spec.durable.as_deref().or(spec.queue.as_deref()) else {
             return Ok(None);
         };
-        let store: Arc<dyn AttemptStore> = self.broker.attempts.of(&spec.channel, name);
+        let store: Arc<dyn AttemptStore> = Arc::new(crate::attempts::ConsumerAttempts {
+            broker: self.broker.clone(),
+            channel: spec.channel.clone(),
+            records: self.broker.attempts.of(&spec.channel, name),
+        });
         Ok(Some(store))
     }
 

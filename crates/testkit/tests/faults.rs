@@ -375,3 +375,53 @@ async fn attempts_are_kept_per_channel_and_consumer_for_every_app() {
     one.forget(3).await.expect("forgotten");
     assert!(broker.recorded_attempts(CHANNEL, "billing").is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_redelivery_whose_attempt_record_does_not_load_holds_up_no_other_message() {
+    let broker = InMemory::new();
+    publish_orders(&broker, [1]).await;
+    // Order 1's first delivery is lost; when it comes again, after the ack
+    // wait, the load of its attempt record never answers (the runtime gives
+    // up on it after 2 s, its own limit).
+    broker.lose_next_deliveries(CHANNEL, 1);
+    broker.stall_attempt_store(CHANNEL, 1);
+    let runs = Runs::new();
+    let subscriber = billing(&runs, 0, Duration::ZERO, ok).ack_wait(Duration::from_secs(10));
+    let app = start(&broker, subscriber).await;
+    let stalled = |broker: &InMemory| {
+        broker.faults().contains(&Fault::AttemptStoreStalled {
+            channel: CHANNEL.to_owned(),
+            sequence: 1,
+        })
+    };
+    within(broker.wait_until(stalled)).await;
+    let stalled_at = Instant::now();
+
+    // Orders published meanwhile are handled at once: the paused clock
+    // moves only when nothing else can run, so a dispatcher waiting for
+    // the load would leave them until its 2 s limit.
+    publish_orders(&broker, 2..=4).await;
+    within(broker.wait_until(|broker| {
+        let acked = broker.settlements(CHANNEL).acked();
+        [2, 3, 4].iter().all(|id| acked.contains(id))
+    }))
+    .await;
+    assert!(
+        stalled_at.elapsed() < Duration::from_secs(2),
+        "orders 2 to 4 waited {:?} behind the redelivery of 1",
+        stalled_at.elapsed()
+    );
+    assert_eq!(runs.times(1), 0, "1 still waits for its record");
+
+    // Order 1 runs once its load gives up, counted from the broker's
+    // delivery count, and is acked.
+    settle(&broker).await;
+    let ones = runs.of(1);
+    assert_eq!(ones.len(), 1, "{ones:?}");
+    assert_eq!((ones[0].delivery, ones[0].ok), (2, true));
+    assert!(ones[0].at - stalled_at >= Duration::from_secs(2));
+    let mut acked = broker.settlements(CHANNEL).acked();
+    acked.sort_unstable();
+    assert_eq!(acked, vec![1, 2, 3, 4]);
+    app.shutdown().await.expect("shut down");
+}
