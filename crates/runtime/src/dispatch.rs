@@ -266,7 +266,9 @@ pub(crate) async fn dispatch<T: Transport>(
 /// Builds the request of a delivery whose attempts start at `start` and
 /// runs it through `service` (made ready with `ready`), or refuses it when
 /// its budget was spent or the stack failed to become ready; with what
-/// settling it needs.
+/// settling it needs. Inlined: its result is large, and the message path
+/// would otherwise copy it back.
+#[inline(always)]
 fn begin(
     service: &mut Stack,
     ready: Result<(), BoxError>,
