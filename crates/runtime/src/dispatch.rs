@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::attempt::{Stack, StackFuture};
+use crate::attempt::Stack;
 use crate::attempts::{AttemptLedger, FirstAttempt};
 use crate::coalesce::{AckWindow, Arrival};
 use crate::in_flight::{InFlight, Running};
@@ -197,8 +197,12 @@ pub(crate) async fn dispatch<T: Transport>(
             let task_context = context.clone();
             let work = async move {
                 let start = task_context.ledger.start_redelivery(sequence, count).await;
-                let (mut unsettled, handled) =
-                    begin(&mut ready_service, ready, start, payload, metadata, manual);
+                let (mut unsettled, request, ready) =
+                    begin(&ready_service, ready, start, payload, metadata, manual);
+                let handled = match ready {
+                    Ok(()) => ready_service.call(request),
+                    Err(err) => Stack::refuse(err, request),
+                };
                 let outcome = unsettled.take_back(handled.await);
                 (outcome, unsettled)
             };
@@ -207,8 +211,12 @@ pub(crate) async fn dispatch<T: Transport>(
             tracker.spawn(Box::pin(task.instrument(span)));
             continue;
         };
-        let (mut unsettled, mut handled) =
-            begin(&mut service, ready, start, payload, metadata, manual);
+        let (mut unsettled, request, ready) =
+            begin(&service, ready, start, payload, metadata, manual);
+        let mut handled = match ready {
+            Ok(()) => service.call(request),
+            Err(err) => Stack::refuse(err, request),
+        };
         // Counted as running from here, so `in_flight` sees a handler during
         // its first poll too.
         let running = in_flight.start(permit);
@@ -263,20 +271,19 @@ pub(crate) async fn dispatch<T: Transport>(
     drop(deliveries);
 }
 
-/// Builds the request of a delivery whose attempts start at `start` and
-/// runs it through `service` (made ready with `ready`), or refuses it when
-/// its budget was spent or the stack failed to become ready; with what
-/// settling it needs. Inlined: its result is large, and the message path
-/// would otherwise copy it back.
+/// The request of a delivery whose attempts start at `start`, with what
+/// settling it needs, and whether it may run (`Err`: its budget was spent,
+/// or the stack failed to become ready). The caller runs it through the
+/// stack, so the stack's large future is built where it stays.
 #[inline(always)]
 fn begin(
-    service: &mut Stack,
+    service: &Stack,
     ready: Result<(), BoxError>,
     start: FirstAttempt,
     payload: Bytes,
     metadata: Metadata,
     manual: Option<ManualAck>,
-) -> (Unsettled, StackFuture) {
+) -> (Unsettled, Request, Result<(), BoxError>) {
     let ready = ready.and_then(|()| start.within_budget());
     let first_attempt = start.attempt;
     // The message goes into the request; it comes back with a failure, for
@@ -290,11 +297,7 @@ fn begin(
     };
     // budget: in-process attempts are recorded
     let request = Request::delivered(payload, metadata, first_attempt, start.recorder, manual);
-    let handled = match ready {
-        Ok(()) => service.call(request),
-        Err(err) => Stack::refuse(err, request),
-    };
-    (unsettled, handled)
+    (unsettled, request, ready)
 }
 
 /// A handler's task: runs `work` (the handler, and whatever comes before
