@@ -125,11 +125,29 @@ async fn first_failures_are_warnings_within_a_budget_and_payloads_never_show() {
         retries as u64, MESSAGES,
         "each message's second attempt, at DEBUG"
     );
-    let dead_letters = lines
+    let dead_letters: Vec<_> = lines
         .iter()
-        .filter(|l| l.contains("message dead-lettered"))
-        .count();
-    assert_eq!(dead_letters as u64, MESSAGES, "each dead letter is logged");
+        .filter(|l| l.contains(" WARN ") && l.contains("message dead-lettered"))
+        .collect();
+    assert_eq!(
+        dead_letters.len() as u64,
+        MESSAGES,
+        "each dead letter is logged at WARN"
+    );
+    for field in [
+        "channel=logs.failing",
+        "subject=\"logs.failing\"",
+        "seq=",
+        "attempts=",
+        "reason=failure budget spent",
+        "error=",
+    ] {
+        assert!(
+            dead_letters[0].contains(field),
+            "{field} missing from: {}",
+            dead_letters[0]
+        );
+    }
     let handled = lines
         .iter()
         .find(|l| l.contains("DEBUG") && l.contains("handled") && l.contains("channel=logs.fine"))

@@ -127,8 +127,18 @@ async fn settlements_attempts_and_durations_are_counted_per_channel_and_durable(
     );
     assert_eq!(counter(&values, names::ACKED), 6);
     assert_eq!(counter(&values, names::NAKD), 1);
-    assert_eq!(counter(&values, names::DEAD_LETTERED), 1);
+    assert_eq!(
+        dead_lettered_with(&snapshot, channel, "permanent"),
+        1,
+        "job 5"
+    );
+    assert_eq!(dead_lettered_with(&snapshot, channel, "budget_spent"), 0);
     assert_eq!(counter(&values, names::TERMINATED), 1);
+    assert_eq!(
+        counter(&values, names::PUBLISHED),
+        7,
+        "the publisher counts what the broker stored"
+    );
     assert_eq!(
         durations(&snapshot, channel, "ok"),
         6,
@@ -148,8 +158,26 @@ async fn settlements_attempts_and_durations_are_counted_per_channel_and_durable(
     assert_eq!(counter(&values, names::RETRIES), 0, "broker-only retries");
     let labelled_durable = snapshot
         .iter()
-        .any(|(key, ..)| has_label(key, "durable", "counted"));
-    assert!(labelled_durable, "metrics carry the durable label");
+        .filter(|(key, ..)| has_label(key, "channel", channel) && key.name() != names::PUBLISHED)
+        .all(|(key, ..)| has_label(key, "durable", "counted") && has_label(key, "queue", ""));
+    assert!(
+        labelled_durable,
+        "metrics carry the durable label, and no queue"
+    );
+}
+
+/// The dead letters of `channel` for `reason` (0 when never registered).
+fn dead_lettered_with(
+    snapshot: &[(Key, Option<String>, DebugValue)],
+    channel: &str,
+    reason: &str,
+) -> u64 {
+    labelled(snapshot, names::DEAD_LETTERED, channel, ("reason", reason))
+        .map(|value| match value {
+            DebugValue::Counter(n) => *n,
+            other => panic!("{} is not a counter: {other:?}", names::DEAD_LETTERED),
+        })
+        .sum()
 }
 
 /// Every value of metric `name` of `channel` whose label `label` is `value`.
@@ -259,6 +287,8 @@ async fn failed_attempts_are_counted_by_reason_with_the_retries_and_redeliveries
             .any(|(key, description, _)| key.name() == name && description.is_some())
     };
     for name in [
+        names::DEAD_LETTERED,
+        names::PUBLISHED,
         names::ATTEMPTS_FAILED,
         names::RETRIES,
         names::REDELIVERED,
@@ -279,4 +309,60 @@ async fn failed_attempts_are_counted_by_reason_with_the_retries_and_redeliveries
         "nothing went back to the broker"
     );
     assert_eq!(counter(&values, names::NAKD), 0);
+    assert_eq!(
+        dead_lettered_with(&snapshot, channel, "decode"),
+        1,
+        "the payload that is not JSON"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn queue_groups_budget_spent_dead_letters_and_failed_publishes_have_their_own_labels() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let snapshotter = snapshotter();
+    let channel = "metrics.queued";
+    let broker = flowgate_testkit::InMemory::new();
+    let app = App::new()
+        .subscriber(
+            Subscriber::new(channel, |_: Message<Job>| async move {
+                Err::<(), _>(JobError("always fails".into()))
+            })
+            .queue("workers")
+            .max_deliver(2)
+            .retry(RetryPolicy::broker_only()),
+        )
+        .start(broker.clone())
+        .await
+        .expect("app starts");
+    let publisher = Publisher::new(broker.clone());
+    publisher
+        .publish_with(&Job { id: 1 }, PublishOptions::new().channel(channel))
+        .await
+        .expect("publish");
+    broker.fail_next_publish(channel);
+    let refused = publisher
+        .publish_with(&Job { id: 2 }, PublishOptions::new().channel(channel))
+        .await;
+    assert!(refused.is_err(), "the broker refused the second publish");
+    broker.wait_idle().await;
+    app.shutdown().await.expect("clean shutdown");
+
+    let snapshot = snapshot(&snapshotter);
+    assert_eq!(dead_lettered_with(&snapshot, channel, "budget_spent"), 1);
+    let values = values_of(&snapshot, channel);
+    assert_eq!(counter(&values, names::PUBLISHED), 1);
+    assert_eq!(counter(&values, names::PUBLISH_FAILURES), 1);
+    let queue_labelled = snapshot
+        .iter()
+        .filter(|(key, ..)| key.name() == names::RECEIVED && has_label(key, "channel", channel))
+        .all(|(key, ..)| has_label(key, "queue", "workers") && has_label(key, "durable", ""));
+    assert!(
+        queue_labelled,
+        "a queue group is labelled as one, not as a durable"
+    );
+    assert_eq!(
+        counter(&values, names::RECEIVED),
+        2,
+        "two deliveries, then dead-lettered"
+    );
 }

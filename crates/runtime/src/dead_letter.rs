@@ -125,9 +125,9 @@ pub(crate) async fn forward_exhausted<T: crate::Transport>(
     backoff: crate::middleware::retry::Backoff,
     stop: tokio_util::sync::CancellationToken,
 ) {
+    use crate::middleware::metrics::DeadLetterReason;
     use futures::StreamExt;
-    const WHY: &str =
-        "max deliveries reached without a settlement (a handler hung or an app stopped mid-work)";
+    let why = DeadLetterReason::Exhausted.describe();
     loop {
         let message = tokio::select! {
             _ = stop.cancelled() => return,
@@ -143,7 +143,7 @@ pub(crate) async fn forward_exhausted<T: crate::Transport>(
             message.payload,
             &message.metadata,
             attempts,
-            WHY,
+            why,
         );
         let mut retry = 0;
         loop {
@@ -153,13 +153,15 @@ pub(crate) async fn forward_exhausted<T: crate::Transport>(
             };
             let err = match stored {
                 Ok(_) => {
-                    metrics.dead_lettered.increment(1);
-                    tracing::error!(
+                    metrics.dead_lettered(DeadLetterReason::Exhausted);
+                    tracing::warn!(
+                        channel = %metrics.channel,
                         subject = message.metadata.subject(),
                         seq = message.metadata.stream_sequence(),
+                        reason = %DeadLetterReason::Exhausted,
                         attempts,
                         dead_letter = %subject,
-                        "{WHY}; message dead-lettered"
+                        "message dead-lettered"
                     );
                     break;
                 }
@@ -173,7 +175,7 @@ pub(crate) async fn forward_exhausted<T: crate::Transport>(
                 seq = message.metadata.stream_sequence(),
                 error = %err,
                 retry_in = ?delay,
-                "{WHY}; publishing its dead letter failed, trying again"
+                "{why}; publishing its dead letter failed, trying again"
             );
             tokio::select! {
                 _ = stop.cancelled() => {

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll, Waker};
 
 use crate::error::Unstored;
+use crate::middleware::metrics::record_publish;
 use crate::{Event, Headers, OutgoingMessage, PublishAck, PublishError, Transport};
 
 /// Per-publish options: a channel other than the type's, a de-duplication id,
@@ -87,8 +88,14 @@ impl<T: Transport> Publisher<T> {
         event: &E,
         options: PublishOptions,
     ) -> Result<PublishAck, PublishError> {
+        let channel = channel_label::<E>(&options);
         let message = outgoing(event, options, None)?;
-        self.transport.publish(message).await?.await
+        let stored = match self.transport.publish(message).await {
+            Ok(ack) => ack.await,
+            Err(err) => Err(err),
+        };
+        record_publish(&channel, stored.is_ok());
+        stored
     }
 
     /// Publishes `event` on the concrete `subject` and waits for the
@@ -137,6 +144,17 @@ impl<T: Transport> Publisher<T> {
     /// The transport underneath.
     pub fn transport(&self) -> &T {
         &self.transport
+    }
+}
+
+/// The `channel` label of a publish of `E`: the type's channel (its
+/// pattern, for a wildcard type, so the label takes no value per subject),
+/// else the channel the options name.
+fn channel_label<E: Event>(options: &PublishOptions) -> metrics::SharedString {
+    match (E::CHANNEL, &options.channel) {
+        (Some(channel), _) => metrics::SharedString::const_str(channel),
+        (None, Some(channel)) => metrics::SharedString::from_owned(channel.clone()),
+        (None, None) => metrics::SharedString::const_str(""),
     }
 }
 
@@ -245,6 +263,8 @@ enum Outstanding<F> {
 struct Tracked<F> {
     ack: F,
     number: u64,
+    /// The `channel` label its outcome is counted under.
+    channel: metrics::SharedString,
     payload: bytes::Bytes,
     message_id: Option<String>,
 }
@@ -255,6 +275,7 @@ where
 {
     fn poll_ack(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Unstored>> {
         Pin::new(&mut self.ack).poll(cx).map(|result| {
+            record_publish(&self.channel, result.is_ok());
             result.map(|_| ()).map_err(|error| Unstored {
                 number: self.number,
                 payload: std::mem::take(&mut self.payload),
@@ -293,6 +314,7 @@ impl<T: Transport> PublishWindow<T> {
         event: &E,
         options: PublishOptions,
     ) -> Result<u64, PublishError> {
+        let channel = channel_label::<E>(&options);
         let message = outgoing(event, options, Some(&mut self.checked))?;
         let mut failures = Vec::new();
         while self.pending.len() >= self.size {
@@ -309,17 +331,21 @@ impl<T: Transport> PublishWindow<T> {
                 Tracked {
                     ack,
                     number,
+                    channel,
                     payload,
                     message_id,
                 }
                 .start(),
             ),
-            Err(error) => failures.push(Unstored {
-                number,
-                payload,
-                message_id,
-                error: Box::new(error),
-            }),
+            Err(error) => {
+                record_publish(&channel, false);
+                failures.push(Unstored {
+                    number,
+                    payload,
+                    message_id,
+                    error: Box::new(error),
+                });
+            }
         }
         if failures.is_empty() {
             Ok(number)

@@ -13,6 +13,7 @@ use crate::coalesce::AckWindow;
 use crate::dead_letter::dead_letter_message;
 use crate::dispatch::SubscriberContext;
 use crate::failure::{attempts_reported, classify, Class};
+use crate::middleware::metrics::DeadLetterReason;
 use crate::request::{ManualAck, Settlement};
 use crate::{Acker, BoxError, Request, Transport};
 
@@ -58,8 +59,14 @@ impl Unsettled {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Decision {
     Ack,
-    Nak { delay: Duration, attempts: u32 },
-    DeadLetter { attempts: u32, reason: &'static str },
+    Nak {
+        delay: Duration,
+        attempts: u32,
+    },
+    DeadLetter {
+        attempts: u32,
+        reason: DeadLetterReason,
+    },
 }
 
 /// Decides the settlement of an outcome.
@@ -77,16 +84,16 @@ pub(crate) fn decide(
     match classify(err) {
         Class::Undecodable => Decision::DeadLetter {
             attempts,
-            reason: "payload does not decode",
+            reason: DeadLetterReason::Decode,
         },
         Class::Permanent => Decision::DeadLetter {
             attempts,
-            reason: "permanent failure",
+            reason: DeadLetterReason::Permanent,
         },
         Class::Retry(_) if budget.is_some_and(|budget| attempts >= budget) => {
             Decision::DeadLetter {
                 attempts,
-                reason: "failure budget spent",
+                reason: DeadLetterReason::BudgetSpent,
             }
         }
         Class::Retry(hint) => Decision::Nak {
@@ -243,12 +250,12 @@ impl<A: Acker> Settler<A> {
         context: &SubscriberContext<T>,
         unsettled: Unsettled,
         attempts: u32,
-        reason: &'static str,
+        reason: DeadLetterReason,
         error: &str,
     ) -> Result<(), crate::AckError> {
         let Some(subject) = context.dead_letter.clone() else {
             tracing::error!(
-                reason,
+                reason = %reason,
                 attempts,
                 error,
                 "message terminated (dead letters are disabled)"
@@ -260,7 +267,7 @@ impl<A: Acker> Settler<A> {
             // Only a panic in the runtime's own stack (a handler's panic is
             // caught inside it) loses the request; the broker keeps the message.
             tracing::error!(
-                reason,
+                reason = %reason,
                 attempts,
                 error,
                 "a panic in the stack took the message with it: not dead-lettered, nak'd for the broker to redeliver"
@@ -293,7 +300,7 @@ impl<A: Acker> Settler<A> {
             };
             retry += 1;
             let delay = context.backoff.delay(retry);
-            tracing::error!(reason, error = %publish_error, retry_in = ?delay, dead_letter = %subject, "could not publish the dead letter; trying again (the message stays unsettled, the handler does not run again)");
+            tracing::error!(reason = %reason, error = %publish_error, retry_in = ?delay, dead_letter = %subject, "could not publish the dead letter; trying again (the message stays unsettled, the handler does not run again)");
             context.metrics.dead_letter_retries.increment(1);
             let wake = tokio::time::Instant::now() + delay;
             while next_progress < wake {
@@ -303,8 +310,17 @@ impl<A: Acker> Settler<A> {
             }
             tokio::time::sleep_until(wake).await;
         }
-        tracing::error!(reason, attempts, error, dead_letter = %subject, "message dead-lettered");
-        context.metrics.dead_lettered.increment(1);
+        tracing::warn!(
+            channel = %context.metrics.channel,
+            subject = request.metadata().subject(),
+            seq = unsettled.sequence,
+            reason = %reason,
+            attempts,
+            error,
+            dead_letter = %subject,
+            "message dead-lettered"
+        );
+        context.metrics.dead_lettered(reason);
         context.metrics.terminated.increment(1);
         self.finish(Settlement::Term, unsettled.delivered).await
     }
@@ -335,7 +351,7 @@ mod tests {
             decide(&failed("down".into()), 3, Some(3), &backoff),
             Decision::DeadLetter {
                 attempts: 3,
-                reason: "failure budget spent"
+                reason: DeadLetterReason::BudgetSpent
             }
         );
         assert_eq!(
@@ -347,7 +363,7 @@ mod tests {
             ),
             Decision::DeadLetter {
                 attempts: 1,
-                reason: "permanent failure"
+                reason: DeadLetterReason::Permanent
             }
         );
         assert_eq!(
@@ -370,7 +386,7 @@ mod tests {
         assert!(matches!(
             decide(&Err(decode), 1, None, &backoff),
             Decision::DeadLetter {
-                reason: "payload does not decode",
+                reason: DeadLetterReason::Decode,
                 ..
             }
         ));

@@ -10,10 +10,18 @@
 //! | `flowgate_messages_acked_total` | counter | settled with an ack |
 //! | `flowgate_messages_nakd_total` | counter | nak'd for redelivery |
 //! | `flowgate_messages_terminated_total` | counter | terminated (after dead-lettering, or without) |
-//! | `flowgate_messages_dead_lettered_total` | counter | published to the dead-letter subject |
+//! | `flowgate_messages_dead_lettered_total` | counter | published to the dead-letter subject, by `reason`: `decode`, `permanent`, `budget_spent`, `exhausted` |
 //! | `flowgate_dead_letter_retries_total` | counter | dead-letter publishes that failed and are tried again |
 //! | `flowgate_handlers_in_flight` | gauge | handler attempts running now |
 //! | `flowgate_handler_duration_seconds` | histogram | the time of each handler attempt, by `outcome`: `ok`, or `failed` (an error, a panic, a timeout, cut off at shutdown) |
+//! | `flowgate_messages_published_total` | counter | events a [`Publisher`](crate::Publisher) had stored, by `channel` only |
+//! | `flowgate_publish_failures_total` | counter | events a [`Publisher`](crate::Publisher) sent that were not stored, by `channel` only |
+//!
+//! A subscriber's metrics carry `channel`, `durable` (empty for an
+//! ephemeral or queue-group subscriber without one) and `queue` (the queue
+//! group, empty for none). A publisher's carry the event type's channel (its
+//! pattern, for a wildcard type), so a label never takes one value per
+//! subject.
 //!
 //! Install the recorder (exporter) before the app starts: the handles are
 //! registered then.
@@ -44,7 +52,7 @@ pub mod names {
     pub const NAKD: &str = "flowgate_messages_nakd_total";
     /// Messages terminated.
     pub const TERMINATED: &str = "flowgate_messages_terminated_total";
-    /// Messages published to the dead letters.
+    /// Messages published to the dead letters, by `reason`.
     pub const DEAD_LETTERED: &str = "flowgate_messages_dead_lettered_total";
     /// Dead-letter publishes that failed and are tried again.
     pub const DEAD_LETTER_RETRIES: &str = "flowgate_dead_letter_retries_total";
@@ -52,6 +60,69 @@ pub mod names {
     pub const IN_FLIGHT: &str = "flowgate_handlers_in_flight";
     /// Duration of each handler attempt, in seconds.
     pub const HANDLER_DURATION: &str = "flowgate_handler_duration_seconds";
+    /// Events a publisher had stored by the broker, by `channel`.
+    pub const PUBLISHED: &str = "flowgate_messages_published_total";
+    /// Events a publisher sent that the broker did not store, by `channel`.
+    pub const PUBLISH_FAILURES: &str = "flowgate_publish_failures_total";
+}
+
+/// Why a message was dead-lettered: the `reason` label of
+/// [`names::DEAD_LETTERED`]. Bounded: one of these, whatever the error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterReason {
+    /// Its payload does not decode.
+    Decode,
+    /// The handler said the failure is permanent.
+    Permanent,
+    /// Its failure budget (`max_deliver` attempts) is spent.
+    BudgetSpent,
+    /// The broker stopped delivering it before anyone settled it (a hung
+    /// handler, an app stopped mid-work).
+    Exhausted,
+}
+
+impl DeadLetterReason {
+    const ALL: [DeadLetterReason; 4] = [
+        DeadLetterReason::Decode,
+        DeadLetterReason::Permanent,
+        DeadLetterReason::BudgetSpent,
+        DeadLetterReason::Exhausted,
+    ];
+
+    /// The label value.
+    ///
+    /// ```
+    /// use flowgate::middleware::metrics::DeadLetterReason;
+    /// assert_eq!(DeadLetterReason::BudgetSpent.as_str(), "budget_spent");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterReason::Decode => "decode",
+            DeadLetterReason::Permanent => "permanent",
+            DeadLetterReason::BudgetSpent => "budget_spent",
+            DeadLetterReason::Exhausted => "exhausted",
+        }
+    }
+
+    /// What it means, for log lines.
+    pub fn describe(self) -> &'static str {
+        match self {
+            DeadLetterReason::Decode => "payload does not decode",
+            DeadLetterReason::Permanent => "permanent failure",
+            DeadLetterReason::BudgetSpent => "failure budget spent",
+            DeadLetterReason::Exhausted => "max deliveries reached without a settlement (a handler hung or an app stopped mid-work)",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl std::fmt::Display for DeadLetterReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.describe())
+    }
 }
 
 /// Why a handler attempt failed: the `reason` label of
@@ -144,7 +215,7 @@ fn describe() {
     );
     describe_counter!(
         names::DEAD_LETTERED,
-        "Messages published to their dead-letter subject."
+        "Messages published to their dead-letter subject, by reason: decode, permanent, budget_spent, exhausted."
     );
     describe_counter!(
         names::DEAD_LETTER_RETRIES,
@@ -156,6 +227,30 @@ fn describe() {
         Unit::Seconds,
         "The time of each handler attempt."
     );
+    describe_publish_counts();
+}
+
+/// The HELP texts of a publisher's counters.
+fn describe_publish_counts() {
+    metrics::describe_counter!(
+        names::PUBLISHED,
+        "Events a publisher had stored by the broker, by the event type's channel."
+    );
+    metrics::describe_counter!(
+        names::PUBLISH_FAILURES,
+        "Events a publisher sent that the broker did not store, by the event type's channel."
+    );
+}
+
+/// Counts one publish of a [`Publisher`](crate::Publisher) or
+/// [`PublishWindow`](crate::PublishWindow) once its outcome is known.
+pub(crate) fn record_publish(channel: &metrics::SharedString, stored: bool) {
+    let name = if stored {
+        names::PUBLISHED
+    } else {
+        names::PUBLISH_FAILURES
+    };
+    metrics::counter!(name, "channel" => channel.clone()).increment(1);
 }
 
 /// The metric handles of one subscriber, registered once at start.
@@ -172,7 +267,7 @@ pub struct SubscriberMetrics {
     pub(crate) acked: Counter,
     pub(crate) nakd: Counter,
     pub(crate) terminated: Counter,
-    pub(crate) dead_lettered: Counter,
+    dead_lettered: [Counter; 4],
     pub(crate) dead_letter_retries: Counter,
     in_flight: Gauge,
     /// Attempts that succeeded (`outcome="ok"`).
@@ -189,19 +284,21 @@ impl SubscriberMetrics {
     /// let metrics = flowgate::middleware::metrics::SubscriberMetrics::new(&spec);
     /// ```
     pub fn new(spec: &SubscriptionSpec) -> Self {
-        let channel = spec.channel.clone();
-        let durable = spec
-            .durable
-            .clone()
-            .or_else(|| spec.queue.clone())
-            .unwrap_or_else(|| "ephemeral".to_owned());
-        let labels = [("channel", channel), ("durable", durable)];
+        let labels = [
+            ("channel", spec.channel.clone()),
+            ("durable", spec.durable.clone().unwrap_or_default()),
+            ("queue", spec.queue.clone().unwrap_or_default()),
+        ];
         describe();
-        let failed = FailureReason::ALL.map(|reason| {
+        let with_reason = |name: &'static str, reason: &'static str| {
             let mut labels = labels.to_vec();
-            labels.push(("reason", reason.as_str().to_owned()));
-            metrics::counter!(names::ATTEMPTS_FAILED, &labels)
-        });
+            labels.push(("reason", reason.to_owned()));
+            metrics::counter!(name, &labels)
+        };
+        let failed =
+            FailureReason::ALL.map(|reason| with_reason(names::ATTEMPTS_FAILED, reason.as_str()));
+        let dead_lettered =
+            DeadLetterReason::ALL.map(|reason| with_reason(names::DEAD_LETTERED, reason.as_str()));
         Self {
             received: metrics::counter!(names::RECEIVED, &labels),
             redelivered: metrics::counter!(names::REDELIVERED, &labels),
@@ -212,7 +309,7 @@ impl SubscriberMetrics {
             acked: metrics::counter!(names::ACKED, &labels),
             nakd: metrics::counter!(names::NAKD, &labels),
             terminated: metrics::counter!(names::TERMINATED, &labels),
-            dead_lettered: metrics::counter!(names::DEAD_LETTERED, &labels),
+            dead_lettered,
             dead_letter_retries: metrics::counter!(names::DEAD_LETTER_RETRIES, &labels),
             in_flight: metrics::gauge!(names::IN_FLIGHT, &labels),
             duration: duration_with(&labels, "ok"),
@@ -232,6 +329,11 @@ impl SubscriberMetrics {
     /// Counts a failed attempt.
     pub(crate) fn attempt_failed(&self, err: &BoxError) {
         self.failed[FailureReason::of(err).index()].increment(1);
+    }
+
+    /// Counts a dead letter the broker stored.
+    pub(crate) fn dead_lettered(&self, reason: DeadLetterReason) {
+        self.dead_lettered[reason.index()].increment(1);
     }
 
     /// Counts an in-process retry.
