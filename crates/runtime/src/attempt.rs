@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures::future::Either;
 use futures::{FutureExt, TryFutureExt};
 use tower::Service;
+use tracing::Instrument;
 
 use crate::handler::{HandlerFuture, HandlerService};
 use crate::middleware::metrics::{timed, MetricsFuture, SubscriberMetrics};
@@ -43,14 +44,17 @@ impl Attempts {
 
 type Timed = MetricsFuture<HandlerFuture>;
 
-/// One attempt: timed, and cut off at the timeout when there is one. It is
+/// One attempt, in its `flowgate.attempt` span: timed, and cut off at the
+/// timeout when there is one. It is
 /// `Unpin` (the timer of a timeout is boxed), so the dispatcher can poll it
 /// once in place and then move it to a task.
-pub(crate) type AttemptFuture = Either<
-    Timed,
-    futures::future::Map<
-        Pin<Box<tokio::time::Timeout<Timed>>>,
-        fn(Result<Result<(), BoxError>, tokio::time::error::Elapsed>) -> Result<(), BoxError>,
+pub(crate) type AttemptFuture = tracing::instrument::Instrumented<
+    Either<
+        Timed,
+        futures::future::Map<
+            Pin<Box<tokio::time::Timeout<Timed>>>,
+            fn(Result<Result<(), BoxError>, tokio::time::error::Elapsed>) -> Result<(), BoxError>,
+        >,
     >,
 >;
 
@@ -94,14 +98,22 @@ impl Attempt for Attempts {
     }
 
     fn attempt(&mut self, request: &Request) -> AttemptFuture {
-        let attempt = timed(&self.metrics, self.handler.call_ref(request));
-        match self.timeout {
+        // A child of the message's span, which is current when an attempt
+        // starts (the dispatcher enters it around the stack's call, and its
+        // task runs in it).
+        let span = tracing::info_span!("flowgate.attempt", attempt = request.attempt());
+        let attempt = {
+            let _entered = span.enter();
+            timed(&self.metrics, self.handler.call_ref(request))
+        };
+        let attempt = match self.timeout {
             None => Either::Left(attempt),
             Some(limit) => Either::Right(
                 Box::pin(tokio::time::timeout(limit, attempt))
                     .map(elapsed_is_failure as fn(_) -> _),
             ),
-        }
+        };
+        attempt.instrument(span)
     }
 }
 

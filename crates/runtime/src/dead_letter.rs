@@ -76,6 +76,7 @@ pub(crate) fn dead_letter_message(
     headers.insert(LAST_ERROR, header_safe(last_error).as_str());
     headers.insert(FAILED_AT, rfc3339(SystemTime::now()).as_str());
     headers.insert(DURABLE, durable);
+    crate::trace_context::carry_into_dead_letter(&mut headers, metadata.headers());
     let id = format!(
         "flowgate-dlq-{}-{}-{}",
         metadata.subject(),

@@ -183,6 +183,7 @@ pub(crate) async fn dispatch<T: Transport>(
             seq = sequence,
             delivery = metadata.delivery_count(),
         );
+        crate::trace_context::continue_in(&span, metadata.headers());
         // budget: where this delivery's attempts start. Only a redelivery
         // with an attempt store waits (for its record), and on a task of its
         // own: a store that is slow or out of reach (a cluster electing its
@@ -213,6 +214,9 @@ pub(crate) async fn dispatch<T: Transport>(
         };
         let (mut unsettled, request, ready) =
             begin(&service, ready, start, payload, metadata, manual);
+        // In the message's span: the spans that the user's layers and the
+        // attempts open when called are its children.
+        let entered = span.enter();
         let mut handled = match ready {
             Ok(()) => service.call(request),
             Err(err) => Stack::refuse(err, request),
@@ -227,18 +231,15 @@ pub(crate) async fn dispatch<T: Transport>(
         // inline poll backs off for it and every message gets its own task.
         let first = match inline.try_now() {
             Some(InlinePoll::Timed) => {
-                let _entered = span.enter();
                 let started = std::time::Instant::now();
                 let first = (&mut handled).now_or_never();
                 inline.record(started.elapsed());
                 first
             }
-            Some(InlinePoll::Untimed) => {
-                let _entered = span.enter();
-                (&mut handled).now_or_never()
-            }
+            Some(InlinePoll::Untimed) => (&mut handled).now_or_never(),
             None => None,
         };
+        drop(entered);
         if let Some(Ok(())) = first {
             settler
                 .settle(&context, Ok(()), unsettled)

@@ -94,6 +94,7 @@ mod settle;
 mod stack;
 mod startup;
 mod subscriber;
+pub mod trace_context;
 pub mod transport;
 mod watch;
 

@@ -187,10 +187,12 @@ pub(crate) fn outgoing<E: Event>(
             Some(channel) => channel.to_owned(),
         },
     };
+    let mut headers = options.headers;
+    crate::trace_context::inject(&mut headers);
     Ok(OutgoingMessage {
         subject: channel,
         payload: event.encode()?,
-        headers: options.headers,
+        headers,
         message_id: options.message_id,
     })
 }

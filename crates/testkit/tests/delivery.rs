@@ -465,3 +465,58 @@ async fn a_multi_threaded_runtime_delivers_every_message_once() {
         );
     }
 }
+
+/// Where OpenTelemetry knows no span (no `opentelemetry` feature, or no
+/// layer), trace headers pass through untouched: the handler sees the
+/// publisher's `traceparent`, and the dead letter keeps it.
+#[tokio::test(start_paused = true)]
+async fn trace_headers_pass_through_to_the_handler_and_into_the_dead_letter() {
+    use flowgate::trace_context::{TRACEPARENT, TRACESTATE};
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let broker = InMemory::new();
+    let seen = Log::new();
+    let log = seen.clone();
+    let handler = move |order: Message<Order>| {
+        let log = log.clone();
+        async move {
+            let traceparent = order.metadata().headers().and_then(|h| h.get(TRACEPARENT));
+            if traceparent.map(|v| v.as_str()) == Some(PARENT) {
+                log.push(order.id);
+            }
+            failure("declined")
+        }
+    };
+    let app = App::new()
+        .subscriber(
+            durable("traced", Subscriber::new(CHANNEL, handler))
+                .max_deliver(1)
+                .retry(RetryPolicy::broker_only()),
+        )
+        .start(broker.clone())
+        .await
+        .expect("app starts");
+    let mut headers = flowgate::Headers::new();
+    headers.insert(TRACEPARENT, PARENT);
+    headers.insert(TRACESTATE, "vendor=1");
+    flowgate::Publisher::new(broker.clone())
+        .publish_with(
+            &Order { id: 4 },
+            flowgate::PublishOptions::new().headers(headers),
+        )
+        .await
+        .expect("stored");
+    within(broker.wait_until(|b| !b.channel_messages(&format!("dlq.{CHANNEL}")).is_empty())).await;
+    app.shutdown().await.expect("clean shutdown");
+    assert_eq!(
+        seen.items(),
+        vec![4],
+        "the handler saw the publisher's traceparent"
+    );
+    let letters = broker.channel_messages(&format!("dlq.{CHANNEL}"));
+    let headers = letters[0].headers.as_ref().expect("headers");
+    assert_eq!(headers.get(TRACEPARENT).map(|v| v.as_str()), Some(PARENT));
+    assert_eq!(
+        headers.get(TRACESTATE).map(|v| v.as_str()),
+        Some("vendor=1")
+    );
+}
