@@ -244,13 +244,16 @@ fn describe_publish_counts() {
 
 /// Counts one publish of a [`Publisher`](crate::Publisher) or
 /// [`PublishWindow`](crate::PublishWindow) once its outcome is known.
+/// Both counters of the channel are registered by its first publish, so a
+/// channel that never failed shows 0 failures rather than no series.
 pub(crate) fn record_publish(channel: &metrics::SharedString, stored: bool) {
-    let name = if stored {
-        names::PUBLISHED
+    let failures = metrics::counter!(names::PUBLISH_FAILURES, "channel" => channel.clone());
+    if stored {
+        metrics::counter!(names::PUBLISHED, "channel" => channel.clone()).increment(1);
+        failures.increment(0);
     } else {
-        names::PUBLISH_FAILURES
-    };
-    metrics::counter!(name, "channel" => channel.clone()).increment(1);
+        failures.increment(1);
+    }
 }
 
 /// The metric handles of one subscriber, registered once at start.
