@@ -244,8 +244,71 @@ async fn a_standard_tower_timeout_applied_by_the_user_makes_a_retryable_failure(
     // error reaches the dispatcher: a retryable failure, nak'd and redelivered.
     let attempts = seen.attempts();
     assert_eq!(attempts.len(), 2, "{attempts:?}");
+    let deliveries: Vec<u32> = seen.all().iter().map(|(_, d, _)| *d).collect();
+    assert_eq!(deliveries, vec![1, 2], "the retry was a redelivery");
     assert_eq!(broker.settlements("jobs").acked(), vec![1]);
     assert!(broker.channel_messages("dlq.jobs").is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tower_timeout_as_an_attempt_layer_bounds_each_attempt_and_is_retried_in_process() {
+    let broker = InMemory::new();
+    let seen = Seen::default();
+    let log = seen.clone();
+    let handler = move |job: Message<Job>| {
+        let log = log.clone();
+        async move {
+            log.push(&job);
+            if job.attempt() == 1 {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            Ok(())
+        }
+    };
+    broker
+        .publish_event(&Job { id: 1 })
+        .await
+        .expect("published");
+    let calls = Arc::new(Mutex::new((0, 0)));
+    let (per_delivery, per_attempt) = (calls.clone(), calls.clone());
+    let app = App::new()
+        .layer(tower::util::MapRequestLayer::new(move |request| {
+            flowgate_tests::lock(&per_delivery).0 += 1;
+            request
+        }))
+        .attempt_layer(tower::util::MapRequestLayer::new(move |request| {
+            flowgate_tests::lock(&per_attempt).1 += 1;
+            request
+        }))
+        .subscriber(
+            subscriber(handler)
+                .attempt_layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(2))),
+        )
+        .start(broker.clone())
+        .await
+        .expect("app starts");
+    broker.wait_idle().await;
+    app.shutdown().await.expect("clean shutdown");
+    // Inside flowgate's retry, the timeout cuts off one attempt; the next
+    // one runs in-process, on the same delivery.
+    let seen = seen.all();
+    let runs: Vec<(u32, u32)> = seen.iter().map(|(a, d, _)| (*a, *d)).collect();
+    assert_eq!(
+        runs,
+        vec![(1, 1), (2, 1)],
+        "(attempt, delivery) of each run"
+    );
+    let waited = seen[1].2 - seen[0].2;
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(3),
+        "the second attempt began after the first one's 2 s and a short backoff, not after {waited:?}"
+    );
+    assert_eq!(
+        *flowgate_tests::lock(&calls),
+        (1, 2),
+        "the delivery layer saw the message once, the attempt layer each attempt"
+    );
+    assert_eq!(broker.settlements("jobs").acked(), vec![1]);
 }
 
 #[tokio::test(start_paused = true)]

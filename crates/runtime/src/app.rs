@@ -11,7 +11,7 @@ use crate::extract::{AppPublisher, StateMap};
 use crate::in_flight::InFlight;
 use crate::middleware::metrics::SubscriberMetrics;
 use crate::output::OutputScope;
-use crate::subscriber::{discovered, layer_fn, BoxHandlerService, LayerFn};
+use crate::subscriber::{discovered, layer_fn, BoxHandlerService, Layers};
 use crate::{BoxError, Error, Request, Subscriber, SubscriberSettings, Transport};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +41,7 @@ use tokio_util::task::TaskTracker;
 #[derive(Clone)]
 pub struct App {
     subscribers: Vec<Subscriber>,
-    layers: Vec<LayerFn>,
+    layers: Layers,
     shutdown_timeout: Duration,
     /// Overrides by subscriber name, for the subscribers added later too.
     settings: BTreeMap<String, SubscriberSettings>,
@@ -59,7 +59,8 @@ impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("App")
             .field("subscribers", &self.subscribers)
-            .field("layers", &self.layers.len())
+            .field("layers", &self.layers.delivery.len())
+            .field("attempt_layers", &self.layers.attempt.len())
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("state", &self.state)
             .finish()
@@ -74,7 +75,7 @@ impl App {
     pub fn new() -> Self {
         Self {
             subscribers: Vec::new(),
-            layers: Vec::new(),
+            layers: Layers::default(),
             shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
             settings: BTreeMap::new(),
             state: StateMap::new(),
@@ -192,8 +193,9 @@ impl App {
         self
     }
 
-    /// Wraps every subscriber's handler in `layer` (outermost: the first layer
-    /// added sees a message first).
+    /// Wraps every subscriber's stack in `layer`, around the whole delivery
+    /// (outermost: the first layer added sees a message first). See
+    /// [`Subscriber::layer`] for what that means for retries and timeouts.
     pub fn layer<L>(mut self, layer: L) -> Self
     where
         L: tower::Layer<BoxHandlerService> + Send + Sync + 'static,
@@ -204,7 +206,24 @@ impl App {
             + 'static,
         <L::Service as tower::Service<Request>>::Future: Send + 'static,
     {
-        self.layers.push(layer_fn(layer));
+        self.layers.delivery.push(layer_fn(layer));
+        self
+    }
+
+    /// Wraps each attempt of every subscriber in `layer`, inside flowgate's
+    /// retry, outside the subscribers' own attempt layers (see
+    /// [`Subscriber::attempt_layer`]).
+    pub fn attempt_layer<L>(mut self, layer: L) -> Self
+    where
+        L: tower::Layer<BoxHandlerService> + Send + Sync + 'static,
+        L::Service: tower::Service<Request, Response = (), Error = BoxError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as tower::Service<Request>>::Future: Send + 'static,
+    {
+        self.layers.attempt.push(layer_fn(layer));
         self
     }
 

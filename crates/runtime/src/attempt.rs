@@ -20,9 +20,19 @@ use crate::middleware::metrics::{timed, MetricsFuture, SubscriberMetrics};
 use crate::middleware::retry::{gave_up_error, Attempt, Attempting, GaveUp, Schedule};
 use crate::{BoxError, Request};
 
-/// The handler with its metrics and timeout: retry's inner part of the stack.
+/// The handler with its metrics and timeout, in the user's attempt layers
+/// when there are any: retry's inner part of the stack.
 #[derive(Clone)]
 pub(crate) struct Attempts {
+    one: OneAttempt,
+    /// The user's attempt layers around [`OneAttempt`].
+    layered: Option<crate::BoxHandlerService>,
+}
+
+/// One attempt without the user's layers: the handler, timed, within the
+/// timeout.
+#[derive(Clone)]
+struct OneAttempt {
     handler: HandlerService,
     timeout: Option<Duration>,
     metrics: Arc<SubscriberMetrics>,
@@ -35,10 +45,51 @@ impl Attempts {
         metrics: Arc<SubscriberMetrics>,
     ) -> Self {
         Self {
-            handler,
-            timeout,
-            metrics,
+            one: OneAttempt {
+                handler,
+                timeout,
+                metrics,
+            },
+            layered: None,
         }
+    }
+
+    /// The same attempts inside the layers `wrap` puts around one attempt.
+    pub(crate) fn layered(
+        mut self,
+        wrap: impl FnOnce(crate::BoxHandlerService) -> crate::BoxHandlerService,
+    ) -> Self {
+        let one = tower::util::BoxCloneSyncService::new(self.one.clone());
+        self.layered = Some(wrap(one));
+        self
+    }
+}
+
+impl OneAttempt {
+    fn start(&self, request: &Request) -> Bounded {
+        let attempt = timed(&self.metrics, self.handler.call_ref(request));
+        match self.timeout {
+            None => Either::Left(attempt),
+            Some(limit) => Either::Right(
+                Box::pin(tokio::time::timeout(limit, attempt))
+                    .map(elapsed_is_failure as fn(_) -> _),
+            ),
+        }
+    }
+}
+
+/// The inner service of the user's attempt layers: they hand it the request.
+impl Service<Request> for OneAttempt {
+    type Response = ();
+    type Error = BoxError;
+    type Future = Bounded;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Bounded {
+        self.start(&request)
     }
 }
 
@@ -48,13 +99,15 @@ type Timed = MetricsFuture<HandlerFuture>;
 /// timeout when there is one. It is
 /// `Unpin` (the timer of a timeout is boxed), so the dispatcher can poll it
 /// once in place and then move it to a task.
-pub(crate) type AttemptFuture = tracing::instrument::Instrumented<
-    Either<
-        Timed,
-        futures::future::Map<
-            Pin<Box<tokio::time::Timeout<Timed>>>,
-            fn(Result<Result<(), BoxError>, tokio::time::error::Elapsed>) -> Result<(), BoxError>,
-        >,
+pub(crate) type AttemptFuture = tracing::instrument::Instrumented<Either<Bounded, BoxedFuture>>;
+
+/// One attempt without the user's layers: timed, and cut off at the timeout
+/// when there is one.
+type Bounded = Either<
+    Timed,
+    futures::future::Map<
+        Pin<Box<tokio::time::Timeout<Timed>>>,
+        fn(Result<Result<(), BoxError>, tokio::time::error::Elapsed>) -> Result<(), BoxError>,
     >,
 >;
 
@@ -68,21 +121,25 @@ fn elapsed_is_failure(
 impl Attempt for Attempts {
     type Future = AttemptFuture;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        match &mut self.layered {
+            None => Poll::Ready(Ok(())),
+            Some(layered) => layered.poll_ready(cx),
+        }
     }
 
     fn failed(&self, err: &BoxError, request: &Request) {
-        self.metrics.attempt_failed(err);
+        let metrics = &self.one.metrics;
+        metrics.attempt_failed(err);
         // The first failure of a message is news; its retries are logged
         // at DEBUG by the retry loop, its end by the settlement.
         let (attempt, meta) = (request.attempt(), request.metadata());
         if attempt > 1 {
             return;
         }
-        if let Some(suppressed) = self.metrics.warnings.allow() {
+        if let Some(suppressed) = metrics.warnings.allow() {
             tracing::warn!(
-                channel = %self.metrics.channel,
+                channel = %metrics.channel,
                 subject = meta.subject(),
                 seq = meta.stream_sequence(),
                 attempt,
@@ -94,7 +151,7 @@ impl Attempt for Attempts {
     }
 
     fn retrying(&self) {
-        self.metrics.retrying();
+        self.one.metrics.retrying();
     }
 
     fn attempt(&mut self, request: &Request) -> AttemptFuture {
@@ -104,14 +161,11 @@ impl Attempt for Attempts {
         let span = tracing::info_span!("flowgate.attempt", attempt = request.attempt());
         let attempt = {
             let _entered = span.enter();
-            timed(&self.metrics, self.handler.call_ref(request))
-        };
-        let attempt = match self.timeout {
-            None => Either::Left(attempt),
-            Some(limit) => Either::Right(
-                Box::pin(tokio::time::timeout(limit, attempt))
-                    .map(elapsed_is_failure as fn(_) -> _),
-            ),
+            match &mut self.layered {
+                None => Either::Left(self.one.start(request)),
+                // The layers take the request by value: each attempt gets a copy.
+                Some(layered) => Either::Right(layered.call(request.clone())),
+            }
         };
         attempt.instrument(span)
     }
@@ -143,8 +197,8 @@ impl Service<Request> for CoreStack {
     type Error = BoxError;
     type Future = futures::future::MapErr<Attempting<Attempts>, fn(GaveUp) -> BoxError>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.attempts.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
@@ -173,7 +227,7 @@ impl Stack {
     /// Whether the stack can take a request now.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         match self {
-            Stack::Core(_) => Poll::Ready(Ok(())),
+            Stack::Core(own) => own.attempts.poll_ready(cx),
             Stack::Layered(layered) => layered.poll_ready(cx),
         }
     }

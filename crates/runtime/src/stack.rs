@@ -1,7 +1,8 @@
-//! Assembling one subscriber's stack, outermost first:
-//! app layers → subscriber layers → retry → timeout → metrics → handler.
-//! Without layers of the user's, the runtime's own part runs as it is, with
-//! a concrete future; layers wrap it type-erased.
+//! Assembling one subscriber's stack, outermost first: app layers →
+//! subscriber layers → retry → (per attempt:) app attempt layers →
+//! subscriber attempt layers → timeout → metrics → handler. Without layers
+//! of the user's, the runtime's own part runs as it is, with a concrete
+//! future; layers wrap it type-erased.
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use crate::attempt::{Attempts, CoreStack, Stack};
 use crate::handler::HandlerService;
 use crate::middleware::metrics::SubscriberMetrics;
 use crate::middleware::retry::Schedule;
-use crate::subscriber::{FailurePolicy, LayerFn};
+use crate::subscriber::{FailurePolicy, LayerFn, Layers};
 use crate::SubscriptionSpec;
 
 /// Builds the stack. In each list of layers, the first added is the outermost.
@@ -20,16 +21,32 @@ pub(crate) fn build(
     spec: &SubscriptionSpec,
     failure: &FailurePolicy,
     metrics: Arc<SubscriberMetrics>,
-    subscriber_layers: &[LayerFn],
-    app_layers: &[LayerFn],
+    subscriber_layers: &Layers,
+    app_layers: &Layers,
 ) -> Stack {
-    let attempts = Attempts::new(handler, failure.timeout, metrics);
+    let mut attempts = Attempts::new(handler, failure.timeout, metrics);
+    if !(subscriber_layers.attempt.is_empty() && app_layers.attempt.is_empty()) {
+        attempts =
+            attempts.layered(|one| wrap(one, &subscriber_layers.attempt, &app_layers.attempt));
+    }
     let schedule = Schedule::new(failure.retry.clone(), spec.max_deliver);
     let own = CoreStack::new(attempts, schedule);
-    if subscriber_layers.is_empty() && app_layers.is_empty() {
+    if subscriber_layers.delivery.is_empty() && app_layers.delivery.is_empty() {
         return Stack::Core(own);
     }
-    let mut service = BoxCloneSyncService::new(own);
+    Stack::Layered(wrap(
+        BoxCloneSyncService::new(own),
+        &subscriber_layers.delivery,
+        &app_layers.delivery,
+    ))
+}
+
+/// `service` in the subscriber's layers, then the app's (its first outermost).
+fn wrap(
+    mut service: crate::BoxHandlerService,
+    subscriber_layers: &[LayerFn],
+    app_layers: &[LayerFn],
+) -> crate::BoxHandlerService {
     for layer in subscriber_layers
         .iter()
         .rev()
@@ -37,5 +54,5 @@ pub(crate) fn build(
     {
         service = layer(service);
     }
-    Stack::Layered(service)
+    service
 }

@@ -29,6 +29,16 @@ where
     Arc::new(move |inner| BoxCloneSyncService::new(layer.layer(inner)))
 }
 
+/// The user's tower layers of a subscriber or an app, by where they sit.
+#[derive(Clone, Default)]
+pub(crate) struct Layers {
+    /// Around the whole delivery, outside flowgate's retry: they see a
+    /// message once, however many attempts it takes.
+    pub(crate) delivery: Vec<LayerFn>,
+    /// Around each attempt, inside flowgate's retry and outside its timeout.
+    pub(crate) attempt: Vec<LayerFn>,
+}
+
 /// What happens when a handler fails: retries, timeout, dead letters.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct FailurePolicy {
@@ -59,7 +69,7 @@ pub struct Subscriber {
     spec: SubscriptionSpec,
     handler: HandlerService,
     failure: FailurePolicy,
-    layers: Vec<LayerFn>,
+    layers: Layers,
 }
 
 impl std::fmt::Debug for Subscriber {
@@ -68,7 +78,8 @@ impl std::fmt::Debug for Subscriber {
             .field("name", &self.name)
             .field("spec", &self.spec)
             .field("failure", &self.failure)
-            .field("layers", &self.layers.len())
+            .field("layers", &self.layers.delivery.len())
+            .field("attempt_layers", &self.layers.attempt.len())
             .finish_non_exhaustive()
     }
 }
@@ -85,7 +96,7 @@ impl Subscriber {
             spec: SubscriptionSpec::new(channel),
             handler: HandlerService::new(handler),
             failure: FailurePolicy::default(),
-            layers: Vec::new(),
+            layers: Layers::default(),
         }
     }
 
@@ -171,8 +182,13 @@ impl Subscriber {
         self
     }
 
-    /// Wraps this subscriber's stack in a tower layer: outside flowgate's
-    /// retry, timeout and metrics, inside the app's layers.
+    /// Wraps this subscriber's stack in a tower layer around the whole
+    /// delivery: outside flowgate's retry, timeout and metrics, inside the
+    /// app's layers. It sees a message once however many attempts it takes,
+    /// so a tower `TimeoutLayer` here bounds all the attempts of a delivery
+    /// together, in-process retries and their waits included; for a bound
+    /// on each attempt, use [`timeout`](Self::timeout) or
+    /// [`attempt_layer`](Self::attempt_layer).
     pub fn layer<L>(mut self, layer: L) -> Self
     where
         L: tower::Layer<BoxHandlerService> + Send + Sync + 'static,
@@ -183,7 +199,38 @@ impl Subscriber {
             + 'static,
         <L::Service as tower::Service<Request>>::Future: Send + 'static,
     {
-        self.layers.push(layer_fn(layer));
+        self.layers.delivery.push(layer_fn(layer));
+        self
+    }
+
+    /// Wraps each attempt at a message in a tower layer: inside flowgate's
+    /// retry, outside its timeout and metrics (and inside the app's attempt
+    /// layers). It runs again for every in-process retry and redelivery,
+    /// each time in that attempt's `flowgate.attempt` span; a failure it
+    /// returns is the attempt's, retried within the failure budget.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # #[derive(serde::Serialize, serde::Deserialize, flowgate::Event)]
+    /// # #[event(channel = "orders.placed")]
+    /// # struct OrderPlaced { id: u64 }
+    /// async fn bill(order: OrderPlaced) -> Result<(), std::io::Error> { Ok(()) }
+    ///
+    /// // Each attempt gets 2 s; a slow one is retried, not the whole delivery cut off.
+    /// let sub = flowgate::Subscriber::new("orders.placed", bill)
+    ///     .attempt_layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(2)));
+    /// ```
+    pub fn attempt_layer<L>(mut self, layer: L) -> Self
+    where
+        L: tower::Layer<BoxHandlerService> + Send + Sync + 'static,
+        L::Service: tower::Service<Request, Response = (), Error = BoxError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as tower::Service<Request>>::Future: Send + 'static,
+    {
+        self.layers.attempt.push(layer_fn(layer));
         self
     }
 
@@ -218,7 +265,7 @@ impl Subscriber {
         SubscriptionSpec,
         HandlerService,
         FailurePolicy,
-        Vec<LayerFn>,
+        Layers,
     ) {
         (
             self.name,
