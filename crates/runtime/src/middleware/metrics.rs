@@ -14,6 +14,8 @@
 //! | `flowgate_dead_letter_retries_total` | counter | dead-letter publishes that failed and are tried again |
 //! | `flowgate_handlers_in_flight` | gauge | handler attempts running now |
 //! | `flowgate_handler_duration_seconds` | histogram | the time of each handler attempt, by `outcome`: `ok`, or `failed` (an error, a panic, a timeout, cut off at shutdown) |
+//! | `flowgate_consumer_pending_messages` | gauge | messages the broker has not delivered to the consumer yet, sampled every few seconds ([`HealthPolicy::sample_every`](crate::HealthPolicy::sample_every)) |
+//! | `flowgate_consumer_ack_pending_messages` | gauge | messages the broker delivered to the consumer and holds unacked, sampled likewise |
 //!
 //! Install the recorder (exporter) before the app starts: the handles are
 //! registered then.
@@ -52,6 +54,13 @@ pub mod names {
     pub const IN_FLIGHT: &str = "flowgate_handlers_in_flight";
     /// Duration of each handler attempt, in seconds.
     pub const HANDLER_DURATION: &str = "flowgate_handler_duration_seconds";
+
+    // Sampled from the broker by each subscription's health monitor.
+
+    /// Messages the broker has not delivered to the consumer yet.
+    pub const CONSUMER_PENDING: &str = "flowgate_consumer_pending_messages";
+    /// Messages the broker delivered to the consumer and holds unacked.
+    pub const CONSUMER_ACK_PENDING: &str = "flowgate_consumer_ack_pending_messages";
 }
 
 /// Why a handler attempt failed: the `reason` label of
@@ -155,6 +164,14 @@ fn describe() {
         names::HANDLER_DURATION,
         Unit::Seconds,
         "The time of each handler attempt."
+    );
+    describe_gauge!(
+        names::CONSUMER_PENDING,
+        "Messages the broker has not delivered to the consumer yet, as last sampled from the broker."
+    );
+    describe_gauge!(
+        names::CONSUMER_ACK_PENDING,
+        "Messages the broker delivered to the consumer and holds unacked (in flight, buffered, awaiting redelivery), as last sampled."
     );
 }
 
