@@ -33,6 +33,7 @@ pub mod counters;
 pub mod event;
 pub mod handlers;
 pub mod instructions;
+pub mod ops;
 pub mod plot;
 pub mod probe;
 pub mod publish;
