@@ -109,6 +109,9 @@ impl BacklogGauges {
     }
 }
 
+/// A backlog sample on its way, bounded by the sampling interval.
+type Sampling = std::pin::Pin<Box<tokio::time::Timeout<crate::BacklogFuture>>>;
+
 /// What one subscription's monitor works with.
 pub(crate) struct Monitor {
     pub(crate) tally: Arc<HealthTally>,
@@ -125,8 +128,7 @@ impl Monitor {
         let mut ticks = tokio::time::interval(TICK);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut next_sample = Instant::now();
-        let mut sampling: Option<std::pin::Pin<Box<tokio::time::Timeout<crate::BacklogFuture>>>> =
-            None;
+        let mut sampling: Option<Sampling> = None;
         loop {
             tokio::select! {
                 _ = finish.cancelled() => return,
