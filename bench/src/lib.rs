@@ -1,12 +1,13 @@
 //! The benchmark, a package of its own so that its heavy dependencies
 //! (plotting, the Prometheus exporter, CPU-time probes) stay out of the
-//! examples a new user builds first. Two binaries:
+//! examples a new user builds first. Three binaries:
 //!
 //! - `bench`: flowgate side by side with the bare async-nats client on the
 //!   same server, in the same run (on NATS Streaming, with a raw client
 //!   written on async-nats + prost).
 //! - `prometheus`: the framework's metrics on a Prometheus endpoint, for the
 //!   Grafana dashboard in `dashboards/`.
+//! - `health`: `/healthz`, `/readyz` and `/metrics` on one axum port ([`ops`]).
 //!
 //! The parts of `bench`:
 //!
@@ -33,6 +34,7 @@ pub mod counters;
 pub mod event;
 pub mod handlers;
 pub mod instructions;
+pub mod ops;
 pub mod plot;
 pub mod probe;
 pub mod publish;

@@ -20,7 +20,10 @@ fn queries(dashboard: &serde_json::Value) -> Vec<String> {
             queries.push(target["expr"].as_str().expect("expr").to_owned());
         }
     }
-    for variable in dashboard["templating"]["list"].as_array().expect("variables") {
+    for variable in dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables")
+    {
         if let Some(query) = variable["query"]["query"].as_str() {
             queries.push(query.to_owned());
         }
@@ -37,7 +40,10 @@ fn metrics_in(query: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     let mut rest = query;
     while let Some(at) = rest.find("flowgate_") {
-        let name: String = rest[at..].chars().take_while(|&c| is_name_char(c)).collect();
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|&c| is_name_char(c))
+            .collect();
         rest = &rest[at + name.len()..];
         names.insert(name);
     }
@@ -121,7 +127,9 @@ fn total(text: &str, name: &str) -> f64 {
 }
 
 async fn scrape(port: u16) -> Option<String> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
     // HTTP/1.0: the body ends with the connection, never chunked.
     stream
         .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
@@ -151,10 +159,9 @@ impl Drop for Example {
 
 #[tokio::test]
 async fn every_query_of_the_dashboard_reads_metrics_and_labels_the_example_exports() {
-    let dashboard: serde_json::Value = serde_json::from_str(include_str!(
-        "../../dashboards/flowgate.json"
-    ))
-    .expect("the dashboard is JSON");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../../dashboards/flowgate.json"))
+            .expect("the dashboard is JSON");
     let queries = queries(&dashboard);
     assert!(queries.len() >= 10, "the dashboard lost its panels");
 
@@ -212,5 +219,9 @@ async fn every_query_of_the_dashboard_reads_metrics_and_labels_the_example_expor
         .filter(|l| !l.ends_with(" 0"))
         .filter_map(|l| l.split("reason=\"").nth(1)?.split('"').next())
         .collect();
-    assert_eq!(reasons, BTreeSet::from(["budget_spent"]), "the declined orders");
+    assert_eq!(
+        reasons,
+        BTreeSet::from(["budget_spent"]),
+        "the declined orders"
+    );
 }

@@ -158,7 +158,10 @@ async fn settlements_attempts_and_durations_are_counted_per_channel_and_durable(
     assert_eq!(counter(&values, names::RETRIES), 0, "broker-only retries");
     let labelled_durable = snapshot
         .iter()
-        .filter(|(key, ..)| has_label(key, "channel", channel) && key.name() != names::PUBLISHED)
+        .filter(|(key, ..)| {
+            has_label(key, "channel", channel)
+                && ![names::PUBLISHED, names::PUBLISH_FAILURES].contains(&key.name())
+        })
         .all(|(key, ..)| has_label(key, "durable", "counted") && has_label(key, "queue", ""));
     assert!(
         labelled_durable,

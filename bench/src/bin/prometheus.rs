@@ -11,7 +11,7 @@
 //! starts: flowgate registers its metric handles then), publishes orders at
 //! a steady rate and bills them; every 50th order is declined, retried and
 //! finally dead-lettered, so every panel of the dashboard has data. Set
-//! `METRICS_ADDR` (default `0.0.0.0:9464`) and `ORDERS_PER_SEC` (default 200).
+//! `METRICS_ADDR` (default `127.0.0.1:9464`, this host only) and `ORDERS_PER_SEC` (default 200).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -53,7 +53,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let addr: SocketAddr = std::env::var("METRICS_ADDR")
-        .unwrap_or_else(|_| "0.0.0.0:9464".into())
+        .unwrap_or_else(|_| "127.0.0.1:9464".into())
         .parse()?;
     let per_sec: u64 = std::env::var("ORDERS_PER_SEC")
         .ok()

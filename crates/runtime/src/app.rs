@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::attempts::AttemptLedger;
 use crate::dispatch::{Lifecycle, SubscriberContext};
 use crate::extract::{AppPublisher, StateMap};
+use crate::health::{BacklogGauges, HealthPolicy, HealthProbe, Monitor, Observed, Tracked};
 use crate::in_flight::InFlight;
 use crate::middleware::metrics::SubscriberMetrics;
 use crate::output::OutputScope;
@@ -47,6 +48,8 @@ pub struct App {
     settings: BTreeMap<String, SubscriberSettings>,
     /// What handlers take as `State<T>`.
     state: StateMap,
+    /// When subscriptions count as stalled or failing.
+    health: HealthPolicy,
 }
 
 impl Default for App {
@@ -63,6 +66,7 @@ impl std::fmt::Debug for App {
             .field("attempt_layers", &self.layers.attempt.len())
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("state", &self.state)
+            .field("health", &self.health)
             .finish()
     }
 }
@@ -79,6 +83,7 @@ impl App {
             shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
             settings: BTreeMap::new(),
             state: StateMap::new(),
+            health: HealthPolicy::DEFAULT,
         }
     }
 
@@ -234,6 +239,15 @@ impl App {
         self
     }
 
+    /// When [`RunningApp::health`] reports a subscription stalled or
+    /// failing, and how often each consumer's backlog is sampled (see
+    /// [`HealthPolicy`] for the defaults). Durations below a second count
+    /// as one second.
+    pub fn health_policy(mut self, policy: HealthPolicy) -> Self {
+        self.health = policy.sane();
+        self
+    }
+
     /// The registered subscribers.
     pub fn subscribers(&self) -> &[Subscriber] {
         &self.subscribers
@@ -290,6 +304,8 @@ impl App {
                 &self.layers,
             );
             let deliveries = transport.subscribe(&spec).await?;
+            let backlog = crate::DeliveryStream::backlog_probe(&deliveries);
+            let gauges = BacklogGauges::new(&spec);
             let exhausted = match (&dead_letter, spec.max_deliver) {
                 (Some(_), Some(_)) => transport.exhausted(&spec).await?,
                 _ => None,
@@ -309,11 +325,13 @@ impl App {
                 metrics,
                 ledger,
                 transport: transport.clone(),
+                health: Arc::default(),
             });
-            subscriptions.push((context, service, deliveries, exhausted));
+            subscriptions.push((context, service, deliveries, exhausted, backlog, gauges));
         }
         let mut tasks = Vec::with_capacity(subscriptions.len());
-        for (context, service, deliveries, exhausted) in subscriptions {
+        let mut tracked = Vec::with_capacity(subscriptions.len());
+        for (context, service, deliveries, exhausted, backlog, gauges) in subscriptions {
             if let (Some(exhausted), Some(subject)) = (exhausted, context.dead_letter.clone()) {
                 tracker.spawn(crate::dead_letter::forward_exhausted(
                     transport.clone(),
@@ -326,7 +344,29 @@ impl App {
                 ));
             }
             let in_flight = InFlight::new(context.spec.max_in_flight);
-            let task = tokio::spawn(crate::dispatch::dispatch(
+            let observed = Arc::new(std::sync::Mutex::new(Observed::new(
+                tokio::time::Instant::now(),
+            )));
+            tokio::spawn(
+                Monitor {
+                    tally: context.health.clone(),
+                    observed: observed.clone(),
+                    probe: backlog,
+                    gauges,
+                    policy: self.health,
+                    channel: Arc::from(context.spec.channel.as_str()),
+                }
+                .run(finish.clone()),
+            );
+            tracked.push(Tracked {
+                subscriber: context.name.clone(),
+                spec: context.spec.clone(),
+                tally: context.health.clone(),
+                observed,
+                in_flight: in_flight.clone(),
+            });
+            let ended = context.health.ended_on_drop();
+            let dispatched = crate::dispatch::dispatch(
                 context,
                 service,
                 deliveries,
@@ -337,9 +377,22 @@ impl App {
                     tracker: tracker.clone(),
                 },
                 in_flight.clone(),
-            ));
+            );
+            let task = tokio::spawn(async move {
+                let _ended = ended;
+                dispatched.await;
+            });
             tasks.push(Dispatcher { task, in_flight });
         }
+        let health = HealthProbe {
+            connection: {
+                let transport = transport.clone();
+                Arc::new(move || transport.connection())
+            },
+            stop: stop.clone(),
+            subscriptions: tracked.into(),
+            policy: self.health,
+        };
         let flush = {
             let transport = transport.clone();
             Box::new(move || -> FlushFuture {
@@ -355,6 +408,7 @@ impl App {
             dispatchers: tasks,
             flush,
             shutdown_timeout: self.shutdown_timeout,
+            health,
         })
     }
 
@@ -428,6 +482,7 @@ pub struct RunningApp {
     dispatchers: Vec<Dispatcher>,
     flush: Box<dyn Fn() -> FlushFuture + Send + Sync>,
     shutdown_timeout: Duration,
+    health: HealthProbe,
 }
 
 impl std::fmt::Debug for RunningApp {
@@ -443,6 +498,29 @@ impl RunningApp {
     /// Handlers running right now, over all subscribers.
     pub fn in_flight(&self) -> usize {
         self.dispatchers.iter().map(|d| d.in_flight.running()).sum()
+    }
+
+    /// The app's [`Health`](crate::Health) now: connected or not, and each
+    /// subscription's last delivery, backlog, stalled and failing (see
+    /// [`health`](crate::health)). Cheap: asks the broker nothing.
+    ///
+    /// ```no_run
+    /// # async fn demo(app: flowgate::App) -> Result<(), flowgate::Error> {
+    /// let nats = flowgate::JetStream::connect("nats://127.0.0.1:4222").await?;
+    /// let running = app.start(nats).await?;
+    /// let health = running.health();
+    /// assert!(health.is_ready(), "not ready: {health}");
+    /// # Ok(()) }
+    /// ```
+    pub fn health(&self) -> crate::Health {
+        self.health.health()
+    }
+
+    /// A handle that reads [`health`](Self::health) from elsewhere (an HTTP
+    /// handler), also while [`shutdown`](Self::shutdown) runs: it then
+    /// reports the app draining, so not ready.
+    pub fn health_probe(&self) -> HealthProbe {
+        self.health.clone()
     }
 
     /// Stops taking messages and pulling, hands deliveries that were buffered

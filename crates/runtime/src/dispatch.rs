@@ -44,6 +44,7 @@ pub(crate) struct SubscriberContext<T> {
     pub(crate) metrics: Arc<SubscriberMetrics>,
     pub(crate) ledger: Arc<AttemptLedger>,
     pub(crate) transport: T,
+    pub(crate) health: Arc<crate::health::HealthTally>,
 }
 
 /// Runs one subscription until `stop` is cancelled or the stream ends, then
@@ -143,6 +144,7 @@ pub(crate) async fn dispatch<T: Transport>(
             },
         };
         context.metrics.received.increment(1);
+        context.health.delivered();
         let Delivery {
             payload,
             metadata,

@@ -80,6 +80,7 @@ pub mod extract;
 mod failure;
 mod handler;
 mod handler_slots;
+pub mod health;
 mod in_flight;
 mod log_budget;
 mod message;
@@ -181,6 +182,7 @@ pub use flowgate_macros::subscriber;
 /// ```
 pub use flowgate_macros::Event;
 pub use handler::{Handler, HandlerFuture, HandlerService};
+pub use health::{Health, HealthPolicy, HealthProbe, SubscriptionHealth};
 pub use message::Message;
 pub use output::Output;
 pub use pattern::{is_pattern, pattern_covers, patterns_overlap, subject_matches};
@@ -195,8 +197,9 @@ pub use transport::jetstream::{
 pub use transport::stan::{NatsStreaming, StanOptions};
 pub use transport::{
     AckError, AckMode, AckPendingFuture, AckPendingProbe, Acker, AttemptFuture, AttemptStore,
-    ConsumerProgress, Delivery, DeliveryStream, Exhausted, ExhaustedStream, Metadata,
-    OutgoingMessage, PublishAck, StartPosition, SubscriptionSpec, Transport,
+    BacklogFuture, BacklogProbe, ConnectionState, ConsumerBacklog, ConsumerProgress, Delivery,
+    DeliveryStream, Exhausted, ExhaustedStream, Metadata, OutgoingMessage, PublishAck,
+    StartPosition, SubscriptionSpec, Transport,
 };
 
 /// Message headers (the NATS header map).

@@ -185,6 +185,7 @@ impl<A: Acker> Settler<A> {
             };
         }
         let metrics = &context.metrics;
+        context.health.settled(matches!(decision, Decision::Ack));
         // budget: an ack or a dead letter settles the message for good.
         let for_good = !matches!(decision, Decision::Nak { .. });
         let sequence = unsettled.sequence;

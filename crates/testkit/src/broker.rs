@@ -565,6 +565,14 @@ impl Broker {
                 gone: true,
             };
         };
+        if faults.is_disconnected() {
+            // Woken by the reconnect.
+            return Delivered {
+                made: 0,
+                wake: None,
+                gone: false,
+            };
+        }
         let given_up = consumer.given_up();
         let expired = consumer.expire(now);
         let mut made = 0;
@@ -619,19 +627,64 @@ impl Broker {
     /// How many messages the consumer of `binding` holds as delivered and
     /// not settled (JetStream's `num_ack_pending`), after firing its due timers.
     pub(crate) fn ack_pending(&self, binding: &Binding) -> Result<usize, flowgate::Error> {
+        self.backlog(binding)
+            .map(|backlog| backlog.ack_pending as usize)
+    }
+
+    /// What the consumer of `binding` has not delivered yet and holds as
+    /// delivered and not settled (JetStream's `num_pending` and
+    /// `num_ack_pending`), after firing its due timers. Fails while the
+    /// client is disconnected, as a consumer-info request does.
+    pub(crate) fn backlog(
+        &self,
+        binding: &Binding,
+    ) -> Result<flowgate::ConsumerBacklog, flowgate::Error> {
         let now = Instant::now();
         let mut state = self.lock();
-        let Some((_, consumer)) = Self::bound(&mut state, binding) else {
+        if state.faults.is_disconnected() {
+            return Err(flowgate::Error::Broker(Box::new(Injected::NOT_CONNECTED)));
+        }
+        let Some((stream, consumer)) = Self::bound(&mut state, binding) else {
             return Err(flowgate::Error::Broker(
                 format!("the consumer of `{}` is gone", binding.channel).into(),
             ));
         };
         let mut change = Change::default();
         change.expired(consumer, now);
-        let pending = consumer.ack_pending();
+        let backlog = flowgate::ConsumerBacklog {
+            pending: consumer.undelivered(stream),
+            ack_pending: consumer.ack_pending() as u64,
+        };
         drop(state);
         self.inspected(change);
-        Ok(pending)
+        Ok(backlog)
+    }
+
+    /// Drops (`false`) or restores (`true`) the client's connection; on a
+    /// restore, wakes every subscription to pull again.
+    pub(crate) fn set_connected(&self, connected: bool) {
+        let mut state = self.lock();
+        let changed = if connected {
+            state.faults.reconnect()
+        } else {
+            state.faults.disconnect()
+        };
+        if connected && changed {
+            for channel in state.channels.values_mut() {
+                for consumer in channel.consumers.values() {
+                    consumer.notify.wake();
+                }
+            }
+        }
+        drop(state);
+        if changed {
+            self.changed(Change::default());
+        }
+    }
+
+    /// Whether the client is connected now.
+    pub(crate) fn is_connected(&self) -> bool {
+        !self.lock().faults.is_disconnected()
     }
 
     /// How many messages consumer `name` of `channel` gave up on so far,

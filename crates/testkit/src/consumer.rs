@@ -614,6 +614,22 @@ impl Consumer {
             .collect()
     }
 
+    /// How many messages of `channel` this consumer has not delivered yet
+    /// (JetStream's `num_pending`): those after its next sequence that its
+    /// filter matches.
+    pub(crate) fn undelivered(&self, channel: &Channel) -> u64 {
+        let matches = |sequence: u64| {
+            channel.get(sequence).is_some_and(|message| {
+                self.filter
+                    .as_deref()
+                    .is_none_or(|filter| flowgate::subject_matches(filter, &message.subject))
+            })
+        };
+        (self.next_sequence..=channel.last_sequence())
+            .filter(|&sequence| matches(sequence))
+            .count() as u64
+    }
+
     /// How many messages are delivered and not settled (JetStream's
     /// `num_ack_pending`).
     pub(crate) fn ack_pending(&self) -> usize {

@@ -72,6 +72,10 @@ pub enum Fault {
         /// The stream sequence whose record was asked for.
         sequence: u64,
     },
+    /// The client lost its connection to the broker
+    /// ([`InMemory::disconnect`]): until [`InMemory::reconnect`], nothing
+    /// is delivered and publishes, settlements and attempt-store calls fail.
+    Disconnected,
 }
 
 /// The error an injected fault makes a publish or a settlement return.
@@ -86,11 +90,20 @@ impl std::fmt::Display for Injected {
 
 impl std::error::Error for Injected {}
 
+impl Injected {
+    /// What every request fails with while the client is disconnected.
+    pub(crate) const NOT_CONNECTED: Injected =
+        Injected("not connected to the broker: it reconnects by itself; retry then");
+}
+
 /// The faults armed and the ones that took effect, under the broker lock.
 #[derive(Debug, Default)]
 pub(crate) struct Faults {
-    /// How many are armed in all: the hot paths look no further while 0.
+    /// How many are armed in all (a disconnection counts as one): the hot
+    /// paths look no further while 0.
     armed: usize,
+    /// The client is disconnected from the broker.
+    disconnected: bool,
     publishes: HashMap<String, usize>,
     acks: HashMap<String, usize>,
     naks: HashMap<String, usize>,
@@ -138,8 +151,38 @@ impl Faults {
         true
     }
 
+    /// Drops the connection; `false` when it was down already.
+    pub(crate) fn disconnect(&mut self) -> bool {
+        if self.disconnected {
+            return false;
+        }
+        self.disconnected = true;
+        self.armed += 1;
+        self.fired.push(Fault::Disconnected);
+        true
+    }
+
+    /// Restores the connection; `false` when it was up.
+    pub(crate) fn reconnect(&mut self) -> bool {
+        if !self.disconnected {
+            return false;
+        }
+        self.disconnected = false;
+        self.armed -= 1;
+        true
+    }
+
+    /// Whether the client is disconnected now.
+    #[inline]
+    pub(crate) fn is_disconnected(&self) -> bool {
+        self.armed != 0 && self.disconnected
+    }
+
     /// Whether a publish on `subject` fails now (and notes it).
     pub(crate) fn publish(&mut self, subject: &str) -> Option<Injected> {
+        if self.is_disconnected() {
+            return Some(Injected::NOT_CONNECTED);
+        }
         if !self.take(Kind::Publish, subject) {
             return None;
         }
@@ -154,6 +197,9 @@ impl Faults {
     pub(crate) fn settle(&mut self, channel: &str, sequence: u64, how: Settle) -> Option<Injected> {
         if self.armed == 0 {
             return None;
+        }
+        if self.disconnected {
+            return Some(Injected::NOT_CONNECTED);
         }
         let kind = match how {
             Settle::Ack => Kind::Ack,
@@ -194,6 +240,9 @@ impl Faults {
     /// Whether this call to the attempt store of a consumer of `channel`
     /// about `sequence` never answers (and notes it).
     pub(crate) fn stall_store(&mut self, channel: &str, sequence: u64) -> bool {
+        if self.is_disconnected() {
+            return true;
+        }
         if !self.take(Kind::StoreStall, channel) {
             return false;
         }
@@ -510,7 +559,7 @@ impl InMemory {
     }
 
     /// Disarms every fault that has not taken effect yet (the list of those
-    /// that did is kept).
+    /// that did is kept). A disconnection lasts until [`reconnect`](Self::reconnect).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -528,8 +577,11 @@ impl InMemory {
     pub fn clear_faults(&self) {
         let mut state = self.broker.lock();
         let fired = std::mem::take(&mut state.faults.fired);
+        let disconnected = state.faults.disconnected;
         state.faults = Faults {
             fired,
+            armed: usize::from(disconnected),
+            disconnected,
             ..Faults::default()
         };
     }

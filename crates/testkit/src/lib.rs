@@ -187,6 +187,7 @@ mod broker;
 mod call;
 mod channel;
 mod consumer;
+mod disconnect;
 mod faults;
 mod inspect;
 mod publish;

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use flowgate::{AckPendingFuture, AckPendingProbe, Delivery};
+use flowgate::{AckPendingFuture, AckPendingProbe, BacklogFuture, BacklogProbe, Delivery};
 use futures::Stream;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -225,6 +225,40 @@ impl flowgate::DeliveryStream<InMemoryAcker> for InMemorySubscription {
             let broker = broker.clone();
             let binding = binding.clone();
             Box::pin(async move { broker.ack_pending(&binding) })
+        }))
+    }
+
+    /// Reads the consumer's count of messages not yet delivered and of
+    /// those delivered and unsettled, as JetStream's consumer info. Fails
+    /// while the client is [disconnected](crate::InMemory::disconnect).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use flowgate::{ConsumerBacklog, DeliveryStream, OutgoingMessage, SubscriptionSpec, Transport};
+    /// use futures::StreamExt;
+    ///
+    /// let broker = flowgate_testkit::InMemory::new();
+    /// let mut spec = SubscriptionSpec::new("jobs");
+    /// spec.max_in_flight = 1;
+    /// let mut jobs = broker.subscribe(&spec).await?;
+    /// let probe = jobs.backlog_probe().expect("the broker tells");
+    /// for n in 1..=3 {
+    ///     broker.publish(OutgoingMessage::new("jobs", n.to_string())).await?.await?;
+    /// }
+    /// let _job = jobs.next().await.expect("delivered");
+    /// assert_eq!(probe().await?, ConsumerBacklog { pending: 2, ack_pending: 1 });
+    /// broker.disconnect();
+    /// assert!(probe().await.is_err());
+    /// # Ok(()) }
+    /// ```
+    fn backlog_probe(&self) -> Option<BacklogProbe> {
+        let broker = self.broker.clone();
+        let binding = self.binding.clone();
+        Some(Arc::new(move || -> BacklogFuture {
+            let broker = broker.clone();
+            let binding = binding.clone();
+            Box::pin(async move { broker.backlog(&binding) })
         }))
     }
 }

@@ -58,6 +58,15 @@ impl Transport for InMemory {
         true
     }
 
+    /// Connected, unless a test [disconnected](InMemory::disconnect) it.
+    fn connection(&self) -> flowgate::ConnectionState {
+        if self.is_connected() {
+            flowgate::ConnectionState::Connected
+        } else {
+            flowgate::ConnectionState::Disconnected
+        }
+    }
+
     /// The attempts of the durable (or queue) consumer of `spec`, kept by the
     /// broker: every app on this broker bound to that consumer name on that
     /// channel shares them, also after a restart. `None` for an ephemeral

@@ -16,6 +16,8 @@
 //! | `flowgate_handler_duration_seconds` | histogram | the time of each handler attempt, by `outcome`: `ok`, or `failed` (an error, a panic, a timeout, cut off at shutdown) |
 //! | `flowgate_messages_published_total` | counter | events a [`Publisher`](crate::Publisher) had stored, by `channel` only |
 //! | `flowgate_publish_failures_total` | counter | events a [`Publisher`](crate::Publisher) sent that were not stored, by `channel` only |
+//! | `flowgate_consumer_pending_messages` | gauge | messages the broker has not delivered to the consumer yet, sampled every few seconds ([`HealthPolicy::sample_every`](crate::HealthPolicy::sample_every)) |
+//! | `flowgate_consumer_ack_pending_messages` | gauge | messages the broker delivered to the consumer and holds unacked, sampled likewise |
 //!
 //! A subscriber's metrics carry `channel`, `durable` (empty for an
 //! ephemeral or queue-group subscriber without one) and `queue` (the queue
@@ -64,6 +66,13 @@ pub mod names {
     pub const PUBLISHED: &str = "flowgate_messages_published_total";
     /// Events a publisher sent that the broker did not store, by `channel`.
     pub const PUBLISH_FAILURES: &str = "flowgate_publish_failures_total";
+
+    // Sampled from the broker by each subscription's health monitor.
+
+    /// Messages the broker has not delivered to the consumer yet.
+    pub const CONSUMER_PENDING: &str = "flowgate_consumer_pending_messages";
+    /// Messages the broker delivered to the consumer and holds unacked.
+    pub const CONSUMER_ACK_PENDING: &str = "flowgate_consumer_ack_pending_messages";
 }
 
 /// Why a message was dead-lettered: the `reason` label of
@@ -227,6 +236,14 @@ fn describe() {
         Unit::Seconds,
         "The time of each handler attempt."
     );
+    describe_gauge!(
+        names::CONSUMER_PENDING,
+        "Messages the broker has not delivered to the consumer yet, as last sampled from the broker."
+    );
+    describe_gauge!(
+        names::CONSUMER_ACK_PENDING,
+        "Messages the broker delivered to the consumer and holds unacked (in flight, buffered, awaiting redelivery), as last sampled."
+    );
     describe_publish_counts();
 }
 
@@ -287,11 +304,7 @@ impl SubscriberMetrics {
     /// let metrics = flowgate::middleware::metrics::SubscriberMetrics::new(&spec);
     /// ```
     pub fn new(spec: &SubscriptionSpec) -> Self {
-        let labels = [
-            ("channel", spec.channel.clone()),
-            ("durable", spec.durable.clone().unwrap_or_default()),
-            ("queue", spec.queue.clone().unwrap_or_default()),
-        ];
+        let labels = subscriber_labels(spec);
         describe();
         let with_reason = |name: &'static str, reason: &'static str| {
             let mut labels = labels.to_vec();
@@ -319,6 +332,16 @@ impl SubscriberMetrics {
             failed_duration: duration_with(&labels, "failed"),
         }
     }
+}
+
+/// The labels every metric of the subscriber on `spec` carries: `channel`,
+/// `durable` and `queue` (empty where it has none).
+pub(crate) fn subscriber_labels(spec: &SubscriptionSpec) -> [(&'static str, String); 3] {
+    [
+        ("channel", spec.channel.clone()),
+        ("durable", spec.durable.clone().unwrap_or_default()),
+        ("queue", spec.queue.clone().unwrap_or_default()),
+    ]
 }
 
 /// The duration histogram of attempts with `outcome`.

@@ -4,6 +4,7 @@
 //! in-memory broker behind the same trait. Handlers never see the difference.
 
 mod attempt_store;
+mod connection;
 mod delivery;
 mod drift;
 pub mod jetstream;
@@ -18,10 +19,14 @@ use std::future::Future;
 use bytes::Bytes;
 
 pub use attempt_store::{AttemptFuture, AttemptStore};
+pub use connection::ConnectionState;
 pub use delivery::{AckError, Acker, Delivery, Metadata};
 pub use drift::DriftCheck;
 pub use spec::{AckMode, StartPosition, SubscriptionSpec};
-pub use stream::{AckPendingFuture, AckPendingProbe, ConsumerProgress, DeliveryStream};
+pub use stream::{
+    AckPendingFuture, AckPendingProbe, BacklogFuture, BacklogProbe, ConsumerBacklog,
+    ConsumerProgress, DeliveryStream,
+};
 
 use crate::{Error, Headers};
 
@@ -152,6 +157,14 @@ pub trait Transport: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<std::sync::Arc<dyn AttemptStore>>, Error>> + Send {
         let _ = spec;
         async { Ok(None) }
+    }
+
+    /// Whether the connection to the broker is up now, for health checks
+    /// ([`RunningApp::health`](crate::RunningApp::health)). Cheap: called on
+    /// every health request. [`ConnectionState::Unknown`] where the
+    /// transport cannot tell.
+    fn connection(&self) -> ConnectionState {
+        ConnectionState::Unknown
     }
 
     /// Messages of `spec`'s consumer that the broker stopped delivering after

@@ -33,6 +33,30 @@ pub struct ConsumerProgress {
     pub unacked: usize,
 }
 
+/// What the broker holds for one consumer, as a health sample reads it.
+///
+/// ```
+/// let backlog = flowgate::ConsumerBacklog { pending: 12, ack_pending: 3 };
+/// assert_eq!(backlog.pending + backlog.ack_pending, 15);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConsumerBacklog {
+    /// Messages the consumer has not delivered yet (JetStream's `num_pending`).
+    pub pending: u64,
+    /// Messages delivered and not yet acked (JetStream's `num_ack_pending`):
+    /// in flight, in a client's buffer, lost in transit, or waiting for
+    /// redelivery.
+    pub ack_pending: u64,
+}
+
+/// A future that reads a consumer's [`ConsumerBacklog`] from the broker.
+pub type BacklogFuture = Pin<Box<dyn Future<Output = Result<ConsumerBacklog, Error>> + Send>>;
+
+/// Reads the broker's [`ConsumerBacklog`] of one subscription's consumer:
+/// sampled every few seconds for the `flowgate_consumer_*_messages` gauges
+/// and for [`Health`](crate::Health)'s `stalled`.
+pub type BacklogProbe = Arc<dyn Fn() -> BacklogFuture + Send + Sync>;
+
 /// A live subscription: its deliveries, until [`stop`](DeliveryStream::stop)
 /// or drop. It re-subscribes on its own after connection loss.
 ///
@@ -81,6 +105,13 @@ pub trait DeliveryStream<A>: Stream<Item = Delivery<A>> + Send + Unpin + 'static
     /// follows `last_delivery` knows every message an ack could cover, and
     /// need not ask the broker first. `None` where the broker did not say.
     fn bound_at(&self) -> Option<ConsumerProgress> {
+        None
+    }
+
+    /// For health and metrics: reads what the broker holds for this
+    /// subscription's consumer (see [`ConsumerBacklog`]). `None` where the
+    /// broker does not tell (NATS Streaming).
+    fn backlog_probe(&self) -> Option<BacklogProbe> {
         None
     }
 }

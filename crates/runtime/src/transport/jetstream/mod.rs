@@ -251,6 +251,11 @@ impl Transport for JetStream {
         true
     }
 
+    /// The async-nats client's connection state.
+    fn connection(&self) -> crate::ConnectionState {
+        crate::ConnectionState::of_nats(&self.client)
+    }
+
     /// A durable's (or queue group's) records in [`ATTEMPTS_BUCKET`]; `None`
     /// for an ephemeral consumer, which no other process shares and which
     /// does not outlive its app.

@@ -18,7 +18,10 @@ use super::acker::AckRoute;
 use super::outstanding::Outstanding;
 use super::reopen::ReopenTrigger;
 use super::{consumer, JetStreamAcker};
-use crate::transport::{AckPendingFuture, AckPendingProbe, ConsumerProgress, DeliveryStream};
+use crate::transport::{
+    AckPendingFuture, AckPendingProbe, BacklogFuture, BacklogProbe, ConsumerBacklog,
+    ConsumerProgress, DeliveryStream,
+};
 use crate::{AckMode, Delivery, Error, Metadata, SubscriptionSpec};
 
 const REOPEN_BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -48,6 +51,7 @@ const REOPEN_GRACE: Duration = Duration::from_millis(250);
 pub struct JetStreamSubscription {
     pulling: Pulling,
     probe: AckPendingProbe,
+    backlog: BacklogProbe,
     bound_at: ConsumerProgress,
 }
 
@@ -128,9 +132,15 @@ impl JetStreamSubscription {
             state.stream.clone(),
             state.consumer.clone(),
         );
+        let backlog = backlog_probe(
+            state.context.clone(),
+            state.stream.clone(),
+            state.consumer.clone(),
+        );
         Ok(Self {
             pulling: Pulling::Ready(Box::new(state)),
             probe,
+            backlog,
             bound_at,
         })
     }
@@ -155,6 +165,32 @@ fn ack_pending_probe(
                 .await
                 .map_err(|e| Error::Broker(Box::new(e)))?;
             Ok(info.num_ack_pending)
+        })
+    })
+}
+
+/// Reads `num_pending` and `num_ack_pending` of the subscription's current consumer.
+fn backlog_probe(
+    context: jetstream::Context,
+    stream: String,
+    consumer: Arc<Mutex<String>>,
+) -> BacklogProbe {
+    Arc::new(move || -> BacklogFuture {
+        let context = context.clone();
+        let stream = stream.clone();
+        let name = consumer.lock().map(|name| name.clone()).unwrap_or_default();
+        Box::pin(async move {
+            let info = context
+                .get_stream_no_info(&stream)
+                .await
+                .map_err(|e| Error::Broker(Box::new(e)))?
+                .consumer_info(&name)
+                .await
+                .map_err(|e| Error::Broker(Box::new(e)))?;
+            Ok(ConsumerBacklog {
+                pending: info.num_pending,
+                ack_pending: info.num_ack_pending as u64,
+            })
         })
     })
 }
@@ -398,6 +434,10 @@ impl DeliveryStream<JetStreamAcker> for JetStreamSubscription {
 
     fn bound_at(&self) -> Option<ConsumerProgress> {
         Some(self.bound_at)
+    }
+
+    fn backlog_probe(&self) -> Option<BacklogProbe> {
+        Some(self.backlog.clone())
     }
 }
 

@@ -226,6 +226,18 @@ impl Transport for NatsStreaming {
         self.subscribe_spec(spec).await
     }
 
+    /// Connected while the NATS connection is up and the client is
+    /// registered with the streaming server: only then do deliveries and
+    /// acks flow.
+    fn connection(&self) -> crate::ConnectionState {
+        match (crate::ConnectionState::of_nats(self.nats()), self.state()) {
+            (crate::ConnectionState::Connected, StanState::Registered) => {
+                crate::ConnectionState::Connected
+            }
+            _ => crate::ConnectionState::Disconnected,
+        }
+    }
+
     async fn publish(&self, message: OutgoingMessage) -> Result<Self::PendingAck, PublishError> {
         publisher::publish(&self.client, message).await
     }
