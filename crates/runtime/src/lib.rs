@@ -41,11 +41,15 @@
 //!    `flowgate-testkit`) yields a [`Delivery`] for a [`SubscriptionSpec`].
 //! 2. The dispatcher takes a permit from the subscriber's `max_in_flight`
 //!    semaphore and spawns one task for the message.
-//! 3. The task runs the [`Request`] through the tower stack: the app's layers,
-//!    the subscriber's layers, then flowgate's [`middleware`]: retry (in-process
-//!    retries with backoff), an optional timeout, metrics; then the handler,
-//!    which decodes the payload ([`Event::decode`]) and calls the fn. While it
-//!    runs long, progress acks keep the broker from redelivering.
+//! 3. The task runs the [`Request`] through the tower stack, in the
+//!    delivery's `flowgate.message` span: the app's layers, the subscriber's
+//!    layers, then flowgate's [`middleware`]: retry (in-process retries with
+//!    backoff), and for each attempt, in its `flowgate.attempt` span, the
+//!    app's and the subscriber's attempt layers, an optional timeout,
+//!    metrics; then the handler, which decodes the payload
+//!    ([`Event::decode`]) and calls the fn. While it runs long, progress acks
+//!    keep the broker from redelivering. With the `opentelemetry` feature
+//!    the message span continues the publisher's trace ([`trace_context`]).
 //! 4. The outcome settles the message: `Ok` acks; a retryable failure (an
 //!    error, a panic, a timeout) naks with the backoff delay while the failure
 //!    budget (`max_deliver`) lasts; a spent budget, a permanent [`Failure`] or a
