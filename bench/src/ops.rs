@@ -62,3 +62,32 @@ fn answer(health: Health, passes: fn(&Health) -> bool) -> (StatusCode, String) {
     };
     (status, format!("{health}\n"))
 }
+
+/// Publishes `event(1)`, `event(2)`, ... at `per_sec` until SIGINT or
+/// SIGTERM, as the demo binaries do; a failed publish is logged (the
+/// publisher counts it) and the next one goes on.
+pub async fn publish_until_stopped<T, E>(
+    publisher: &flowgate::Publisher<T>,
+    per_sec: u64,
+    mut event: impl FnMut(u64) -> E,
+) where
+    T: flowgate::Transport,
+    E: flowgate::Event,
+{
+    let mut ticks =
+        tokio::time::interval(std::time::Duration::from_micros(1_000_000 / per_sec.max(1)));
+    let mut id = 0;
+    let stop = flowgate::shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = ticks.tick() => {
+                id += 1;
+                if let Err(err) = publisher.publish(&event(id)).await {
+                    tracing::warn!(error = %err, "publish failed");
+                }
+            }
+        }
+    }
+}

@@ -71,7 +71,7 @@ async fn readyz_follows_the_server_and_metrics_share_the_port() {
     assert!(body.starts_with("connected"), "{body}");
     let sampled = eventually(Duration::from_secs(10), || async {
         get(addr, "/metrics").await.1.contains(
-            "flowgate_consumer_pending_messages{channel=\"e2e.health.http\",durable=\"http\"} 0",
+            "flowgate_consumer_pending_messages{channel=\"e2e.health.http\",durable=\"http\",queue=\"\"} 0",
         )
     })
     .await;

@@ -82,21 +82,7 @@ async fn run<T: Transport>(
     tokio::spawn(async move { axum::serve(listener, endpoints).await });
     println!("http://{addr}/healthz, /readyz and /metrics; Ctrl-C to stop");
     let publisher = Publisher::new(transport);
-    let mut ticks = tokio::time::interval(Duration::from_micros(1_000_000 / per_sec.max(1)));
-    let mut id = 0;
-    let stop = flowgate::shutdown_signal();
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            _ = ticks.tick() => {
-                id += 1;
-                if let Err(err) = publisher.publish(&OrderPlaced { id }).await {
-                    tracing::warn!(error = %err, "publish failed");
-                }
-            }
-        }
-    }
+    flowgate_bench::ops::publish_until_stopped(&publisher, per_sec, |id| OrderPlaced { id }).await;
     app.shutdown().await?;
     Ok(())
 }

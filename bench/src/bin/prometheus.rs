@@ -81,23 +81,11 @@ async fn run<T: Transport>(transport: T, per_sec: u64) -> Result<(), Box<dyn std
         .start(transport.clone())
         .await?;
     let publisher = Publisher::new(transport);
-    let mut ticks = tokio::time::interval(Duration::from_micros(1_000_000 / per_sec.max(1)));
-    let mut id = 0;
-    let stop = flowgate::shutdown_signal();
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            _ = ticks.tick() => {
-                id += 1;
-                let order = OrderPlaced { id, total_cents: 1000 + (id % 7) as i64 * 250 };
-                // The publisher counts what was stored and what was not.
-                if let Err(err) = publisher.publish(&order).await {
-                    tracing::warn!(error = %err, "publish failed");
-                }
-            }
-        }
-    }
+    flowgate_bench::ops::publish_until_stopped(&publisher, per_sec, |id| OrderPlaced {
+        id,
+        total_cents: 1000 + (id % 7) as i64 * 250,
+    })
+    .await;
     app.shutdown().await?;
     Ok(())
 }

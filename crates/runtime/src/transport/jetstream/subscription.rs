@@ -127,16 +127,13 @@ impl JetStreamSubscription {
         // name) to the caller; later ones are retried.
         let (messages, bound_at) = state.pull(None).await?;
         state.messages = Some(messages);
-        let probe = ack_pending_probe(
-            state.context.clone(),
-            state.stream.clone(),
-            state.consumer.clone(),
-        );
-        let backlog = backlog_probe(
-            state.context.clone(),
-            state.stream.clone(),
-            state.consumer.clone(),
-        );
+        let info = ConsumerInfoReader {
+            context: state.context.clone(),
+            stream: state.stream.clone(),
+            consumer: state.consumer.clone(),
+        };
+        let probe = info.clone().ack_pending_probe();
+        let backlog = info.backlog_probe();
         Ok(Self {
             pulling: Pulling::Ready(Box::new(state)),
             probe,
@@ -146,53 +143,60 @@ impl JetStreamSubscription {
     }
 }
 
-/// Reads `num_ack_pending` of the subscription's current consumer.
-fn ack_pending_probe(
+/// What the server says of the subscription's current consumer (its name
+/// changes when an ephemeral one is recreated).
+#[derive(Clone)]
+struct ConsumerInfoReader {
     context: jetstream::Context,
     stream: String,
     consumer: Arc<Mutex<String>>,
-) -> AckPendingProbe {
-    Arc::new(move || -> AckPendingFuture {
-        let context = context.clone();
-        let stream = stream.clone();
-        let name = consumer.lock().map(|name| name.clone()).unwrap_or_default();
-        Box::pin(async move {
-            let info = context
-                .get_stream_no_info(&stream)
-                .await
-                .map_err(|e| Error::Broker(Box::new(e)))?
-                .consumer_info(&name)
-                .await
-                .map_err(|e| Error::Broker(Box::new(e)))?;
-            Ok(info.num_ack_pending)
-        })
-    })
 }
 
-/// Reads `num_pending` and `num_ack_pending` of the subscription's current consumer.
-fn backlog_probe(
-    context: jetstream::Context,
-    stream: String,
-    consumer: Arc<Mutex<String>>,
-) -> BacklogProbe {
-    Arc::new(move || -> BacklogFuture {
-        let context = context.clone();
-        let stream = stream.clone();
-        let name = consumer.lock().map(|name| name.clone()).unwrap_or_default();
-        Box::pin(async move {
-            let info = context
+impl ConsumerInfoReader {
+    fn read(
+        &self,
+    ) -> impl std::future::Future<Output = Result<async_nats::jetstream::consumer::Info, Error>>
+           + Send
+           + 'static {
+        let context = self.context.clone();
+        let stream = self.stream.clone();
+        let name = self
+            .consumer
+            .lock()
+            .map(|name| name.clone())
+            .unwrap_or_default();
+        async move {
+            context
                 .get_stream_no_info(&stream)
                 .await
                 .map_err(|e| Error::Broker(Box::new(e)))?
                 .consumer_info(&name)
                 .await
-                .map_err(|e| Error::Broker(Box::new(e)))?;
-            Ok(ConsumerBacklog {
-                pending: info.num_pending,
-                ack_pending: info.num_ack_pending as u64,
+                .map_err(|e| Error::Broker(Box::new(e)))
+        }
+    }
+
+    /// Reads `num_ack_pending`.
+    fn ack_pending_probe(self) -> AckPendingProbe {
+        Arc::new(move || -> AckPendingFuture {
+            let info = self.read();
+            Box::pin(async move { Ok(info.await?.num_ack_pending) })
+        })
+    }
+
+    /// Reads `num_pending` and `num_ack_pending`.
+    fn backlog_probe(self) -> BacklogProbe {
+        Arc::new(move || -> BacklogFuture {
+            let info = self.read();
+            Box::pin(async move {
+                let info = info.await?;
+                Ok(ConsumerBacklog {
+                    pending: info.num_pending,
+                    ack_pending: info.num_ack_pending as u64,
+                })
             })
         })
-    })
+    }
 }
 
 impl State {
