@@ -1,6 +1,6 @@
 //! The benchmark, a package of its own so that its heavy dependencies
 //! (plotting, the Prometheus exporter, CPU-time probes) stay out of the
-//! examples a new user builds first. Three binaries:
+//! examples a new user builds first. Four binaries:
 //!
 //! - `bench`: flowgate side by side with the bare async-nats client on the
 //!   same server, in the same run (on NATS Streaming, with a raw client
@@ -8,6 +8,8 @@
 //! - `prometheus`: the framework's metrics on a Prometheus endpoint, for the
 //!   Grafana dashboard in `dashboards/`.
 //! - `health`: `/healthz`, `/readyz` and `/metrics` on one axum port ([`ops`]).
+//! - `trace`: one OpenTelemetry trace from a publisher through the broker to
+//!   the handler's attempts and the dead letter, printed to the console.
 //!
 //! The parts of `bench`:
 //!
