@@ -20,19 +20,9 @@ use crate::middleware::metrics::{timed, MetricsFuture, SubscriberMetrics};
 use crate::middleware::retry::{gave_up_error, Attempt, Attempting, GaveUp, Schedule};
 use crate::{BoxError, Request};
 
-/// The handler with its metrics and timeout, in the user's attempt layers
-/// when there are any: retry's inner part of the stack.
+/// The handler with its metrics and timeout: retry's inner part of the stack.
 #[derive(Clone)]
 pub(crate) struct Attempts {
-    one: OneAttempt,
-    /// The user's attempt layers around [`OneAttempt`].
-    layered: Option<crate::BoxHandlerService>,
-}
-
-/// One attempt without the user's layers: the handler, timed, within the
-/// timeout.
-#[derive(Clone)]
-struct OneAttempt {
     handler: HandlerService,
     timeout: Option<Duration>,
     metrics: Arc<SubscriberMetrics>,
@@ -45,27 +35,13 @@ impl Attempts {
         metrics: Arc<SubscriberMetrics>,
     ) -> Self {
         Self {
-            one: OneAttempt {
-                handler,
-                timeout,
-                metrics,
-            },
-            layered: None,
+            handler,
+            timeout,
+            metrics,
         }
     }
 
-    /// The same attempts inside the layers `wrap` puts around one attempt.
-    pub(crate) fn layered(
-        mut self,
-        wrap: impl FnOnce(crate::BoxHandlerService) -> crate::BoxHandlerService,
-    ) -> Self {
-        let one = tower::util::BoxCloneSyncService::new(self.one.clone());
-        self.layered = Some(wrap(one));
-        self
-    }
-}
-
-impl OneAttempt {
+    /// One attempt without the user's layers.
     fn start(&self, request: &Request) -> Bounded {
         let attempt = timed(&self.metrics, self.handler.call_ref(request));
         match self.timeout {
@@ -78,8 +54,8 @@ impl OneAttempt {
     }
 }
 
-/// The inner service of the user's attempt layers: they hand it the request.
-impl Service<Request> for OneAttempt {
+/// The innermost service of the user's attempt layers: they hand it the request.
+impl Service<Request> for Attempts {
     type Response = ();
     type Error = BoxError;
     type Future = Bounded;
@@ -93,13 +69,38 @@ impl Service<Request> for OneAttempt {
     }
 }
 
+/// [`Attempts`] inside the user's attempt layers.
+#[derive(Clone)]
+pub(crate) struct LayeredAttempts {
+    attempts: Attempts,
+    layered: crate::BoxHandlerService,
+}
+
+impl LayeredAttempts {
+    /// `attempts` inside the layers `wrap` puts around one attempt.
+    pub(crate) fn new(
+        attempts: Attempts,
+        wrap: impl FnOnce(crate::BoxHandlerService) -> crate::BoxHandlerService,
+    ) -> Self {
+        let layered = wrap(tower::util::BoxCloneSyncService::new(attempts.clone()));
+        Self { attempts, layered }
+    }
+}
+
+/// The span of one attempt at `request`: a child of the message's span,
+/// which is current when an attempt starts (the dispatcher enters it around
+/// the stack's call, and its task runs in it).
+fn attempt_span(request: &Request) -> tracing::Span {
+    tracing::info_span!("flowgate.attempt", attempt = request.attempt())
+}
+
 type Timed = MetricsFuture<HandlerFuture>;
 
 /// One attempt, in its `flowgate.attempt` span: timed, and cut off at the
-/// timeout when there is one. It is
-/// `Unpin` (the timer of a timeout is boxed), so the dispatcher can poll it
-/// once in place and then move it to a task.
-pub(crate) type AttemptFuture = tracing::instrument::Instrumented<Either<Bounded, BoxedFuture>>;
+/// timeout when there is one. It is `Unpin` (the timer of a timeout is
+/// boxed), so the dispatcher can poll it once in place and then move it to
+/// a task.
+pub(crate) type AttemptFuture = tracing::instrument::Instrumented<Bounded>;
 
 /// One attempt without the user's layers: timed, and cut off at the timeout
 /// when there is one.
@@ -121,15 +122,12 @@ fn elapsed_is_failure(
 impl Attempt for Attempts {
     type Future = AttemptFuture;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        match &mut self.layered {
-            None => Poll::Ready(Ok(())),
-            Some(layered) => layered.poll_ready(cx),
-        }
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
     }
 
     fn failed(&self, err: &BoxError, request: &Request) {
-        let metrics = &self.one.metrics;
+        let metrics = &self.metrics;
         metrics.attempt_failed(err);
         // The first failure of a message is news; its retries are logged
         // at DEBUG by the retry loop, its end by the settlement.
@@ -151,51 +149,71 @@ impl Attempt for Attempts {
     }
 
     fn retrying(&self) {
-        self.one.metrics.retrying();
+        self.metrics.retrying();
     }
 
     fn attempt(&mut self, request: &Request) -> AttemptFuture {
-        // A child of the message's span, which is current when an attempt
-        // starts (the dispatcher enters it around the stack's call, and its
-        // task runs in it).
-        let span = tracing::info_span!("flowgate.attempt", attempt = request.attempt());
+        let span = attempt_span(request);
         let attempt = {
             let _entered = span.enter();
-            match &mut self.layered {
-                None => Either::Left(self.one.start(request)),
-                // The layers take the request by value: each attempt gets a copy.
-                Some(layered) => Either::Right(layered.call(request.clone())),
-            }
+            self.start(request)
         };
         attempt.instrument(span)
     }
 }
 
-/// The runtime's own stack: retry → timeout → metrics → handler, as one
-/// service with a concrete future (no box per message).
+impl Attempt for LayeredAttempts {
+    type Future = tracing::instrument::Instrumented<BoxedFuture>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.layered.poll_ready(cx)
+    }
+
+    fn failed(&self, err: &BoxError, request: &Request) {
+        self.attempts.failed(err, request);
+    }
+
+    fn retrying(&self) {
+        self.attempts.retrying();
+    }
+
+    fn attempt(&mut self, request: &Request) -> Self::Future {
+        let span = attempt_span(request);
+        let attempt = {
+            let _entered = span.enter();
+            // The layers take the request by value: each attempt gets a copy.
+            self.layered.call(request.clone())
+        };
+        attempt.instrument(span)
+    }
+}
+
+/// The runtime's own stack: retry → (the user's attempt layers, when `A`
+/// is [`LayeredAttempts`]) → timeout → metrics → handler, as one service
+/// with a concrete future (no box per message).
 #[derive(Clone)]
-pub(crate) struct CoreStack {
-    attempts: Attempts,
+pub(crate) struct CoreStack<A = Attempts> {
+    attempts: A,
     schedule: Schedule,
 }
 
-impl CoreStack {
-    pub(crate) fn new(attempts: Attempts, schedule: Schedule) -> Self {
+impl<A: Attempt + Clone> CoreStack<A> {
+    pub(crate) fn new(attempts: A, schedule: Schedule) -> Self {
         Self { attempts, schedule }
     }
 
     /// Starts the attempts at `request`; they hand it back when they fail.
-    fn start(&mut self, request: Request) -> Attempting<Attempts> {
+    fn start(&mut self, request: Request) -> Attempting<A> {
         let first = self.attempts.attempt(&request);
         Attempting::new(first, self.attempts.clone(), request, self.schedule.clone())
     }
 }
 
 /// Under the user's tower layers, a failure's request is not handed back.
-impl Service<Request> for CoreStack {
+impl<A: Attempt + Clone> Service<Request> for CoreStack<A> {
     type Response = ();
     type Error = BoxError;
-    type Future = futures::future::MapErr<Attempting<Attempts>, fn(GaveUp) -> BoxError>;
+    type Future = futures::future::MapErr<Attempting<A>, fn(GaveUp) -> BoxError>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.attempts.poll_ready(cx)
@@ -211,6 +229,8 @@ impl Service<Request> for CoreStack {
 #[derive(Clone)]
 pub(crate) enum Stack {
     Core(CoreStack),
+    /// With attempt layers of the user's, and none around the delivery.
+    AttemptLayered(CoreStack<LayeredAttempts>),
     Layered(crate::BoxHandlerService),
 }
 
@@ -227,7 +247,8 @@ impl Stack {
     /// Whether the stack can take a request now.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         match self {
-            Stack::Core(own) => own.attempts.poll_ready(cx),
+            Stack::Core(_) => Poll::Ready(Ok(())),
+            Stack::AttemptLayered(own) => own.attempts.poll_ready(cx),
             Stack::Layered(layered) => layered.poll_ready(cx),
         }
     }
@@ -240,13 +261,14 @@ impl Stack {
     /// Whether a failed request comes back from [`call`](Self::call); when it
     /// does not, a caller that needs the message afterwards keeps a copy.
     pub(crate) fn hands_back_requests(&self) -> bool {
-        matches!(self, Stack::Core(_))
+        matches!(self, Stack::Core(_) | Stack::AttemptLayered(_))
     }
 
     /// Runs `request` through the stack.
     pub(crate) fn call(&mut self, request: Request) -> StackFuture {
         match self {
             Stack::Core(own) => StackFuture::Core(own.start(request)),
+            Stack::AttemptLayered(own) => StackFuture::AttemptLayered(own.start(request)),
             Stack::Layered(layered) => StackFuture::Layered(layered.call(request)),
         }
     }
@@ -270,17 +292,24 @@ impl Stack {
 )]
 pub(crate) enum StackFuture {
     Core(Attempting<Attempts>),
+    AttemptLayered(Attempting<LayeredAttempts>),
     Layered(BoxedFuture),
     Refused(Option<Failed>),
+}
+
+/// Attempts that gave up, with the request they handed back.
+fn handed_back((error, request): GaveUp) -> Failed {
+    Failed {
+        error,
+        request: Some(request),
+    }
 }
 
 impl StackFuture {
     fn poll_unguarded(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Failed>> {
         match self {
-            StackFuture::Core(own) => Pin::new(own).poll(cx).map_err(|(error, request)| Failed {
-                error,
-                request: Some(request),
-            }),
+            StackFuture::Core(own) => Pin::new(own).poll(cx).map_err(handed_back),
+            StackFuture::AttemptLayered(own) => Pin::new(own).poll(cx).map_err(handed_back),
             StackFuture::Layered(layered) => layered.as_mut().poll(cx).map_err(|error| Failed {
                 error,
                 request: None,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tower::util::BoxCloneSyncService;
 
-use crate::attempt::{Attempts, CoreStack, Stack};
+use crate::attempt::{Attempts, CoreStack, LayeredAttempts, Stack};
 use crate::handler::HandlerService;
 use crate::middleware::metrics::SubscriberMetrics;
 use crate::middleware::retry::Schedule;
@@ -24,21 +24,27 @@ pub(crate) fn build(
     subscriber_layers: &Layers,
     app_layers: &Layers,
 ) -> Stack {
-    let mut attempts = Attempts::new(handler, failure.timeout, metrics);
-    if !(subscriber_layers.attempt.is_empty() && app_layers.attempt.is_empty()) {
-        attempts =
-            attempts.layered(|one| wrap(one, &subscriber_layers.attempt, &app_layers.attempt));
-    }
+    let attempts = Attempts::new(handler, failure.timeout, metrics);
     let schedule = Schedule::new(failure.retry.clone(), spec.max_deliver);
-    let own = CoreStack::new(attempts, schedule);
-    if subscriber_layers.delivery.is_empty() && app_layers.delivery.is_empty() {
-        return Stack::Core(own);
-    }
-    Stack::Layered(wrap(
-        BoxCloneSyncService::new(own),
-        &subscriber_layers.delivery,
-        &app_layers.delivery,
-    ))
+    let per_attempt = !(subscriber_layers.attempt.is_empty() && app_layers.attempt.is_empty());
+    let per_delivery = !(subscriber_layers.delivery.is_empty() && app_layers.delivery.is_empty());
+    let own = if per_attempt {
+        let attempts = LayeredAttempts::new(attempts, |one| {
+            wrap(one, &subscriber_layers.attempt, &app_layers.attempt)
+        });
+        let own = CoreStack::new(attempts, schedule);
+        if !per_delivery {
+            return Stack::AttemptLayered(own);
+        }
+        BoxCloneSyncService::new(own)
+    } else {
+        let own = CoreStack::new(attempts, schedule);
+        if !per_delivery {
+            return Stack::Core(own);
+        }
+        BoxCloneSyncService::new(own)
+    };
+    Stack::Layered(wrap(own, &subscriber_layers.delivery, &app_layers.delivery))
 }
 
 /// `service` in the subscriber's layers, then the app's (its first outermost).
