@@ -285,11 +285,8 @@ impl Stack {
 
 /// The future of [`Stack::call`]. It is `Unpin`, and a panic while it is
 /// polled (in a user's layer; a handler's own is caught inside the call) is
-/// its failure.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "the runtime's own stack is the common case; boxing it would allocate per message"
-)]
+/// its failure. The runtime's own stacks are held in place, not boxed: they
+/// are the common case, and a box would allocate per message.
 pub(crate) enum StackFuture {
     Core(Attempting<Attempts>),
     AttemptLayered(Attempting<LayeredAttempts>),
