@@ -23,6 +23,10 @@ pub const LAST_ERROR: &str = "Flowgate-Last-Error";
 pub const FAILED_AT: &str = "Flowgate-Failed-At";
 /// Header: the durable (or queue) that gave up on it.
 pub const DURABLE: &str = "Flowgate-Durable";
+/// Header of a replayed message: the dead letter it was replayed from, as
+/// `<dead-letter stream>/<sequence>` (`dlq_orders_placed/7`); a dead
+/// letter of a replayed message keeps it.
+pub const REPLAY_OF: &str = "Flowgate-Replay-Of";
 
 /// Where a subscriber's dead letters go.
 ///
@@ -77,6 +81,9 @@ pub(crate) fn dead_letter_message(
     headers.insert(FAILED_AT, rfc3339(SystemTime::now()).as_str());
     headers.insert(DURABLE, durable);
     crate::trace_context::carry_into_dead_letter(&mut headers, metadata.headers());
+    if let Some(replay_of) = metadata.headers().and_then(|h| h.get(REPLAY_OF)) {
+        headers.insert(REPLAY_OF, replay_of.as_str());
+    }
     let id = format!(
         "flowgate-dlq-{}-{}-{}",
         metadata.subject(),
@@ -105,7 +112,7 @@ fn header_safe(text: &str) -> String {
     }
 }
 
-fn rfc3339(at: SystemTime) -> String {
+pub(crate) fn rfc3339(at: SystemTime) -> String {
     let since = at
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();

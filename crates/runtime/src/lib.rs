@@ -78,6 +78,7 @@ mod coalesce;
 pub mod codec;
 pub mod dead_letter;
 mod dispatch;
+pub mod dlq;
 mod error;
 mod event;
 pub mod extract;
@@ -195,7 +196,8 @@ pub use request::{ManualAck, Request};
 pub use settings::SubscriberSettings;
 pub use subscriber::{BoxHandlerService, Subscriber};
 pub use transport::jetstream::{
-    JetStream, JetStreamSettings, ServerFeature, ServerTooOld, ServerVersion,
+    ConfigCheck, ConsumerCounts, ConsumerReport, JetStream, JetStreamSettings, ServerFeature,
+    ServerTooOld, ServerVersion,
 };
 #[cfg(feature = "stan")]
 pub use transport::stan::{NatsStreaming, StanOptions};

@@ -16,9 +16,10 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv, stream::StorageType};
+use async_nats::jetstream::{self, kv};
 use tokio::sync::OnceCell;
 
+use super::bucket::{key_token, Bucket};
 use crate::transport::{AttemptFuture, AttemptStore};
 use crate::BoxError;
 
@@ -105,63 +106,38 @@ impl KvAttemptStore {
     }
 }
 
+/// [`ATTEMPTS_BUCKET`]: history 1, records expire after [`MAX_AGE`].
+fn bucket_spec(replicas: usize) -> Bucket {
+    Bucket {
+        name: ATTEMPTS_BUCKET,
+        description:
+            "flowgate: attempts made on failing messages, by <stream>.<consumer>.<sequence>",
+        max_age: MAX_AGE,
+        replicas,
+    }
+}
+
 /// Opens [`ATTEMPTS_BUCKET`], creating it when it does not exist.
-///
-/// The bucket's stream is created directly, with the settings a key-value
-/// bucket has: the client's `create_key_value` first reads the account's
-/// info, whose shape differs on servers before 2.10.
 async fn open_bucket(
     context: &jetstream::Context,
     replicas: usize,
 ) -> Result<kv::Store, AttemptStoreError> {
-    if let Ok(bucket) = context.get_key_value(ATTEMPTS_BUCKET).await {
-        return Ok(bucket);
-    }
-    let created = context.create_stream(bucket_stream(replicas)).await;
-    // Created here, or by another instance in the meantime: open it.
-    let opened = context.get_key_value(ATTEMPTS_BUCKET).await;
-    match (created, opened) {
-        (Ok(_), Ok(bucket)) => {
-            tracing::info!(
-                bucket = ATTEMPTS_BUCKET,
-                replicas,
-                "created the key-value bucket that keeps failure budgets"
-            );
+    match bucket_spec(replicas).open_or_create(context).await {
+        Ok((bucket, created)) => {
+            if created {
+                tracing::info!(
+                    bucket = ATTEMPTS_BUCKET,
+                    replicas,
+                    "created the key-value bucket that keeps failure budgets"
+                );
+            }
             Ok(bucket)
         }
-        (Err(_), Ok(bucket)) => Ok(bucket),
-        (created, Err(open)) => {
-            let source: BoxError = match created {
-                Err(create) => Box::new(create),
-                Ok(_) => Box::new(open),
-            };
+        Err(source) => {
             let err = AttemptStoreError::Bucket { source };
             tracing::error!(error = %err, "failure budgets are per process for now");
             Err(err)
         }
-    }
-}
-
-/// The stream behind [`ATTEMPTS_BUCKET`]: what a key-value bucket with
-/// history 1 and [`MAX_AGE`] is made of.
-fn bucket_stream(replicas: usize) -> jetstream::stream::Config {
-    jetstream::stream::Config {
-        name: format!("KV_{ATTEMPTS_BUCKET}"),
-        description: Some(
-            "flowgate: attempts made on failing messages, by <stream>.<consumer>.<sequence>"
-                .to_owned(),
-        ),
-        subjects: vec![format!("$KV.{ATTEMPTS_BUCKET}.>")],
-        max_messages_per_subject: 1,
-        max_age: MAX_AGE,
-        storage: StorageType::File,
-        num_replicas: replicas.max(1),
-        allow_rollup: true,
-        deny_delete: true,
-        deny_purge: false,
-        allow_direct: true,
-        discard: jetstream::stream::DiscardPolicy::New,
-        ..Default::default()
     }
 }
 
@@ -230,62 +206,16 @@ fn parse_count(key: &str, value: &[u8]) -> Result<u32, AttemptStoreError> {
         })
 }
 
-/// A stream or consumer name as one token of a key: letters, digits, `-`
-/// and `_` as they are; every other byte (`.` included, which would split
-/// the token, and `=`, the escape) as `=XX`. Keys then match the bucket's
-/// rule (`[-/_=.a-zA-Z0-9]+`, no dot at either end) and stay unique.
-fn key_token(name: &str) -> String {
-    let mut token = String::with_capacity(name.len());
-    for byte in name.bytes() {
-        if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
-            token.push(char::from(byte));
-        } else {
-            token.push_str(&format!("={byte:02X}"));
-        }
-    }
-    token
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn valid_key(key: &str) -> bool {
-        !key.is_empty()
-            && !key.starts_with('.')
-            && !key.ends_with('.')
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-/_=.".contains(&b))
-    }
-
-    #[test]
-    fn keys_name_stream_consumer_and_sequence() {
-        assert_eq!(key_token("orders_placed"), "orders_placed");
-        assert_eq!(key_token("billing-v2"), "billing-v2");
-        let key = format!("{}.{}.{}", key_token("ORDERS"), key_token("billing"), 42);
-        assert_eq!(key, "ORDERS.billing.42");
-        assert!(valid_key(&key));
-    }
-
-    #[test]
-    fn names_outside_the_key_alphabet_are_escaped_without_collisions() {
-        let odd = key_token("orders$v2.é=x");
-        assert_eq!(odd, "orders=24v2=2E=C3=A9=3Dx");
-        assert!(valid_key(&format!("{odd}.billing.1")));
-        assert_ne!(key_token("a=2Eb"), key_token("a.b"));
-    }
-
     #[test]
     fn the_bucket_keeps_one_value_per_key_on_disk_for_a_week() {
-        let config = bucket_stream(3);
+        let config = bucket_spec(3).stream();
         assert_eq!(config.name, "KV_flowgate_attempts");
-        assert_eq!(config.subjects, vec!["$KV.flowgate_attempts.>".to_owned()]);
-        assert_eq!(config.max_messages_per_subject, 1);
-        assert_eq!(config.storage, StorageType::File);
         assert_eq!(config.max_age, Duration::from_secs(604_800));
         assert_eq!(config.num_replicas, 3);
-        assert!(config.allow_direct && config.allow_rollup);
     }
 
     #[test]

@@ -212,11 +212,11 @@ async fn create(
         .map_err(|e| broker(&spec.channel, e))
 }
 
-fn is_not_found(err: &async_nats::jetstream::stream::ConsumerError) -> bool {
+pub(crate) fn is_not_found(err: &async_nats::jetstream::stream::ConsumerError) -> bool {
     matches!(err.kind(), ConsumerErrorKind::JetStream(e) if e.error_code() == ErrorCode::CONSUMER_NOT_FOUND)
 }
 
-fn check_unchanged(
+pub(crate) fn check_unchanged(
     stream: &str,
     durable: &str,
     existing: &jetstream::consumer::Config,

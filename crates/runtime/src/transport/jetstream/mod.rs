@@ -13,8 +13,10 @@
 mod acker;
 mod advisory;
 mod attempt_store;
+pub(crate) mod bucket;
 mod consumer;
-mod covering;
+mod consumers;
+pub(crate) mod covering;
 mod outstanding;
 mod publish;
 mod reopen;
@@ -29,6 +31,7 @@ use async_nats::jetstream::{self, stream::StorageType};
 
 pub use acker::JetStreamAcker;
 pub use attempt_store::ATTEMPTS_BUCKET;
+pub use consumers::{ConfigCheck, ConsumerCounts, ConsumerReport};
 pub use publish::JetStreamPendingAck;
 pub use server_version::{ServerFeature, ServerTooOld, ServerVersion};
 pub use subscription::JetStreamSubscription;
@@ -130,6 +133,11 @@ impl JetStream {
     /// The underlying client.
     pub fn client(&self) -> &async_nats::Client {
         &self.client
+    }
+
+    /// Replicas of the streams and buckets flowgate creates.
+    pub(crate) fn replicas(&self) -> usize {
+        self.settings.replicas
     }
 
     /// The underlying JetStream context.

@@ -1,0 +1,5 @@
+//! The `flowgate` binary: see the crate's documentation.
+
+fn main() -> std::process::ExitCode {
+    flowgate_cli::main()
+}
