@@ -86,6 +86,7 @@ mod handler;
 mod handler_slots;
 pub mod health;
 mod in_flight;
+mod lifespan;
 mod log_budget;
 mod message;
 pub mod middleware;
@@ -108,7 +109,7 @@ pub use channel::{
     stream_name, validate_channel, validate_channel_pattern, validate_consumer_name, NameError,
 };
 pub use dead_letter::DeadLetter;
-pub use error::{BoxError, Error, HandlerError, PublishError, Unstored};
+pub use error::{BoxError, Error, HandlerError, HookFailure, PublishError, Unstored};
 pub use event::{DecodeError, EncodeError, Event};
 pub use extract::{FromRequest, State};
 pub use failure::{Failure, FailureKind};
