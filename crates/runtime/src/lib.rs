@@ -62,6 +62,11 @@
 //! subject, the attempt, a type of its own. What it returns in `Ok` besides
 //! `()` is published before the input is acked ([`output`]).
 //!
+//! Around all of it, an app's [`App::on_start`] hooks run after its
+//! configuration checks and before it subscribes, and its
+//! [`App::on_shutdown`] hooks after [`RunningApp::shutdown`] has drained it
+//! (see [`App::start`] for the whole order).
+//!
 //! ## Cargo features
 //!
 //! - `stan` (on by default): the NATS Streaming transport,
