@@ -10,6 +10,7 @@ use crate::dispatch::{Lifecycle, SubscriberContext};
 use crate::extract::{AppPublisher, StateMap};
 use crate::health::{BacklogGauges, HealthPolicy, HealthProbe, Monitor, Observed, Tracked};
 use crate::in_flight::InFlight;
+use crate::lifespan::Hook;
 use crate::middleware::metrics::SubscriberMetrics;
 use crate::output::OutputScope;
 use crate::subscriber::{discovered, layer_fn, BoxHandlerService, Layers};
@@ -50,6 +51,10 @@ pub struct App {
     state: StateMap,
     /// When subscriptions count as stalled or failing.
     health: HealthPolicy,
+    /// Run in order before subscribing.
+    on_start: Vec<Hook>,
+    /// Run in order after the drain.
+    on_shutdown: Vec<Hook>,
 }
 
 impl Default for App {
@@ -67,6 +72,8 @@ impl std::fmt::Debug for App {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("state", &self.state)
             .field("health", &self.health)
+            .field("on_start", &self.on_start)
+            .field("on_shutdown", &self.on_shutdown)
             .finish()
     }
 }
@@ -84,6 +91,8 @@ impl App {
             settings: BTreeMap::new(),
             state: StateMap::new(),
             health: HealthPolicy::DEFAULT,
+            on_start: Vec::new(),
+            on_shutdown: Vec::new(),
         }
     }
 
@@ -248,15 +257,167 @@ impl App {
         self
     }
 
+    /// Runs `hook` when the app starts, after the configuration checks and
+    /// before anything is subscribed: a migration, a cache warm-up, a
+    /// publish that must precede the consumers. Several hooks run one after
+    /// the other in registration order, each awaited before the next.
+    ///
+    /// A hook is a closure returning a future of `Result<(), E>`, with any
+    /// `E` that converts into a [`BoxError`] (your error type, `io::Error`,
+    /// `anyhow::Error`, `String`). It may be called once per
+    /// [`start`](Self::start) (an `App` is `Clone`), so it is an `Fn`:
+    /// capture a cheap handle (a pool, an `Arc`) and clone it into each
+    /// future, `move || { let db = db.clone(); async move { .. } }`.
+    ///
+    /// The first hook that fails (an `Err`, or a panic) stops the start:
+    /// later on_start hooks do not run, nothing is subscribed, the
+    /// [`on_shutdown`](Self::on_shutdown) hooks run, and `start` returns
+    /// [`Error::StartHook`] naming the hook. See [`start`](Self::start) for
+    /// the whole order.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), flowgate::Error> {
+    /// use std::sync::{Arc, Mutex};
+    /// use flowgate_testkit::InMemory;
+    /// # #[derive(serde::Serialize, serde::Deserialize, flowgate::Event)]
+    /// # #[event(channel = "orders.placed")]
+    /// # struct OrderPlaced { id: u64 }
+    ///
+    /// #[flowgate::subscriber(durable = "billing")]
+    /// async fn bill(order: OrderPlaced) -> Result<(), std::io::Error> { Ok(()) }
+    ///
+    /// /// Stands for a database pool: cheap to clone.
+    /// #[derive(Clone, Default)]
+    /// struct Db(Arc<Mutex<Vec<String>>>);
+    ///
+    /// let db = Db::default();
+    /// let broker = InMemory::new();
+    /// let running = flowgate::App::new()
+    ///     .subscriber(bill::subscriber())
+    ///     .on_start({
+    ///         let (db, broker) = (db.clone(), broker.clone());
+    ///         move || {
+    ///             let (db, broker) = (db.clone(), broker.clone());
+    ///             async move {
+    ///                 // Before any subscription: the consumer does not exist yet.
+    ///                 let consumers = broker.consumers("orders.placed").len();
+    ///                 db.0.lock().unwrap().push(format!("migrated, {consumers} consumers"));
+    ///                 Ok::<(), std::io::Error>(())
+    ///             }
+    ///         }
+    ///     })
+    ///     .start(broker.clone())
+    ///     .await?;
+    /// assert_eq!(*db.0.lock().unwrap(), ["migrated, 0 consumers"]);
+    /// assert_eq!(broker.consumers("orders.placed").len(), 1);
+    /// running.shutdown().await?;
+    ///
+    /// // A failing hook stops the start: nothing is subscribed.
+    /// let broker = InMemory::new();
+    /// let err = flowgate::App::new()
+    ///     .subscriber(bill::subscriber())
+    ///     .on_start(|| async { Err::<(), _>("the database is read-only") })
+    ///     .start(broker.clone())
+    ///     .await
+    ///     .unwrap_err();
+    /// assert!(matches!(err, flowgate::Error::StartHook { index: 0, .. }), "{err:?}");
+    /// assert!(broker.consumers("orders.placed").is_empty());
+    /// # Ok(()) }
+    /// ```
+    pub fn on_start<F, Fut, E>(mut self, hook: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        self.on_start.push(Hook::new(hook));
+        self
+    }
+
+    /// Runs `hook` when the app stops, after the drain (no handler of the
+    /// app runs or settles anything any more, and the acks are flushed):
+    /// close a pool, flush a buffer. Several hooks run one after the other
+    /// in registration order, each awaited before the next (not in reverse:
+    /// they are not paired with on_start hooks, and read top to bottom as
+    /// they run; register them in the order you want them run).
+    ///
+    /// Every on_shutdown hook runs, also after one failed or panicked;
+    /// [`RunningApp::shutdown`] then returns [`Error::ShutdownHooks`] with
+    /// each failure (and the drain's own error, if it had one). They also
+    /// run when [`start`](Self::start) fails after its checks (an on_start
+    /// hook, a subscription), so what an on_start hook opened is closed: a
+    /// hook must cope with a start that stopped early. A [`RunningApp`]
+    /// dropped without `shutdown` runs none of them. The hook's shape is
+    /// [`on_start`](Self::on_start)'s.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), flowgate::Error> {
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    ///
+    /// let closed = Arc::new(AtomicBool::new(false));
+    /// let running = flowgate::App::new()
+    ///     .on_shutdown(|| async { Err::<(), _>(std::io::Error::other("cache unreachable")) })
+    ///     .on_shutdown({
+    ///         let closed = closed.clone();
+    ///         move || {
+    ///             let closed = closed.clone();
+    ///             async move {
+    ///                 closed.store(true, Ordering::SeqCst); // pool.close().await
+    ///                 Ok::<(), std::io::Error>(())
+    ///             }
+    ///         }
+    ///     })
+    ///     .start(flowgate_testkit::InMemory::new())
+    ///     .await?;
+    ///
+    /// let err = running.shutdown().await.unwrap_err();
+    /// assert!(closed.load(Ordering::SeqCst), "the second hook ran after the first failed");
+    /// let flowgate::Error::ShutdownHooks { failures, drain } = &err else { panic!("{err:?}") };
+    /// assert_eq!(failures.len(), 1);
+    /// assert_eq!((failures[0].index, failures[0].error.to_string()), (0, "cache unreachable".into()));
+    /// assert!(drain.is_none(), "the drain itself was clean");
+    /// # Ok(()) }
+    /// ```
+    pub fn on_shutdown<F, Fut, E>(mut self, hook: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        self.on_shutdown.push(Hook::new(hook));
+        self
+    }
+
     /// The registered subscribers.
     pub fn subscribers(&self) -> &[Subscriber] {
         &self.subscribers
     }
 
-    /// Checks every subscriber, subscribes them all on `transport`, and starts
-    /// dispatching. Fails without starting anything when a check or a
-    /// subscription fails.
-    pub async fn start<T: Transport>(self, transport: T) -> Result<RunningApp, Error> {
+    /// Checks every subscriber, runs the on_start hooks, subscribes them all
+    /// on `transport`, and starts dispatching. Fails without starting
+    /// anything when a check, a hook or a subscription fails. In order:
+    ///
+    /// 1. The configuration checks (names, settings, state, durables, ack
+    ///    waits, ack modes). A failure returns its error; no hook runs.
+    /// 2. The [`on_start`](Self::on_start) hooks, in registration order,
+    ///    each awaited before the next. The first failure stops the start
+    ///    with [`Error::StartHook`].
+    /// 3. The subscriptions, one subscriber after the other. The checks that
+    ///    need the broker happen here (a durable whose settings on the server
+    ///    differ, a stream that holds only part of a wildcard); a failure
+    ///    drops what was subscribed and returns its error (such as
+    ///    [`Error::Subscribe`] or [`Error::ConsumerMismatch`]).
+    /// 4. Dispatching starts; `start` returns the [`RunningApp`].
+    ///
+    /// Once the checks have passed, the [`on_shutdown`](Self::on_shutdown)
+    /// hooks run exactly once: in [`RunningApp::shutdown`], or here, after
+    /// everything subscribed was dropped, when step 2 or 3 fails. The error
+    /// returned is then the start's; a shutdown hook that fails there too is
+    /// logged at error level, naming it.
+    pub async fn start<T: Transport>(mut self, transport: T) -> Result<RunningApp, Error> {
         self.check()?;
         let state = self
             .state
@@ -275,6 +436,32 @@ impl App {
                 )));
             }
         }
+        let on_start = std::mem::take(&mut self.on_start);
+        let on_shutdown = std::mem::take(&mut self.on_shutdown);
+        let started = match crate::lifespan::run_start(&on_start).await {
+            Ok(()) => self.launch(transport, state).await,
+            Err(err) => Err(err),
+        };
+        match started {
+            Ok(mut running) => {
+                running.on_shutdown = on_shutdown;
+                Ok(running)
+            }
+            Err(err) => {
+                crate::lifespan::run_shutdown_after_failed_start(&on_shutdown, &err).await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Subscribes every subscriber and starts dispatching (steps 3 and 4 of
+    /// [`start`](Self::start)); what was subscribed is dropped when a
+    /// subscription fails.
+    async fn launch<T: Transport>(
+        self,
+        transport: T,
+        state: StateMap,
+    ) -> Result<RunningApp, Error> {
         let stop = CancellationToken::new();
         let abandon = CancellationToken::new();
         let finish = CancellationToken::new();
@@ -409,6 +596,7 @@ impl App {
             flush,
             shutdown_timeout: self.shutdown_timeout,
             health,
+            on_shutdown: Vec::new(),
         })
     }
 
@@ -472,7 +660,9 @@ struct Dispatcher {
 }
 
 /// A started [`App`]. Stop it with [`shutdown`](RunningApp::shutdown); dropping
-/// it stops dispatching without waiting.
+/// it stops dispatching without waiting, and without running the
+/// [`on_shutdown`](App::on_shutdown) hooks (an async hook cannot run in
+/// `drop`; a warning is logged when there are any).
 pub struct RunningApp {
     stop: CancellationToken,
     abandon: CancellationToken,
@@ -483,6 +673,8 @@ pub struct RunningApp {
     flush: Box<dyn Fn() -> FlushFuture + Send + Sync>,
     shutdown_timeout: Duration,
     health: HealthProbe,
+    /// Run after the drain; taken by `shutdown`.
+    on_shutdown: Vec<Hook>,
 }
 
 impl std::fmt::Debug for RunningApp {
@@ -490,6 +682,7 @@ impl std::fmt::Debug for RunningApp {
         f.debug_struct("RunningApp")
             .field("subscriptions", &self.dispatchers.len())
             .field("in_flight", &self.in_flight())
+            .field("on_shutdown", &self.on_shutdown)
             .finish()
     }
 }
@@ -530,7 +723,22 @@ impl RunningApp {
     /// running at the deadline are stopped (dropped at their next await):
     /// their messages are redelivered after the ack wait. When this returns,
     /// no handler of the app runs or settles anything any more.
+    ///
+    /// Then the [`on_shutdown`](App::on_shutdown) hooks run, in registration
+    /// order, every one of them even when one fails or panicked. What this
+    /// returns: the drain's error ([`Error::ShutdownTimeout`], or a flush's
+    /// broker error) when no hook failed; [`Error::ShutdownHooks`] with each
+    /// failed hook, and the drain's error first if it had one, when any hook
+    /// failed.
     pub async fn shutdown(mut self) -> Result<(), Error> {
+        let drained = self.drain().await;
+        let hooks = std::mem::take(&mut self.on_shutdown);
+        let failures = crate::lifespan::run_shutdown(&hooks).await;
+        crate::lifespan::shutdown_result(drained, failures)
+    }
+
+    /// The drain of [`shutdown`](Self::shutdown), before its hooks.
+    async fn drain(&mut self) -> Result<(), Error> {
         self.stop.cancel();
         let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
         let mut remaining = 0;
@@ -563,6 +771,12 @@ impl RunningApp {
 
 impl Drop for RunningApp {
     fn drop(&mut self) {
+        if !self.on_shutdown.is_empty() {
+            tracing::warn!(
+                hooks = self.on_shutdown.len(),
+                "a running app was dropped without shutdown(): its on_shutdown hooks do not run"
+            );
+        }
         self.stop.cancel();
         self.finish.cancel();
     }

@@ -78,6 +78,34 @@ pub enum Error {
         /// The type of the missing state.
         type_name: &'static str,
     },
+    /// An [`on_start`](crate::App::on_start) hook failed (or panicked): the
+    /// app did not start. Nothing was subscribed, the later on_start hooks
+    /// did not run, and the on_shutdown hooks ran.
+    #[error("on_start hook #{index} `{name}` failed: {source}; the app did not start (nothing was subscribed, the on_shutdown hooks ran): fix what the hook needs and start again")]
+    StartHook {
+        /// Its position among the on_start hooks, in registration order
+        /// from 0.
+        index: usize,
+        /// Its type's name: the fn's path (`my_app::migrate`), or for a
+        /// closure the fn it was written in (`my_app::main::{{closure}}`).
+        name: &'static str,
+        /// Its error.
+        #[source]
+        source: BoxError,
+    },
+    /// One or more [`on_shutdown`](crate::App::on_shutdown) hooks failed (or
+    /// panicked). Every hook ran, after the drain; when the drain failed too
+    /// (handlers past the deadline, acks not flushed), its error is `drain`
+    /// and comes first in the message.
+    #[error("{}", shutdown_hooks_message(failures, drain.as_deref()))]
+    ShutdownHooks {
+        /// Each hook that failed, in the order they ran.
+        failures: Vec<HookFailure>,
+        /// The drain's own error, which [`shutdown`](crate::RunningApp::shutdown)
+        /// returns alone when no hook fails.
+        #[source]
+        drain: Option<Box<Error>>,
+    },
     /// In-flight handlers did not finish within the shutdown deadline.
     #[error("{remaining} handler(s) still running after the {deadline:?} shutdown deadline; their messages will be redelivered")]
     ShutdownTimeout {
@@ -116,6 +144,33 @@ fn write_with_causes(
         cause = source.source();
     }
     Ok(())
+}
+
+/// One [`on_shutdown`](crate::App::on_shutdown) hook that failed, in an
+/// [`Error::ShutdownHooks`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct HookFailure {
+    /// Its position among the on_shutdown hooks, in registration order from 0.
+    pub index: usize,
+    /// Its type's name: the fn's path (`my_app::close_pool`), or for a
+    /// closure the fn it was written in (`my_app::main::{{closure}}`).
+    pub name: &'static str,
+    /// Its error (a panic's message for a hook that panicked).
+    pub error: BoxError,
+}
+
+fn shutdown_hooks_message(failures: &[HookFailure], drain: Option<&Error>) -> String {
+    let hooks = failures
+        .iter()
+        .map(|f| format!("#{} `{}`: {}", f.index, f.name, f.error))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let count = failures.len();
+    match drain {
+        Some(drain) => format!("the drain failed: {drain}; then {count} on_shutdown hook(s) failed: {hooks}; every hook ran, so see each error for what may still be open"),
+        None => format!("{count} on_shutdown hook(s) failed after a clean drain: {hooks}; every hook ran, so see each error for what may still be open"),
+    }
 }
 
 /// Publishing failed. The message may not have been stored: publish it again
@@ -262,6 +317,38 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("handshake failed")]
     struct Handshake(#[source] Refused);
+
+    #[test]
+    fn shutdown_hook_failures_come_after_the_drains_error() {
+        let failure = |index, error: &str| HookFailure {
+            index,
+            name: "app::close_pool",
+            error: error.into(),
+        };
+        let clean = Error::ShutdownHooks {
+            failures: vec![failure(1, "pool busy")],
+            drain: None,
+        };
+        assert!(
+            clean.to_string().starts_with(
+                "1 on_shutdown hook(s) failed after a clean drain: #1 `app::close_pool`: pool busy;"
+            ),
+            "{clean}"
+        );
+        let both = Error::ShutdownHooks {
+            failures: vec![failure(0, "pool busy"), failure(2, "cache gone")],
+            drain: Some(Box::new(Error::ShutdownTimeout {
+                remaining: 2,
+                deadline: std::time::Duration::from_secs(30),
+            })),
+        };
+        let printed = format!("{both:?}");
+        assert!(
+            printed.starts_with("the drain failed: 2 handler(s) still running after the 30s shutdown deadline; their messages will be redelivered; then 2 on_shutdown hook(s) failed: #0 `app::close_pool`: pool busy; #2 `app::close_pool`: cache gone;"),
+            "{printed}"
+        );
+        assert!(!printed.contains("Caused by"), "{printed}");
+    }
 
     #[test]
     fn debug_is_the_message_and_the_causes_it_does_not_quote() {

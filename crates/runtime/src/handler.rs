@@ -194,12 +194,16 @@ impl tower::Service<Request> for HandlerService {
 
 /// A panic turned into an error.
 pub(crate) fn panicked(panic: &(dyn std::any::Any + Send)) -> BoxError {
-    let message = if let Some(s) = panic.downcast_ref::<&str>() {
+    Box::new(HandlerError::Panicked(panic_message(panic)))
+}
+
+/// What a panic said, when it said it with a string.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = panic.downcast_ref::<String>() {
         s.clone()
     } else {
         "non-string panic payload".to_owned()
-    };
-    Box::new(HandlerError::Panicked(message))
+    }
 }

@@ -62,6 +62,11 @@
 //! subject, the attempt, a type of its own. What it returns in `Ok` besides
 //! `()` is published before the input is acked ([`output`]).
 //!
+//! Around all of it, an app's [`App::on_start`] hooks run after its
+//! configuration checks and before it subscribes, and its
+//! [`App::on_shutdown`] hooks after [`RunningApp::shutdown`] has drained it
+//! (see [`App::start`] for the whole order).
+//!
 //! ## Cargo features
 //!
 //! - `stan` (on by default): the NATS Streaming transport,
@@ -87,6 +92,7 @@ mod handler;
 mod handler_slots;
 pub mod health;
 mod in_flight;
+mod lifespan;
 mod log_budget;
 mod message;
 pub mod middleware;
@@ -109,7 +115,7 @@ pub use channel::{
     stream_name, validate_channel, validate_channel_pattern, validate_consumer_name, NameError,
 };
 pub use dead_letter::DeadLetter;
-pub use error::{BoxError, Error, HandlerError, PublishError, Unstored};
+pub use error::{BoxError, Error, HandlerError, HookFailure, PublishError, Unstored};
 pub use event::{DecodeError, EncodeError, Event};
 pub use extract::{FromRequest, State};
 pub use failure::{Failure, FailureKind};
