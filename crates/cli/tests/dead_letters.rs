@@ -192,7 +192,9 @@ async fn an_operator_finds_why_replays_once_and_purges() {
     assert!(shown.status.success(), "{}", said(&shown));
     let shown = stdout(&shown);
     assert!(
-        shown.contains("Flowgate-Last-Error: attempt 2 failed: handler failed: card declined by the bank"),
+        shown.contains(
+            "Flowgate-Last-Error: attempt 2 failed: handler failed: card declined by the bank"
+        ),
         "{shown}"
     );
     assert!(

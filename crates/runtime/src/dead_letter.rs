@@ -213,6 +213,32 @@ mod tests {
     }
 
     #[test]
+    fn a_replayed_message_dead_lettered_again_keeps_the_name_of_its_first_dead_letter() {
+        let mut headers = Headers::new();
+        headers.insert(REPLAY_OF, "dlq_orders_placed/7");
+        let meta = Metadata::new(
+            "orders.placed",
+            43,
+            2,
+            SystemTime::UNIX_EPOCH,
+            Some(headers),
+        );
+        let message = dead_letter_message(
+            "dlq.orders.placed".into(),
+            "billing",
+            "{}".into(),
+            &meta,
+            2,
+            "no",
+        );
+        let headers = message.headers.expect("headers");
+        assert_eq!(
+            headers.get(REPLAY_OF).map(|v| v.as_str()),
+            Some("dlq_orders_placed/7")
+        );
+    }
+
+    #[test]
     fn dead_letter_carries_where_and_why() {
         let meta = Metadata::new("orders.placed", 42, 3, SystemTime::UNIX_EPOCH, None);
         let message = dead_letter_message(
