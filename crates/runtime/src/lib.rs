@@ -71,6 +71,7 @@
 //!   protox).
 
 mod app;
+pub mod asyncapi;
 mod attempt;
 mod attempts;
 mod channel;
@@ -212,6 +213,8 @@ pub type Headers = async_nats::HeaderMap;
 /// What generated code reaches for. Not a public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::asyncapi::__private as asyncapi;
+    pub use crate::asyncapi::EventSchema;
     pub use crate::codec::{json, protobuf};
 
     /// Compiles only for a type a handler can return in `Ok`.
