@@ -169,7 +169,7 @@ fn settings(subscriber: &Subscriber) -> Value {
         AckMode::Coalesced => "coalesced",
     };
     let duration = |d: std::time::Duration| humantime::format_duration(d).to_string();
-    json!({
+    let mut settings = json!({
         "subscriber": subscriber.name(),
         "durable": spec.durable,
         "queue": spec.queue,
@@ -180,5 +180,13 @@ fn settings(subscriber: &Subscriber) -> Value {
         "ack": ack,
         "timeout": failure.timeout.map(duration),
         "deadLetter": subscriber.dead_letter_subject(),
-    })
+    });
+    // Unset options are left out; `null` stays where it means something:
+    // no failure budget (`maxDeliver`), dead letters off (`deadLetter`).
+    if let Some(settings) = settings.as_object_mut() {
+        settings.retain(|key, value| {
+            !value.is_null() || matches!(key.as_str(), "maxDeliver" | "deadLetter")
+        });
+    }
+    settings
 }
