@@ -69,6 +69,10 @@
 //!   `flowgate = { version = "0.1", default-features = false }` and builds
 //!   neither the STAN code nor its protobuf code generation (prost-build,
 //!   protox).
+//! - `opentelemetry`: W3C trace context across the broker ([`trace_context`]).
+//! - `schemars`: JSON Schemas of payload types that derive
+//!   `schemars::JsonSchema` (schemars 1.x) in the AsyncAPI document of
+//!   [`App::asyncapi`] (see [`asyncapi`]).
 
 mod app;
 pub mod asyncapi;

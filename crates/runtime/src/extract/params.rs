@@ -62,11 +62,12 @@ pub const fn payload_channel(params: &[(bool, Option<&'static str>)]) -> Option<
     None
 }
 
+/// Makes what the AsyncAPI document says of a payload type.
+type SchemaFn = fn() -> EventSchema;
+
 /// The schema of the first payload among a handler's parameters, given as
 /// (is it a payload, its schema).
-const fn payload_schema(
-    params: &[(bool, Option<fn() -> EventSchema>)],
-) -> Option<fn() -> EventSchema> {
+const fn payload_schema(params: &[(bool, Option<SchemaFn>)]) -> Option<SchemaFn> {
     let mut i = 0;
     while i < params.len() {
         if params[i].0 {
