@@ -123,7 +123,11 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
                     ::core::any::type_name::<Self>(),
                 )
                 .content_type(::flowgate::__private::asyncapi::JSON);
-                match (&::flowgate::__private::asyncapi::Probe::<Self>::new()).json_schema() {
+                // Autoref specialisation: `HasJsonSchema` where `Self`
+                // derives `schemars::JsonSchema`, else `NoJsonSchema`.
+                #[allow(clippy::needless_borrow)]
+                let json = (&::flowgate::__private::asyncapi::Probe::<Self>::new()).json_schema();
+                match json {
                     ::core::option::Option::Some(json) => schema.json_schema(json),
                     ::core::option::Option::None => schema,
                 }

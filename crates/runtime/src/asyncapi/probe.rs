@@ -77,6 +77,7 @@ mod tests {
     struct Plain;
 
     #[test]
+    #[allow(clippy::needless_borrow)]
     fn a_type_without_json_schema_falls_back_to_none() {
         assert_eq!((&Probe::<Plain>::new()).json_schema(), None);
     }
@@ -89,6 +90,8 @@ mod tests {
         struct Order {
             id: u64,
         }
+        // The borrow is the point: it is what the derive expands to.
+        #[allow(clippy::needless_borrow)]
         let schema = (&Probe::<Order>::new()).json_schema().expect("a schema");
         assert_eq!(schema["title"], "Order");
         assert_eq!(schema["properties"]["id"]["type"], "integer");
