@@ -122,20 +122,20 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
                 let schema = ::flowgate::__private::EventSchema::named(
                     ::core::any::type_name::<Self>(),
                 )
-                .content_type(::flowgate::__private::asyncapi::JSON);
+                .with_content_type(::flowgate::__private::asyncapi::JSON);
                 // Autoref specialisation: `HasJsonSchema` where `Self`
                 // derives `schemars::JsonSchema`, else `NoJsonSchema`.
                 #[allow(clippy::needless_borrow)]
                 let json = (&::flowgate::__private::asyncapi::Probe::<Self>::new()).json_schema();
                 match json {
-                    ::core::option::Option::Some(json) => schema.json_schema(json),
+                    ::core::option::Option::Some(json) => schema.with_json_schema(json),
                     ::core::option::Option::None => schema,
                 }
             }
         },
         (Codec::Protobuf, None) => quote! {
             ::flowgate::__private::EventSchema::named(::core::any::type_name::<Self>())
-                .content_type(::flowgate::__private::asyncapi::PROTOBUF)
+                .with_content_type(::flowgate::__private::asyncapi::PROTOBUF)
         },
         (Codec::Protobuf, Some(path)) => {
             // Spanned on the path, so a file that is not there is an error
@@ -145,8 +145,8 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
             };
             quote! {
                 ::flowgate::__private::EventSchema::named(::core::any::type_name::<Self>())
-                    .content_type(::flowgate::__private::asyncapi::PROTOBUF)
-                    .proto(#path, #source)
+                    .with_content_type(::flowgate::__private::asyncapi::PROTOBUF)
+                    .with_proto(#path, #source)
             }
         }
     };

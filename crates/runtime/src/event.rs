@@ -50,7 +50,7 @@ pub trait Event: Sized + Send + 'static {
     /// use flowgate::Event;
     /// let schema = OrderPlaced::asyncapi_schema();
     /// assert_eq!(schema.name(), "OrderPlaced");
-    /// assert_eq!(schema.get_content_type(), Some("application/json"));
+    /// assert_eq!(schema.content_type(), Some("application/json"));
     /// ```
     fn asyncapi_schema() -> EventSchema {
         EventSchema::named(std::any::type_name::<Self>())

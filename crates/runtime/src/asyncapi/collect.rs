@@ -110,7 +110,7 @@ impl Contents {
                 "payload": payload,
                 "x-flowgate-type": schema.type_name(),
             });
-            if let Some(content_type) = schema.get_content_type() {
+            if let Some(content_type) = schema.content_type() {
                 message["contentType"] = Value::String(content_type.to_owned());
             }
             self.messages.insert(id.clone(), message);

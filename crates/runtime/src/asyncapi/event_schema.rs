@@ -16,11 +16,11 @@ use serde_json::{json, Value};
 /// use flowgate::asyncapi::EventSchema;
 ///
 /// let schema = EventSchema::named("shop::OrderPlaced")
-///     .content_type("application/json")
-///     .json_schema(serde_json::json!({"type": "object"}));
+///     .with_content_type("application/json")
+///     .with_json_schema(serde_json::json!({"type": "object"}));
 /// assert_eq!(schema.name(), "OrderPlaced");
 /// assert_eq!(schema.type_name(), "shop::OrderPlaced");
-/// assert_eq!(schema.get_content_type(), Some("application/json"));
+/// assert_eq!(schema.content_type(), Some("application/json"));
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventSchema {
@@ -61,20 +61,20 @@ impl EventSchema {
     }
 
     /// Its payload's media type (`application/json`, `application/x-protobuf`).
-    pub fn content_type(mut self, content_type: &'static str) -> Self {
+    pub fn with_content_type(mut self, content_type: &'static str) -> Self {
         self.content_type = Some(content_type);
         self
     }
 
     /// Its JSON Schema (draft 07). `$ref`s into `#/components/schemas/` are
     /// kept: the document holds those schemas under that path.
-    pub fn json_schema(mut self, schema: Value) -> Self {
+    pub fn with_json_schema(mut self, schema: Value) -> Self {
         self.payload = Payload::Json(schema);
         self
     }
 
     /// The `.proto` file at `path` defines it; `source` is that file's text.
-    pub fn proto(mut self, path: &'static str, source: &'static str) -> Self {
+    pub fn with_proto(mut self, path: &'static str, source: &'static str) -> Self {
         self.payload = Payload::Proto { path, source };
         self
     }
@@ -90,7 +90,7 @@ impl EventSchema {
     }
 
     /// The payload's media type, when it is known.
-    pub fn get_content_type(&self) -> Option<&'static str> {
+    pub fn content_type(&self) -> Option<&'static str> {
         self.content_type
     }
 
