@@ -12,7 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     prost_build::Config::new()
         .type_attribute(
             ".flowgate.examples.telemetry.Reading",
-            "#[derive(::flowgate::Event)] #[event(channel = \"telemetry.readings\", codec = \"protobuf\")]",
+            "#[derive(::flowgate::Event)] #[event(channel = \"telemetry.readings\", codec = \"protobuf\", proto = \"../proto/telemetry.proto\")]",
         )
         .compile_fds(descriptors)?;
     Ok(())

@@ -20,6 +20,7 @@ use proc_macro::TokenStream;
 ///
 /// ```text
 /// #[event(channel = "orders.placed", codec = "json")]
+/// #[event(codec = "protobuf", proto = "proto/orders.proto")]
 /// ```
 ///
 /// - `channel`: the subject the type is published on. Optional; a
@@ -29,6 +30,15 @@ use proc_macro::TokenStream;
 ///   `publish_to(subject, &event)`.
 /// - `codec`: `"json"` (the default; the type implements serde's `Serialize`
 ///   and `Deserialize`) or `"protobuf"` (the type is a `prost::Message`).
+/// - `proto`: for a protobuf event, the `.proto` file that defines it, relative
+///   to the crate's Cargo.toml (`proto = "proto/orders.proto"`). Optional; the
+///   file is read at compile time and its source goes into the AsyncAPI
+///   document (`flowgate::App::asyncapi`).
+///
+/// The derive also implements `Event::asyncapi_schema`: the codec's content
+/// type, and for a json event that also derives `schemars::JsonSchema` (with
+/// flowgate's `schemars` feature) its JSON Schema, found without a bound by
+/// autoref specialisation; other types are named by their Rust type.
 ///
 /// Generic types are refused; implement `flowgate::Event` by hand for those.
 ///

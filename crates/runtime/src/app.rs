@@ -391,6 +391,29 @@ impl App {
         self
     }
 
+    /// An AsyncAPI 3.0 document of the registered subscribers (call
+    /// [`discover`](Self::discover) first to include the `#[subscriber]`s):
+    /// their channels, operations, messages and payload schemas, and the
+    /// dead-letter channels. See [`asyncapi`](crate::asyncapi).
+    ///
+    /// ```
+    /// # #[derive(serde::Serialize, serde::Deserialize, flowgate::Event)]
+    /// # #[event(channel = "orders.placed")]
+    /// # struct OrderPlaced { id: u64 }
+    /// #[flowgate::subscriber(durable = "billing")]
+    /// async fn bill(order: OrderPlaced) -> Result<(), std::io::Error> { Ok(()) }
+    ///
+    /// let app = flowgate::App::new().discover();
+    /// let doc = app.asyncapi().title("billing").version(env!("CARGO_PKG_VERSION"));
+    /// println!("{}", doc.to_yaml());
+    /// let value = doc.to_json_value();
+    /// assert_eq!(value["channels"]["dlq.orders.placed"]["address"], "dlq.orders.placed");
+    /// assert_eq!(value["operations"]["bill.dead_letter"]["action"], "send");
+    /// ```
+    pub fn asyncapi(&self) -> crate::asyncapi::Document {
+        crate::asyncapi::Document::new(crate::asyncapi::collect(&self.subscribers))
+    }
+
     /// The registered subscribers.
     pub fn subscribers(&self) -> &[Subscriber] {
         &self.subscribers

@@ -2,6 +2,8 @@
 
 use bytes::Bytes;
 
+use crate::asyncapi::EventSchema;
+
 /// A payload type that travels on a channel.
 ///
 /// Derive it rather than implementing it by hand: the derive picks the codec
@@ -33,6 +35,26 @@ pub trait Event: Sized + Send + 'static {
 
     /// Parses an event from the bytes of a delivery.
     fn decode(payload: &[u8]) -> Result<Self, DecodeError>;
+
+    /// What the AsyncAPI document ([`App::asyncapi`](crate::App::asyncapi))
+    /// says about this type. The derive gives the codec's content type and,
+    /// where it can, a schema (see [`EventSchema`]); the default names the
+    /// type only.
+    ///
+    /// ```
+    /// #[derive(serde::Serialize, serde::Deserialize, flowgate::Event)]
+    /// struct OrderPlaced {
+    ///     id: u64,
+    /// }
+    ///
+    /// use flowgate::Event;
+    /// let schema = OrderPlaced::asyncapi_schema();
+    /// assert_eq!(schema.name(), "OrderPlaced");
+    /// assert_eq!(schema.content_type(), Some("application/json"));
+    /// ```
+    fn asyncapi_schema() -> EventSchema {
+        EventSchema::named(std::any::type_name::<Self>())
+    }
 }
 
 /// A payload that could not be turned into the handler's type.

@@ -74,8 +74,13 @@
 //!   `flowgate = { version = "0.1", default-features = false }` and builds
 //!   neither the STAN code nor its protobuf code generation (prost-build,
 //!   protox).
+//! - `opentelemetry`: W3C trace context across the broker ([`trace_context`]).
+//! - `schemars`: JSON Schemas of payload types that derive
+//!   `schemars::JsonSchema` (schemars 1.x) in the AsyncAPI document of
+//!   [`App::asyncapi`] (see [`asyncapi`]).
 
 mod app;
+pub mod asyncapi;
 mod attempt;
 mod attempts;
 mod channel;
@@ -220,6 +225,8 @@ pub type Headers = async_nats::HeaderMap;
 /// What generated code reaches for. Not a public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::asyncapi::__private as asyncapi;
+    pub use crate::asyncapi::EventSchema;
     pub use crate::codec::{json, protobuf};
 
     /// Compiles only for a type a handler can return in `Ok`.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tower::util::BoxCloneSyncService;
 
+use crate::asyncapi::EventSchema;
 use crate::dead_letter::DeadLetter;
 use crate::extract::Params;
 use crate::handler::{Handler, HandlerService};
@@ -70,6 +71,8 @@ pub struct Subscriber {
     handler: HandlerService,
     failure: FailurePolicy,
     layers: Layers,
+    /// What the AsyncAPI document says of the payload's type.
+    payload: Option<fn() -> EventSchema>,
 }
 
 impl std::fmt::Debug for Subscriber {
@@ -97,6 +100,7 @@ impl Subscriber {
             handler: HandlerService::new(handler),
             failure: FailurePolicy::default(),
             layers: Layers::default(),
+            payload: P::SCHEMA,
         }
     }
 
@@ -252,6 +256,23 @@ impl Subscriber {
     /// The dead-letter subject, if dead letters are on.
     pub fn dead_letter_subject(&self) -> Option<String> {
         self.failure.dead_letter.subject_for(&self.spec.channel)
+    }
+
+    /// What the AsyncAPI document ([`App::asyncapi`](crate::App::asyncapi))
+    /// says of the handler's payload type; `None` for a handler without one.
+    ///
+    /// ```
+    /// # #[derive(serde::Serialize, serde::Deserialize, flowgate::Event)]
+    /// # #[event(channel = "orders.placed")]
+    /// # struct OrderPlaced { id: u64 }
+    /// async fn bill(order: OrderPlaced) -> Result<(), std::io::Error> { Ok(()) }
+    ///
+    /// let sub = flowgate::Subscriber::new("orders.placed", bill);
+    /// let schema = sub.payload_schema().expect("a payload");
+    /// assert_eq!(schema.name(), "OrderPlaced");
+    /// ```
+    pub fn payload_schema(&self) -> Option<EventSchema> {
+        self.payload.map(|schema| schema())
     }
 
     pub(crate) fn failure(&self) -> &FailurePolicy {

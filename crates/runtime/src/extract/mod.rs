@@ -112,6 +112,11 @@ pub trait FromRequest: Sized + Send + 'static {
     #[doc(hidden)]
     const CHANNEL: Option<&'static str> = None;
 
+    /// What the AsyncAPI document says of the payload's type. Only the
+    /// payload types set it.
+    #[doc(hidden)]
+    const SCHEMA: Option<fn() -> crate::asyncapi::EventSchema> = None;
+
     /// Checks, once when the app starts, that the app has what this
     /// parameter needs, so a missing state fails `start` instead of every
     /// message. The default needs nothing.

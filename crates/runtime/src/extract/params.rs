@@ -1,6 +1,7 @@
 //! A handler's whole parameter list, as a tuple of [`FromRequest`] types.
 
 use super::{FromRequest, MissingState, RejectionKind, StateMap};
+use crate::asyncapi::EventSchema;
 use crate::{HandlerError, Request};
 
 /// The parameter list of a handler: a tuple of [`FromRequest`] types, one
@@ -16,6 +17,10 @@ pub trait Params: Sized + Send + 'static {
 
     /// The channel the payload's type declares, if it declares one.
     const CHANNEL: Option<&'static str>;
+
+    /// What the AsyncAPI document says of the payload's type.
+    #[doc(hidden)]
+    const SCHEMA: Option<fn() -> EventSchema>;
 
     /// Checks that `state` has what every parameter needs.
     fn check(state: &StateMap) -> Result<(), MissingState>;
@@ -57,6 +62,22 @@ pub const fn payload_channel(params: &[(bool, Option<&'static str>)]) -> Option<
     None
 }
 
+/// Makes what the AsyncAPI document says of a payload type.
+type SchemaFn = fn() -> EventSchema;
+
+/// The schema of the first payload among a handler's parameters, given as
+/// (is it a payload, its schema).
+const fn payload_schema(params: &[(bool, Option<SchemaFn>)]) -> Option<SchemaFn> {
+    let mut i = 0;
+    while i < params.len() {
+        if params[i].0 {
+            return params[i].1;
+        }
+        i += 1;
+    }
+    None
+}
+
 /// Builds one parameter, its rejection made into the handler's error.
 fn take<P: FromRequest>(request: &Request, state: &StateMap) -> Result<P, HandlerError> {
     P::from_request(request, state).map_err(|rejection| match rejection.0 {
@@ -74,6 +95,8 @@ macro_rules! params {
             const PAYLOADS: usize = 0 $(+ $param::PAYLOAD as usize)+;
             const CHANNEL: Option<&'static str> =
                 payload_channel(&[$(($param::PAYLOAD, $param::CHANNEL)),+]);
+            const SCHEMA: Option<fn() -> EventSchema> =
+                payload_schema(&[$(($param::PAYLOAD, $param::SCHEMA)),+]);
 
             fn check(state: &StateMap) -> Result<(), MissingState> {
                 $($param::check(state)?;)+

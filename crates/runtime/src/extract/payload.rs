@@ -1,11 +1,13 @@
 //! The payload parameter: an event, or a [`Message`] of one.
 
 use super::{FromRequest, Rejection, StateMap};
+use crate::asyncapi::EventSchema;
 use crate::{Event, Message, Request};
 
 impl<E: Event> FromRequest for E {
     const PAYLOAD: bool = true;
     const CHANNEL: Option<&'static str> = E::CHANNEL;
+    const SCHEMA: Option<fn() -> EventSchema> = Some(E::asyncapi_schema);
 
     fn from_request(request: &Request, _state: &StateMap) -> Result<Self, Rejection> {
         Ok(E::decode(request.payload())?)
@@ -15,6 +17,7 @@ impl<E: Event> FromRequest for E {
 impl<E: Event> FromRequest for Message<E> {
     const PAYLOAD: bool = true;
     const CHANNEL: Option<&'static str> = E::CHANNEL;
+    const SCHEMA: Option<fn() -> EventSchema> = Some(E::asyncapi_schema);
 
     fn from_request(request: &Request, _state: &StateMap) -> Result<Self, Rejection> {
         let event = E::decode(request.payload())?;
