@@ -160,6 +160,12 @@ pub struct AsyncApiArgs {
     /// YAML instead of JSON.
     #[arg(long)]
     pub yaml: bool,
+    /// The document's title (info.title).
+    #[arg(long)]
+    pub title: Option<String>,
+    /// The document's version (info.version), e.g. your app's.
+    #[arg(long = "doc-version")]
+    pub doc_version: Option<String>,
 }
 
 /// The dead-letter subject and sequence `flowgate dlq show` names.

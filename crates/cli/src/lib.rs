@@ -9,6 +9,7 @@
 //! flowgate dlq replay orders.placed --seq 7
 //! flowgate dlq purge orders.placed --range 1..6
 //! flowgate consumers
+//! flowgate asyncapi --yaml        # from an app's own binary, below
 //! ```
 //!
 //! Installed on its own (`cargo install flowgate-cli`), it knows only what
@@ -95,10 +96,28 @@ fn run_main(app: Option<App>) -> ExitCode {
 /// Runs one parsed command line, writing what it prints to `out` (also
 /// when it fails part-way: what it did is there).
 pub async fn run(cli: &Cli, app: Option<&App>, out: &mut String) -> Result<(), CliError> {
-    if let Command::Asyncapi(_) = &cli.command {
-        return Err(CliError::Usage(
-            "`flowgate asyncapi` needs an app: run it from your app's own binary (flowgate_cli::main_for)".into(),
-        ));
+    if let Command::Asyncapi(args) = &cli.command {
+        let app = app.ok_or_else(|| {
+            CliError::Usage(
+                "`flowgate asyncapi` needs an app: run it from your app's own binary (`flowgate_cli::main_for(App::new().discover())`)".into(),
+            )
+        })?;
+        let mut document = app.asyncapi();
+        if let Some(title) = &args.title {
+            document = document.title(title);
+        }
+        if let Some(version) = &args.doc_version {
+            document = document.version(version);
+        }
+        let text = match args.yaml {
+            true => document.to_yaml(),
+            false => document.to_json(),
+        };
+        out.push_str(&text);
+        if !text.ends_with('\n') {
+            out.push('\n');
+        }
+        return Ok(());
     }
     let nats = connect(cli).await?;
     match &cli.command {
