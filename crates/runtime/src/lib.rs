@@ -106,6 +106,7 @@ mod parked;
 mod pattern;
 mod publisher;
 mod request;
+mod running_app;
 mod settings;
 mod settle;
 mod stack;
@@ -115,7 +116,7 @@ pub mod trace_context;
 pub mod transport;
 mod watch;
 
-pub use app::{shutdown_signal, App, RunningApp};
+pub use app::App;
 pub use channel::{
     stream_name, validate_channel, validate_channel_pattern, validate_consumer_name, NameError,
 };
@@ -204,6 +205,7 @@ pub use output::Output;
 pub use pattern::{is_pattern, pattern_covers, patterns_overlap, subject_matches};
 pub use publisher::{PublishOptions, PublishWindow, Publisher};
 pub use request::{ManualAck, Request};
+pub use running_app::{shutdown_signal, RunningApp};
 pub use settings::SubscriberSettings;
 pub use subscriber::{BoxHandlerService, Subscriber};
 pub use transport::jetstream::{
