@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use flowgate::{App, ConfigCheck, ConsumerReport, JetStream};
 use serde_json::json;
 
-use crate::table::Table;
+use crate::table::{or_dash, Table};
 use crate::CliError;
 
 /// The reports: of the app's durables when there is an app (compared with
@@ -62,14 +62,13 @@ pub fn write(
             "REDELIVERED",
             "CONFIG",
         ]);
-        let count = |value: Option<String>| value.unwrap_or_else(|| "-".to_owned());
         for report in reports {
             table.row(vec![
                 report.stream.clone(),
                 report.name.clone(),
-                count(report.counts.map(|c| c.pending.to_string())),
-                count(report.counts.map(|c| c.ack_pending.to_string())),
-                count(report.counts.map(|c| c.redelivered.to_string())),
+                or_dash(report.counts.map(|c| c.pending.to_string())),
+                or_dash(report.counts.map(|c| c.ack_pending.to_string())),
+                or_dash(report.counts.map(|c| c.redelivered.to_string())),
                 config_word(&report.config).to_owned(),
             ]);
         }

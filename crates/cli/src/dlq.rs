@@ -8,7 +8,7 @@ use flowgate::JetStream;
 use serde_json::json;
 
 use crate::args::{show_target, DeadLetterSubject, DlqCommand};
-use crate::table::{shortened, Table};
+use crate::table::{or_dash, shortened, Table};
 use crate::CliError;
 
 /// Runs one `flowgate dlq` command, writing what it says to `out`.
@@ -148,7 +148,6 @@ fn list_table(dead: &DeadLetters, letters: &[DeadLetterRecord], out: &mut String
         "REPLAYED",
         "LAST ERROR",
     ]);
-    let or_dash = |value: Option<String>| value.unwrap_or_else(|| "-".to_owned());
     for letter in letters {
         table.row(vec![
             letter.sequence.to_string(),

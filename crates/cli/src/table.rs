@@ -52,6 +52,11 @@ impl Table {
     }
 }
 
+/// The value, or `-` where there is none.
+pub fn or_dash(value: Option<String>) -> String {
+    value.unwrap_or_else(|| "-".to_owned())
+}
+
 /// `text` cut to `max` characters, with an ellipsis where it was cut.
 pub fn shortened(text: &str, max: usize) -> String {
     match text.char_indices().nth(max.saturating_sub(1)) {

@@ -52,14 +52,7 @@ pub(crate) use for_each_arity;
 /// The channel of the first payload among a handler's parameters, given as
 /// (is it a payload, the channel its type declares).
 pub const fn payload_channel(params: &[(bool, Option<&'static str>)]) -> Option<&'static str> {
-    let mut i = 0;
-    while i < params.len() {
-        if params[i].0 {
-            return params[i].1;
-        }
-        i += 1;
-    }
-    None
+    first_payload(params)
 }
 
 /// Makes what the AsyncAPI document says of a payload type.
@@ -68,6 +61,12 @@ type SchemaFn = fn() -> EventSchema;
 /// The schema of the first payload among a handler's parameters, given as
 /// (is it a payload, its schema).
 const fn payload_schema(params: &[(bool, Option<SchemaFn>)]) -> Option<SchemaFn> {
+    first_payload(params)
+}
+
+/// What the first payload among a handler's parameters declares, given as
+/// (is it a payload, what its type declares).
+const fn first_payload<T: Copy>(params: &[(bool, Option<T>)]) -> Option<T> {
     let mut i = 0;
     while i < params.len() {
         if params[i].0 {
