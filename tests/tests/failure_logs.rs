@@ -158,3 +158,56 @@ async fn first_failures_are_warnings_within_a_budget_and_payloads_never_show() {
         "a payload reached the log"
     );
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_permanent_failure_is_not_announced_as_retried() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _log = tracing::subscriber::set_default(subscriber);
+
+    let broker = InMemory::new();
+    let refusing = Subscriber::new(FAILING, |payment: Payment| async move {
+        Err::<(), _>(flowgate::Failure::permanent(std::io::Error::other(
+            format!("payment {} is for a closed account", payment.id),
+        )))
+    })
+    .durable("charging");
+    let app = App::new()
+        .subscriber(refusing)
+        .start(broker.clone())
+        .await
+        .expect("started");
+    let payment = Payment {
+        id: 1,
+        card: "secret-card-4242".into(),
+    };
+    Publisher::new(broker.clone())
+        .publish_with(&payment, PublishOptions::new().channel(FAILING))
+        .await
+        .expect("published");
+    broker.wait_idle().await;
+    app.shutdown().await.expect("shut down");
+
+    let lines = captured.lines();
+    let warned: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains(" WARN ") && l.contains("flowgate::attempt: handler failed"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{lines:#?}");
+    assert!(
+        warned[0].contains("the failure is permanent: it goes to the dead letters without a retry"),
+        "{}",
+        warned[0]
+    );
+    assert!(!warned[0].contains("it is retried"), "{}", warned[0]);
+    assert_eq!(
+        broker.settlements(FAILING).dead_lettered(),
+        vec![1],
+        "dead-lettered at once"
+    );
+}

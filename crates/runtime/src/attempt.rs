@@ -136,6 +136,12 @@ impl Attempt for Attempts {
             return;
         }
         if let Some(suppressed) = metrics.warnings.allow() {
+            let next = match crate::failure::classify(err) {
+                crate::failure::Class::Retry(_) => "it is retried within its failure budget",
+                crate::failure::Class::Permanent | crate::failure::Class::Undecodable => {
+                    "the failure is permanent: it goes to the dead letters without a retry"
+                }
+            };
             tracing::warn!(
                 channel = %metrics.channel,
                 subject = meta.subject(),
@@ -143,7 +149,7 @@ impl Attempt for Attempts {
                 attempt,
                 error = %err,
                 suppressed,
-                "handler failed; it is retried within its failure budget"
+                "handler failed; {next}"
             );
         }
     }

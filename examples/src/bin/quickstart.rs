@@ -4,10 +4,14 @@
 //! cargo run -p flowgate-examples --bin quickstart                  # in memory, no server
 //! NATS_URL=nats://127.0.0.1:4222 cargo run -p flowgate-examples --bin quickstart
 //! cargo run -p flowgate-examples --bin quickstart -- --keep-running # until Ctrl-C
+//! cargo run -p flowgate-examples --bin quickstart -- --bad-order    # one is dead-lettered
 //! ```
 //!
 //! It publishes a few orders, prints each one as billing and shipping handle
-//! it, prints a summary and exits.
+//! it, prints a summary and exits. With `--bad-order` it also publishes an
+//! order with a negative total, which billing refuses for good: it goes to
+//! the dead letters (`dlq.orders.placed`) at once, where `flowgate dlq list
+//! orders.placed` shows it on a real server.
 
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -35,15 +39,20 @@ struct Tally(Arc<Counts>);
 #[derive(Debug, Default)]
 struct Counts {
     billed: AtomicUsize,
+    refused: AtomicUsize,
     revenue_cents: AtomicI64,
     shipped: AtomicUsize,
 }
 
-/// Bills each order. Returning `Err` would retry it, then dead-letter it.
+/// Bills each order. Returning `Err` would retry it, then dead-letter it;
+/// a negative total never becomes valid, so it is refused for good
+/// (`Failure::permanent`): dead-lettered at once.
 #[flowgate::subscriber(durable = "billing", max_in_flight = 32)]
-async fn bill(order: OrderPlaced, State(tally): State<Tally>) -> Result<(), BillingError> {
+async fn bill(order: OrderPlaced, State(tally): State<Tally>) -> Result<(), flowgate::Failure> {
     if order.total_cents < 0 {
-        return Err(BillingError(order.id));
+        tally.0.refused.fetch_add(1, Ordering::Relaxed);
+        println!("billing : order {:>2} refused: negative total", order.id);
+        return Err(flowgate::Failure::permanent(BillingError(order.id)));
     }
     tally
         .0
@@ -85,14 +94,20 @@ async fn main() -> std::process::ExitCode {
 async fn demo() -> Result<(), Box<dyn std::error::Error>> {
     flowgate_examples::init_logging();
     let keep_running = std::env::args().any(|arg| arg == "--keep-running");
+    let bad_order = std::env::args().any(|arg| arg == "--bad-order");
     match std::env::var("NATS_URL") {
         Ok(url) => {
             println!("transport: JetStream at {url}");
-            run(flowgate::JetStream::connect(&url).await?, keep_running).await
+            run(
+                flowgate::JetStream::connect(&url).await?,
+                keep_running,
+                bad_order,
+            )
+            .await
         }
         Err(_) => {
             println!("transport: in memory (set NATS_URL to use a NATS server)");
-            run(flowgate_testkit::InMemory::new(), keep_running).await
+            run(flowgate_testkit::InMemory::new(), keep_running, bad_order).await
         }
     }
 }
@@ -100,6 +115,7 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 async fn run<T: Transport>(
     transport: T,
     keep_running: bool,
+    bad_order: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let tally = Tally::default();
     let app = App::new()
@@ -119,11 +135,21 @@ async fn run<T: Transport>(
         };
         publisher.publish(&order).await?;
     }
+    let bad = usize::from(bad_order);
+    if bad_order {
+        let order = OrderPlaced {
+            id: ORDERS + 1,
+            customer: "mallory".to_owned(),
+            total_cents: -500,
+        };
+        publisher.publish(&order).await?;
+    }
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let counts = &tally.0;
     while (counts.billed.load(Ordering::Relaxed) as u64) < ORDERS
-        || (counts.shipped.load(Ordering::Relaxed) as u64) < ORDERS
+        || counts.refused.load(Ordering::Relaxed) < bad
+        || (counts.shipped.load(Ordering::Relaxed) as usize) < ORDERS as usize + bad
     {
         if tokio::time::Instant::now() > deadline {
             return Err("orders were not all handled within 30 s".into());
@@ -142,5 +168,11 @@ async fn run<T: Transport>(
         counts.revenue_cents.load(Ordering::Relaxed) as f64 / 100.0,
         counts.shipped.load(Ordering::Relaxed)
     );
+    if bad_order {
+        println!(
+            "refused : order {} went to the dead letters on dlq.orders.placed; on a server, `cargo run -p flowgate-cli -- dlq list orders.placed` shows why",
+            ORDERS + 1
+        );
+    }
     Ok(())
 }
