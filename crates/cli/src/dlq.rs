@@ -165,9 +165,14 @@ fn list_table(dead: &DeadLetters, letters: &[DeadLetterRecord], out: &mut String
             or_dash(letter.last_error.as_deref().map(|e| shortened(e, 80))),
         ]);
     }
+    let noun = if letters.len() == 1 {
+        "dead letter"
+    } else {
+        "dead letters"
+    };
     let _ = writeln!(
         out,
-        "{} dead letters on {} (stream {})",
+        "{} {noun} on {} (stream {})",
         letters.len(),
         dead.subject(),
         dead.stream()
