@@ -369,3 +369,45 @@ async fn queue_groups_budget_spent_dead_letters_and_failed_publishes_have_their_
         "two deliveries, then dead-lettered"
     );
 }
+
+#[derive(Debug, Serialize, Deserialize, flowgate::Event)]
+#[event(channel = "metrics.receipts")]
+struct Receipt {
+    id: u64,
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handlers_publishes_are_counted_by_their_channel() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let snapshotter = snapshotter();
+    let channel = "metrics.paid";
+    let broker = flowgate_testkit::InMemory::new();
+    let handler = |job: Job, receipts: flowgate::extract::Publisher<Receipt>| async move {
+        receipts.publish(&Receipt { id: job.id }).await?;
+        Ok::<(), flowgate::PublishError>(())
+    };
+    let app = App::new()
+        .subscriber(Subscriber::new(channel, handler).durable("receipts"))
+        .start(broker.clone())
+        .await
+        .expect("app starts");
+    let publisher = Publisher::new(broker.clone());
+    for id in 1..=3 {
+        publisher
+            .publish_with(&Job { id }, PublishOptions::new().channel(channel))
+            .await
+            .expect("publish");
+    }
+    broker.wait_idle().await;
+    app.shutdown().await.expect("clean shutdown");
+
+    let snapshot = snapshot(&snapshotter);
+    let receipts = values_of(&snapshot, "metrics.receipts");
+    assert_eq!(
+        counter(&receipts, names::PUBLISHED),
+        3,
+        "one receipt per job"
+    );
+    assert_eq!(counter(&receipts, names::PUBLISH_FAILURES), 0);
+    assert_eq!(counter(&values_of(&snapshot, channel), names::PUBLISHED), 3);
+}

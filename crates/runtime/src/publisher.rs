@@ -150,7 +150,7 @@ impl<T: Transport> Publisher<T> {
 /// The `channel` label of a publish of `E`: the type's channel (its
 /// pattern, for a wildcard type, so the label takes no value per subject),
 /// else the channel the options name.
-fn channel_label<E: Event>(options: &PublishOptions) -> metrics::SharedString {
+pub(crate) fn channel_label<E: Event>(options: &PublishOptions) -> metrics::SharedString {
     match (E::CHANNEL, &options.channel) {
         (Some(channel), _) => metrics::SharedString::const_str(channel),
         (None, Some(channel)) => metrics::SharedString::from_owned(channel.clone()),

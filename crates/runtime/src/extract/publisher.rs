@@ -101,13 +101,19 @@ impl<E: Event> Publisher<E> {
     }
 
     /// Publishes `event` with `options` and waits for the broker's ack.
+    /// Counted like a [`crate::Publisher`]'s publishes, in
+    /// `flowgate_messages_published_total` and
+    /// `flowgate_publish_failures_total`.
     pub async fn publish_with(
         &self,
         event: &E,
         options: PublishOptions,
     ) -> Result<PublishAck, PublishError> {
+        let channel = crate::publisher::channel_label::<E>(&options);
         let message = crate::publisher::outgoing(event, options, None)?;
-        self.transport.publish(message).await
+        let stored = self.transport.publish(message).await;
+        crate::middleware::metrics::record_publish(&channel, stored.is_ok());
+        stored
     }
 }
 
