@@ -436,3 +436,110 @@ async fn consumers_show_the_backlog_and_whether_the_code_still_agrees() {
     assert_eq!(rows[0]["consumer"], "shipping");
     assert_eq!(rows[0]["config"], "missing (created at start)");
 }
+
+#[derive(Debug, Serialize, Deserialize, flowgate::Event)]
+#[event(channel = "cli.shipments.*")]
+struct Shipment {
+    id: u64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wildcard_channels_dead_letters_are_named_by_subject_and_replayed_elsewhere() {
+    init_tracing();
+    let server = NatsServer::start().await;
+    let nats = server.jetstream().await;
+    let handled: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
+    let handler = {
+        let handled = handled.clone();
+        move |shipment: Shipment,
+              flowgate::extract::Subject(subject): flowgate::extract::Subject| {
+            let handled = handled.clone();
+            async move {
+                lock(&handled).push((shipment.id, subject.clone()));
+                match subject.as_str() {
+                    "cli.shipments.retry" => Ok(()),
+                    _ => Err(flowgate::Failure::permanent(std::io::Error::other(
+                        "carrier unknown",
+                    ))),
+                }
+            }
+        }
+    };
+    let app = App::new()
+        .subscriber(Subscriber::new("cli.shipments.*", handler).durable("carrier"))
+        .start(nats.clone())
+        .await
+        .expect("app starts");
+    let publisher = Publisher::new(nats.clone());
+    for (id, region) in [(1, "eu"), (2, "us")] {
+        publisher
+            .publish_to(&format!("cli.shipments.{region}"), &Shipment { id })
+            .await
+            .expect("stored");
+    }
+    let both = eventually(Duration::from_secs(10), || async {
+        let mut stored = 0;
+        for region in ["eu", "us"] {
+            if let Ok(letters) =
+                DeadLetters::on_subject(&nats, format!("dlq.cli.shipments.{region}")).await
+            {
+                stored += letters.list(&Selection::all()).await.map_or(0, |l| l.len());
+            }
+        }
+        stored == 2
+    })
+    .await;
+    assert!(
+        both,
+        "each region's shipment dead-lettered: {:?}",
+        lock(&handled)
+    );
+
+    // The pattern spans a stream per subject: the tool names one to pick.
+    let spread = flowgate(&server, &["dlq", "list", "cli.shipments.*"]).await;
+    assert!(!spread.status.success(), "{}", said(&spread));
+    assert!(
+        said(&spread).contains("in several streams")
+            && said(&spread).contains("dlq.cli.shipments."),
+        "{}",
+        said(&spread)
+    );
+    let listed = flowgate(
+        &server,
+        &["dlq", "list", "--subject", "dlq.cli.shipments.eu"],
+    )
+    .await;
+    assert!(listed.status.success(), "{}", said(&listed));
+    assert!(
+        stdout(&listed).contains("cli.shipments.eu"),
+        "{}",
+        said(&listed)
+    );
+
+    // Sent to another subject the channel covers, where it succeeds.
+    let replayed = flowgate(
+        &server,
+        &[
+            "dlq",
+            "replay",
+            "--subject",
+            "dlq.cli.shipments.eu",
+            "--all",
+            "--to",
+            "cli.shipments.retry",
+        ],
+    )
+    .await;
+    assert!(replayed.status.success(), "{}", said(&replayed));
+    assert!(
+        stdout(&replayed).contains("replayed to cli.shipments.retry"),
+        "{}",
+        said(&replayed)
+    );
+    let handled_there = eventually(Duration::from_secs(10), || async {
+        lock(&handled).contains(&(1, "cli.shipments.retry".to_owned()))
+    })
+    .await;
+    assert!(handled_there, "{:?}", lock(&handled));
+    app.shutdown().await.expect("clean shutdown");
+}
