@@ -22,6 +22,18 @@ struct Payment {
 struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Captured {
+    /// Captures this thread's log, at DEBUG and above, until the guard drops.
+    fn install() -> (Captured, tracing::subscriber::DefaultGuard) {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (captured, tracing::subscriber::set_default(subscriber))
+    }
+
     fn lines(&self) -> Vec<String> {
         let bytes = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
         String::from_utf8_lossy(&bytes)
@@ -51,14 +63,7 @@ const MESSAGES: u64 = 30;
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn first_failures_are_warnings_within_a_budget_and_payloads_never_show() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _log = tracing::subscriber::set_default(subscriber);
+    let (captured, _log) = Captured::install();
 
     let broker = InMemory::new();
     let failing = Subscriber::new(FAILING, |payment: Payment| async move {
@@ -161,14 +166,7 @@ async fn first_failures_are_warnings_within_a_budget_and_payloads_never_show() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_permanent_failure_is_not_announced_as_retried() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _log = tracing::subscriber::set_default(subscriber);
+    let (captured, _log) = Captured::install();
 
     let broker = InMemory::new();
     let refusing = Subscriber::new(FAILING, |payment: Payment| async move {
