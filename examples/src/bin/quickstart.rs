@@ -149,7 +149,7 @@ async fn run<T: Transport>(
     let counts = &tally.0;
     while (counts.billed.load(Ordering::Relaxed) as u64) < ORDERS
         || counts.refused.load(Ordering::Relaxed) < bad
-        || (counts.shipped.load(Ordering::Relaxed) as usize) < ORDERS as usize + bad
+        || counts.shipped.load(Ordering::Relaxed) < ORDERS as usize + bad
     {
         if tokio::time::Instant::now() > deadline {
             return Err("orders were not all handled within 30 s".into());
