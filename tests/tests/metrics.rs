@@ -48,6 +48,20 @@ fn snapshot(snapshotter: &Snapshotter) -> Vec<(Key, Option<String>, DebugValue)>
         .collect()
 }
 
+/// Publishes a job of each id on `channel`, each stored before the next.
+async fn publish_jobs<T: Transport>(
+    publisher: &Publisher<T>,
+    channel: &str,
+    ids: impl IntoIterator<Item = u64>,
+) {
+    for id in ids {
+        publisher
+            .publish_with(&Job { id }, PublishOptions::new().channel(channel))
+            .await
+            .expect("publish");
+    }
+}
+
 /// Tests of this binary take turns: a snapshot resets every counter.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -103,12 +117,7 @@ async fn settlements_attempts_and_durations_are_counted_per_channel_and_durable(
         .await
         .expect("app starts");
     let publisher = Publisher::new(nats.clone());
-    for id in 0..7 {
-        publisher
-            .publish_with(&Job { id }, PublishOptions::new().channel(channel))
-            .await
-            .expect("publish");
-    }
+    publish_jobs(&publisher, channel, 0..7).await;
     let settled = eventually(Duration::from_secs(30), || async {
         consumer_state(&nats, channel, "counted")
             .await
@@ -257,12 +266,7 @@ async fn failed_attempts_are_counted_by_reason_with_the_retries_and_redeliveries
         .await
         .expect("app starts");
     let publisher = Publisher::new(broker.clone());
-    for id in 1..=3 {
-        publisher
-            .publish_with(&Job { id }, PublishOptions::new().channel(channel))
-            .await
-            .expect("publish");
-    }
+    publish_jobs(&publisher, channel, 1..=3).await;
     broker
         .publish(flowgate::OutgoingMessage::new(channel, "not json"))
         .await
@@ -392,12 +396,7 @@ async fn a_handlers_publishes_are_counted_by_their_channel() {
         .await
         .expect("app starts");
     let publisher = Publisher::new(broker.clone());
-    for id in 1..=3 {
-        publisher
-            .publish_with(&Job { id }, PublishOptions::new().channel(channel))
-            .await
-            .expect("publish");
-    }
+    publish_jobs(&publisher, channel, 1..=3).await;
     broker.wait_idle().await;
     app.shutdown().await.expect("clean shutdown");
 

@@ -1,8 +1,8 @@
 //! `flowgate dlq list | show | replay | purge`.
 
 use std::fmt::Write as _;
-use std::time::SystemTime;
 
+use flowgate::dead_letter::rfc3339;
 use flowgate::dlq::{DeadLetterRecord, DeadLetters, ReplayOptions, ReplayOutcome};
 use flowgate::JetStream;
 use serde_json::json;
@@ -258,13 +258,4 @@ fn as_json(letter: &DeadLetterRecord) -> serde_json::Value {
         "failed_at": letter.failed_at,
         "replayed": letter.replayed.as_ref().and_then(|r| serde_json::to_value(r).ok()),
     })
-}
-
-fn rfc3339(at: SystemTime) -> String {
-    let since = at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    (time::OffsetDateTime::UNIX_EPOCH + since)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| since.as_secs().to_string())
 }

@@ -112,7 +112,15 @@ fn header_safe(text: &str) -> String {
     }
 }
 
-pub(crate) fn rfc3339(at: SystemTime) -> String {
+/// `at` in the form [`FAILED_AT`] is written in (RFC 3339, UTC), for tools
+/// that show dead letters beside it.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// let at = SystemTime::UNIX_EPOCH + Duration::from_secs(86_400);
+/// assert_eq!(flowgate::dead_letter::rfc3339(at), "1970-01-02T00:00:00Z");
+/// ```
+pub fn rfc3339(at: SystemTime) -> String {
     let since = at
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();

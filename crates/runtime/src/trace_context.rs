@@ -68,12 +68,17 @@ pub(crate) fn carry_into_dead_letter(letter: &mut Headers, original: Option<&Hea
     if otel::inject_current(letter) {
         return;
     }
-    let Some(original) = original else {
-        return;
-    };
+    if let Some(original) = original {
+        copy(original, letter);
+    }
+}
+
+/// Copies the trace context `from` carries (`traceparent`, `tracestate`)
+/// into `to`, as it is.
+pub(crate) fn copy(from: &Headers, to: &mut Headers) {
     for name in [TRACEPARENT, TRACESTATE] {
-        if let Some(value) = original.get(name) {
-            letter.insert(name, value.as_str());
+        if let Some(value) = from.get(name) {
+            to.insert(name, value.as_str());
         }
     }
 }

@@ -39,7 +39,7 @@ pub use selection::Selection;
 
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
 
-use crate::transport::jetstream::covering::Cover;
+use crate::transport::jetstream::covering::{self, Cover};
 use crate::{DeadLetter, JetStream, Transport};
 
 /// The dead letters on one subject, in the stream that stores it.
@@ -128,15 +128,22 @@ impl DeadLetters {
             return Err(DeadLetterError::NothingSelected);
         }
         let chosen = self.list(selection).await?;
-        let bucket = match options.is_dry_run() || chosen.is_empty() {
-            true => None,
-            false => Some(replay::open(self.nats.context(), self.nats.replicas()).await?),
-        };
+        // Opened (or created) with the first replay that publishes.
+        let mut bucket = None;
         let mut entries = Vec::with_capacity(chosen.len());
         for dead_letter in chosen {
-            let outcome = self
-                .replay_one(&dead_letter, options, bucket.as_ref())
-                .await;
+            let outcome = match refusal_or_target(&dead_letter, options) {
+                Err(refused) => refused,
+                Ok(to) if options.is_dry_run() => ReplayOutcome::WouldReplay { to },
+                Ok(to) => {
+                    let store = match &mut bucket {
+                        Some(store) => store,
+                        none => none
+                            .insert(replay::open(self.nats.context(), self.nats.replicas()).await?),
+                    };
+                    self.replay_one(&dead_letter, to, store).await
+                }
+            };
             let failed = matches!(outcome, ReplayOutcome::Failed { .. });
             entries.push(ReplayEntry {
                 dead_letter,
@@ -149,21 +156,13 @@ impl DeadLetters {
         Ok(entries)
     }
 
+    /// Publishes the replay of `dead_letter` to `to` and records it.
     async fn replay_one(
         &self,
         dead_letter: &DeadLetterRecord,
-        options: &ReplayOptions,
-        bucket: Option<&async_nats::jetstream::kv::Store>,
+        to: String,
+        bucket: &async_nats::jetstream::kv::Store,
     ) -> ReplayOutcome {
-        let Some(to) = options.target(dead_letter) else {
-            return ReplayOutcome::NoSubject;
-        };
-        if let (Some(before), false) = (&dead_letter.replayed, options.is_forced()) {
-            return ReplayOutcome::AlreadyReplayed(before.clone());
-        }
-        let Some(bucket) = bucket else {
-            return ReplayOutcome::WouldReplay { to };
-        };
         let count = dead_letter
             .replayed
             .as_ref()
@@ -291,10 +290,23 @@ impl DeadLetters {
     }
 }
 
+/// Where `dead_letter` is replayed to, or why it is not.
+fn refusal_or_target(
+    dead_letter: &DeadLetterRecord,
+    options: &ReplayOptions,
+) -> Result<String, ReplayOutcome> {
+    let to = options
+        .target(dead_letter)
+        .ok_or(ReplayOutcome::NoSubject)?;
+    match (&dead_letter.replayed, options.is_forced()) {
+        (Some(before), false) => Err(ReplayOutcome::AlreadyReplayed(before.clone())),
+        _ => Ok(to),
+    }
+}
+
 /// The one stream that stores `subject`.
 async fn find_stream(nats: &JetStream, subject: &str) -> Result<String, DeadLetterError> {
-    let found = nats
-        .find_stream(subject)
+    let found = covering::holding(nats.context(), subject)
         .await
         .map_err(|e| DeadLetterError::broker(format!("finding the stream of `{subject}`"), e))?;
     match found {

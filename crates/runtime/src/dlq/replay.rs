@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{DeadLetterError, DeadLetterRecord};
 use crate::dead_letter::REPLAY_OF;
-use crate::trace_context::{TRACEPARENT, TRACESTATE};
 use crate::transport::jetstream::bucket::{key_token, Bucket};
 use crate::{Headers, OutgoingMessage};
 
@@ -205,11 +204,7 @@ pub(crate) async fn record(
 /// header naming the dead letter, and an id unique to this replay.
 pub(crate) fn replay_message(record: &DeadLetterRecord, to: String, count: u32) -> OutgoingMessage {
     let mut headers = Headers::new();
-    for name in [TRACEPARENT, TRACESTATE] {
-        if let Some(value) = record.headers.get(name) {
-            headers.insert(name, value.as_str());
-        }
-    }
+    crate::trace_context::copy(&record.headers, &mut headers);
     headers.insert(REPLAY_OF, record.id().as_str());
     let id = match count {
         1 => format!("flowgate-replay-{}-{}", record.stream, record.sequence),
@@ -223,6 +218,7 @@ pub(crate) fn replay_message(record: &DeadLetterRecord, to: String, count: u32) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trace_context::TRACEPARENT;
 
     fn dead_letter() -> DeadLetterRecord {
         let mut headers = Headers::new();

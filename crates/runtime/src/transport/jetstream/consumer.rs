@@ -4,7 +4,6 @@
 use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
-use async_nats::jetstream::context::GetStreamByNameErrorKind;
 use async_nats::jetstream::stream::ConsumerErrorKind;
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::{self, consumer::PullConsumer};
@@ -22,18 +21,10 @@ pub(crate) async fn ensure_stream(
     settings: &JetStreamSettings,
     channel: &str,
 ) -> Result<String, Error> {
-    if crate::is_pattern(channel) {
-        match covering::find(context, channel).await? {
-            Cover::Whole(name) => return Ok(name),
-            Cover::Part(streams) => return Err(covering::partly_held(channel, &streams)),
-            Cover::None => {}
-        }
-    } else {
-        match context.stream_by_subject(channel).await {
-            Ok(name) => return Ok(name),
-            Err(err) if err.kind() == GetStreamByNameErrorKind::NotFound => {}
-            Err(err) => return Err(broker(channel, err)),
-        }
+    match covering::holding(context, channel).await? {
+        Cover::Whole(name) => return Ok(name),
+        Cover::Part(streams) => return Err(covering::partly_held(channel, &streams)),
+        Cover::None => {}
     }
     let config = jetstream::stream::Config {
         name: crate::stream_name(channel),

@@ -3,7 +3,6 @@
 //! drift check a start makes, from the outside).
 
 use async_nats::jetstream::consumer;
-use async_nats::jetstream::context::GetStreamByNameErrorKind;
 use futures::TryStreamExt;
 
 use super::consumer::{check_unchanged, consumer_config, consumer_name, is_not_found};
@@ -112,7 +111,7 @@ impl JetStream {
             counts: None,
             config: ConfigCheck::Missing,
         };
-        let Cover::Whole(stream) = self.find_stream(&spec.channel).await? else {
+        let Cover::Whole(stream) = covering::holding(self.context(), &spec.channel).await? else {
             return Ok(Some(missing(crate::stream_name(&spec.channel))));
         };
         let info = match self
@@ -135,18 +134,5 @@ impl JetStream {
             counts: Some(info.into()),
             config,
         }))
-    }
-
-    /// The stream that holds every subject of `subject` (a pattern or
-    /// not), if one does. Creates nothing.
-    pub(crate) async fn find_stream(&self, subject: &str) -> Result<Cover, Error> {
-        if crate::is_pattern(subject) {
-            return covering::find(self.context(), subject).await;
-        }
-        match self.context().stream_by_subject(subject).await {
-            Ok(name) => Ok(Cover::Whole(name)),
-            Err(err) if err.kind() == GetStreamByNameErrorKind::NotFound => Ok(Cover::None),
-            Err(err) => Err(Error::Broker(Box::new(err))),
-        }
     }
 }

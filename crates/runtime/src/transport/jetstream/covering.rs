@@ -4,6 +4,7 @@
 //! way of one that holds all of it: that is an error that says what to change.
 
 use async_nats::jetstream;
+use async_nats::jetstream::context::GetStreamByNameErrorKind;
 use serde::Deserialize;
 
 use crate::Error;
@@ -38,6 +39,23 @@ pub(crate) enum Cover {
     None,
     /// These streams (name, subjects) hold some of them, none all.
     Part(Vec<(String, Vec<String>)>),
+}
+
+/// Which stream holds every subject of `subject`, a pattern or not
+/// ([`Cover::Whole`] or [`Cover::None`] for a plain subject). Creates
+/// nothing.
+pub(crate) async fn holding(context: &jetstream::Context, subject: &str) -> Result<Cover, Error> {
+    if crate::is_pattern(subject) {
+        return find(context, subject).await;
+    }
+    match context.stream_by_subject(subject).await {
+        Ok(name) => Ok(Cover::Whole(name)),
+        Err(err) if err.kind() == GetStreamByNameErrorKind::NotFound => Ok(Cover::None),
+        Err(err) => Err(Error::Subscribe {
+            channel: subject.to_owned(),
+            source: Box::new(err),
+        }),
+    }
 }
 
 /// Which stream covers `pattern`: the server lists the streams whose
