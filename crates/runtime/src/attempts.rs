@@ -54,6 +54,17 @@ pub(crate) enum LedgerError {
         /// How long the load was given.
         after: Duration,
     },
+    /// The store did not answer in time a moment ago: it is not asked
+    /// again until its window has passed.
+    #[error("the attempt store did not answer in time within the last {window:?}; the attempts of stream sequence {sequence} on `{channel}` are not loaded from it until it may answer again")]
+    StoreOutOfReach {
+        /// The channel.
+        channel: String,
+        /// The message.
+        sequence: u64,
+        /// How long the store is left alone after it timed out.
+        window: Duration,
+    },
     /// Loading a redelivered message's record failed.
     #[error("loading the attempts of stream sequence {sequence} on `{channel}` from the attempt store failed: {source}")]
     Load {
@@ -158,6 +169,11 @@ pub(crate) struct AttemptLedger {
     store: Option<Arc<dyn AttemptStore>>,
     budget: Option<u32>,
     load_timeout: Duration,
+    /// After the store let a call time out (a cluster electing the
+    /// bucket's leader), it is not asked again until then: every
+    /// redelivery meanwhile starts at once from the broker's count instead
+    /// of each waiting out the load limit in turn.
+    out_of_reach_until: Mutex<Option<tokio::time::Instant>>,
     channel: Arc<str>,
 }
 
@@ -183,6 +199,7 @@ impl AttemptLedger {
             store,
             budget: spec.max_deliver,
             load_timeout: LOAD_TIMEOUT.min(spec.ack_wait / 2),
+            out_of_reach_until: Mutex::new(None),
             channel: Arc::from(spec.channel.as_str()),
         }
     }
@@ -224,18 +241,29 @@ impl AttemptLedger {
             let first = self.continue_count(sequence, delivery_count, None);
             return self.first_attempt(first, AttemptRecorder::Unrecorded);
         };
-        let loaded = match tokio::time::timeout(self.load_timeout, store.load(sequence)).await {
-            Ok(Ok(stored)) => Ok(stored),
-            Ok(Err(source)) => Err(LedgerError::Load {
+        let loaded = if self.store_out_of_reach() {
+            Err(LedgerError::StoreOutOfReach {
                 channel: self.channel.to_string(),
                 sequence,
-                source,
-            }),
-            Err(_) => Err(LedgerError::LoadTimedOut {
-                channel: self.channel.to_string(),
-                sequence,
-                after: self.load_timeout,
-            }),
+                window: self.load_timeout,
+            })
+        } else {
+            match tokio::time::timeout(self.load_timeout, store.load(sequence)).await {
+                Ok(Ok(stored)) => Ok(stored),
+                Ok(Err(source)) => Err(LedgerError::Load {
+                    channel: self.channel.to_string(),
+                    sequence,
+                    source,
+                }),
+                Err(_) => {
+                    self.store_timed_out();
+                    Err(LedgerError::LoadTimedOut {
+                        channel: self.channel.to_string(),
+                        sequence,
+                        after: self.load_timeout,
+                    })
+                }
+            }
         };
         let stored = match loaded {
             Ok(stored) => stored,
@@ -254,7 +282,10 @@ impl AttemptLedger {
             let failed = match saved {
                 Ok(Ok(())) => None,
                 Ok(Err(err)) => Some(err.to_string()),
-                Err(_) => Some(format!("saving timed out after {:?}", self.load_timeout)),
+                Err(_) => {
+                    self.store_timed_out();
+                    Some(format!("saving timed out after {:?}", self.load_timeout))
+                }
             };
             if let Some(err) = failed {
                 tracing::warn!(error = %err, seq = sequence, attempt = first, "the attempt runs unrecorded; no in-process retries for this delivery");
@@ -319,11 +350,20 @@ impl AttemptLedger {
         // Bounded like a load: while the store is out of reach (a cluster
         // electing leaders) the handler's slot is not held for it.
         Some(Box::pin(async move {
-            let forgotten = tokio::time::timeout(self.load_timeout, store.forget(sequence))
-                .await
-                .unwrap_or_else(
-                    |_| Err(format!("no answer within {:?}", self.load_timeout).into()),
-                );
+            let forgotten = if self.store_out_of_reach() {
+                Err(format!(
+                    "the store did not answer in time within the last {:?}",
+                    self.load_timeout
+                )
+                .into())
+            } else {
+                tokio::time::timeout(self.load_timeout, store.forget(sequence))
+                    .await
+                    .unwrap_or_else(|_| {
+                        self.store_timed_out();
+                        Err(format!("no answer within {:?}", self.load_timeout).into())
+                    })
+            };
             if let Err(err) = forgotten {
                 tracing::warn!(error = %err, channel = %self.channel, seq = sequence, "could not drop the attempt record of a settled message; it expires with the bucket's age limit");
             }
@@ -401,6 +441,24 @@ impl AttemptLedger {
     }
 
     /// The map holds plain numbers: a panic elsewhere cannot leave it torn.
+    /// Whether the store let a call time out less than a load limit ago.
+    fn store_out_of_reach(&self) -> bool {
+        let until = *self
+            .out_of_reach_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        until.is_some_and(|until| tokio::time::Instant::now() < until)
+    }
+
+    /// The store let a call time out: leave it alone for one load limit.
+    fn store_timed_out(&self) {
+        let until = tokio::time::Instant::now() + self.load_timeout;
+        *self
+            .out_of_reach_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(until);
+    }
+
     fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, u32>> {
         self.made.lock().unwrap_or_else(PoisonError::into_inner)
     }

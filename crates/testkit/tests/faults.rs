@@ -303,6 +303,57 @@ async fn faults_take_effect_once_each_and_can_be_cleared() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_store_that_stopped_answering_is_waited_for_once_not_by_every_redelivery() {
+    let broker = InMemory::new();
+    publish_orders(&broker, 1..=4).await;
+    // Every first delivery is lost; when they come again, after the ack
+    // wait, the attempt store answers nothing (a bucket electing its leader).
+    broker.lose_next_deliveries(CHANNEL, 4);
+    broker.stall_attempt_store(CHANNEL, 100);
+    let runs = Runs::new();
+    let subscriber = billing(&runs, 0, Duration::ZERO, ok).ack_wait(Duration::from_secs(10));
+    let app = start(&broker, subscriber).await;
+    let asked = |broker: &InMemory| {
+        broker
+            .faults()
+            .iter()
+            .filter(|fault| matches!(fault, Fault::AttemptStoreStalled { .. }))
+            .count()
+    };
+    within(broker.wait_until(|broker| asked(broker) > 0)).await;
+    let stalled_at = Instant::now();
+
+    within(broker.wait_until(|broker| broker.settlements(CHANNEL).acked().len() == 4)).await;
+    settle(&broker).await;
+    // The four loads wait out one load limit (2 s) together; the records
+    // are then not forgotten in a store that just did not answer, which
+    // held each handler's slot for another 2 s.
+    assert!(
+        stalled_at.elapsed() < Duration::from_secs(3),
+        "the redeliveries took {:?}",
+        stalled_at.elapsed()
+    );
+    assert_eq!(
+        asked(&broker),
+        4,
+        "the store is asked by the four loads only while it does not answer"
+    );
+    for id in 1..=4 {
+        let ran: Vec<(u32, bool)> = runs
+            .of(id)
+            .iter()
+            .map(|run| (run.delivery, run.ok))
+            .collect();
+        assert_eq!(
+            ran,
+            vec![(2, true)],
+            "order {id}: once, from the broker's count"
+        );
+    }
+    app.shutdown().await.expect("shut down");
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_ack_pending_count_includes_buffered_and_lost_deliveries() {
     let broker = InMemory::new();
     publish_orders(&broker, 1..=3).await;
