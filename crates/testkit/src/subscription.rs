@@ -117,7 +117,10 @@ impl Pull {
             return None;
         }
         state.owed -= delivered.made;
-        let waker = if state.buffer.len() > before {
+        // A delivery lost in transit still used up what was owed: the
+        // client is woken too, to ask again, as the JetStream client does
+        // when its pull request is used up or expires without messages.
+        let waker = if state.buffer.len() > before || delivered.made > 0 {
             state.waker.take()
         } else {
             None

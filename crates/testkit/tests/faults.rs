@@ -476,3 +476,56 @@ async fn a_redelivery_whose_attempt_record_does_not_load_holds_up_no_other_messa
     assert_eq!(acked, vec![1, 2, 3, 4]);
     app.shutdown().await.expect("shut down");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_delivery_lost_while_the_window_is_full_comes_again_after_its_ack_wait() {
+    let broker = InMemory::new();
+    publish_orders(&broker, 1..=2).await;
+    broker.lose_next_deliveries(CHANNEL, 2);
+    let mut spec = SubscriptionSpec::new(CHANNEL).with_durable("raw");
+    spec.start = StartPosition::All;
+    spec.max_in_flight = 1;
+    spec.ack_wait = Duration::from_secs(5);
+    let started = Instant::now();
+    let mut deliveries = broker.subscribe(&spec).await.expect("subscribed");
+    // The lost delivery used up the client's pull: it asks again, and the
+    // message comes once its ack wait has run out, twice (its redelivery
+    // is lost too: the window of one holds nothing else).
+    let one = within(deliveries.next()).await.expect("1 again");
+    assert_eq!(
+        (
+            one.metadata.stream_sequence(),
+            one.metadata.delivery_count()
+        ),
+        (1, 3)
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        broker.faults(),
+        vec![
+            Fault::LostDelivery {
+                channel: CHANNEL.into(),
+                sequence: 1,
+                consumer_sequence: 1
+            },
+            Fault::LostDelivery {
+                channel: CHANNEL.into(),
+                sequence: 1,
+                consumer_sequence: 2
+            },
+        ]
+    );
+    one.acker.ack().await.expect("acked");
+    let two = within(deliveries.next()).await.expect("2");
+    assert_eq!(
+        (
+            two.metadata.stream_sequence(),
+            two.metadata.delivery_count()
+        ),
+        (2, 1)
+    );
+}
